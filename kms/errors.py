@@ -1,0 +1,89 @@
+"""The exception tree of `kms`, and nothing else.
+
+One family per direction of failure. Layers raise the most specific class; the
+boundaries (link, CLI) turn them into one clear message. A refusal to sign is
+not an exception: it is a decision value (see `kms.state.machine`).
+"""
+
+from __future__ import annotations
+
+
+class KmsError(Exception):
+    """Base of every error `kms` raises on purpose."""
+
+
+class ConfigError(KmsError):
+    """The configuration is invalid; the message names the file, section and key."""
+
+
+# --- transport and wire -------------------------------------------------------
+
+
+class ProtocolError(KmsError):
+    """The peer sent something we cannot accept; the connection must be closed."""
+
+
+class HandshakeError(ProtocolError):
+    """The SecretConnection handshake failed (bad key, bad signature, wrong peer)."""
+
+
+class FrameError(ProtocolError):
+    """A SecretConnection frame failed to authenticate or was malformed."""
+
+
+class CodecError(ProtocolError):
+    """A privval message could not be decoded (malformed, oversized, unknown)."""
+
+
+class LinkClosed(KmsError):
+    """The link's transport is closed (EOF or local close)."""
+
+
+# --- double-sign state ---------------------------------------------------------
+
+
+class StateError(KmsError):
+    """Double-sign state is unusable; the chain must not sign until an operator acts."""
+
+
+class StateFileError(StateError):
+    """A state file is missing, unreadable, corrupt or of the wrong shape."""
+
+
+class StatePersistError(StateError):
+    """Writing or syncing the state failed; the signature must not be released."""
+
+
+# --- signers and keys ------------------------------------------------------------
+
+
+class SignerError(KmsError):
+    """A signer could not produce a signature."""
+
+
+class HsmError(SignerError):
+    """A YubiHSM2 (or its connector) failed; the message names the device and key."""
+
+
+class HsmConnectionError(HsmError):
+    """The connector could not be reached, or the connection broke."""
+
+
+class HsmTimeoutError(HsmError):
+    """The device did not answer in time."""
+
+
+class HsmDeviceError(HsmError):
+    """The device answered with an error code."""
+
+
+class KeyMismatchError(SignerError):
+    """Replicas (or a key and a config) disagree on the public key."""
+
+
+class NoHealthyReplicaError(SignerError):
+    """No replica could sign within the deadline."""
+
+
+class KeyFileError(KmsError):
+    """A key file is missing, malformed, or has permissive file modes."""

@@ -1,0 +1,56 @@
+"""The signer seam: what the service needs from anything that holds the consensus key.
+
+Owns: the `Signer` interface and the health value it reports. Never touches
+state, sockets or the privval protocol. Implementations: `kms.signer.softsign`
+(a key file), `kms.signer.yubihsm` (one device), `kms.signer.replicas` (devices
+holding the same key, with failover and load spread).
+
+Ed25519 is deterministic: the same message gives the same signature from every
+implementation and every replica. That is what makes retries and failover safe.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """A signature and the name of what produced it (a replica name, or 'softsign')."""
+
+    signature: bytes
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    healthy: bool
+    detail: str = ""
+
+
+class Signer(abc.ABC):
+    """An Ed25519 key that can sign. `open()` before use, `close()` when done."""
+
+    name: str = "signer"
+
+    @property
+    @abc.abstractmethod
+    def public_key(self) -> bytes:
+        """The 32-byte Ed25519 public key (valid after `open()`)."""
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect, authenticate and verify the key; raise SignerError on failure."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release devices and threads."""
+
+    @abc.abstractmethod
+    async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
+        """Sign `message`; raise SignerError (never return a partial result)."""
+
+    async def sign(self, message: bytes, *, timeout: float | None = None) -> bytes:
+        return (await self.sign_traced(message, timeout=timeout)).signature
+
+    def health(self) -> Health:
+        return Health(True)
