@@ -1,0 +1,154 @@
+"""asyncio adapter for SecretConnection: handshake over a stream pair, then encrypted I/O.
+
+Owns: pumping bytes between an asyncio (StreamReader, StreamWriter) pair and the sans-IO
+`Handshake` / `SecretStream`, the handshake deadline, and turning transport failures into
+kms errors. Used by the daemon's links (dialer) and by the simulated validator (listener);
+both roles call `open_secret_connection` the same way.
+
+Rules:
+- The handshake is "write then read" at each step and must finish within `timeout`
+  seconds, else HandshakeTimeout. Any handshake failure (bad peer data, EOF, socket
+  error, timeout, cancellation) closes the writer before the error propagates.
+- `read()` returns the next chunk of decrypted payload (not message-aligned: privval
+  framing is the caller's job); EOF or a socket error -> LinkClosed; bad frames ->
+  FrameError, and the connection stays failed.
+- `write(data)` seals one message (one privval message per call) and drains.
+- No read/write deadlines here: the link layer wraps calls in its own timeouts.
+
+Never touches: privval encoding, keys on disk, signing state, reconnect policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from kms.errors import HandshakeError, LinkClosed
+from kms.secretconn.handshake import Handshake, HandshakeResult, peer_id
+from kms.secretconn.stream import SecretStream
+
+__all__ = [
+    "HandshakeTimeout",
+    "SecretConnection",
+    "SecretStream",
+    "open_secret_connection",
+    "peer_id",
+]
+
+_READ_SIZE = 64 * 1024
+
+
+class HandshakeTimeout(HandshakeError):
+    """The peer did not complete the SecretConnection handshake in time."""
+
+
+class SecretConnection:
+    """An authenticated, encrypted byte stream over an asyncio stream pair."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        result: HandshakeResult,
+        *,
+        local_public_key: bytes,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._stream = result.stream
+        self._pending = result.initial_plaintext
+        self._closed = False
+        self.remote_public_key: bytes = result.remote_public_key
+        self.remote_peer_id: str = result.remote_peer_id
+        self.local_public_key: bytes = local_public_key
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def read(self) -> bytes:
+        """Next non-empty chunk of decrypted payload."""
+        if self._pending:
+            out, self._pending = self._pending, b""
+            return out
+        while True:
+            if self._closed:
+                raise LinkClosed("secret connection closed locally")
+            try:
+                chunk = await self._reader.read(_READ_SIZE)
+            except (ConnectionError, OSError) as exc:
+                raise LinkClosed(f"connection lost: {exc}") from exc
+            if not chunk:
+                raise LinkClosed("peer closed the connection")
+            out = self._stream.receive_data(chunk)
+            if out:
+                return out
+
+    async def write(self, data: bytes) -> None:
+        """Seal one message, write it, and wait for the transport to drain."""
+        if self._closed:
+            raise LinkClosed("secret connection closed locally")
+        wire = self._stream.seal(data)
+        if not wire:
+            return
+        try:
+            self._writer.write(wire)
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise LinkClosed(f"connection lost: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the transport; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+
+async def open_secret_connection(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    identity_seed: bytes,
+    *,
+    expected_peer_id: str | None = None,
+    timeout: float = 5.0,
+    ephemeral_secret: bytes | None = None,
+) -> SecretConnection:
+    """Run the handshake on an open stream pair and return the encrypted connection.
+
+    Raises HandshakeError (HandshakeTimeout on deadline, also for EOF and socket errors
+    during the handshake) or FrameError (the peer's AuthSig frame failed to
+    authenticate). ValueError for a malformed seed/secret/expected_peer_id argument.
+    """
+    handshake = Handshake(
+        identity_seed, ephemeral_secret=ephemeral_secret, expected_peer_id=expected_peer_id
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            while not handshake.done:
+                await _send(writer, handshake.data_to_send())
+                chunk = await reader.read(_READ_SIZE)
+                if not chunk:
+                    raise HandshakeError("peer closed the connection during the handshake")
+                handshake.receive_data(chunk)
+            await _send(writer, handshake.data_to_send())
+    except TimeoutError as exc:
+        writer.close()
+        raise HandshakeTimeout(f"handshake did not complete within {timeout} s") from exc
+    except (ConnectionError, OSError) as exc:
+        writer.close()
+        raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
+    except BaseException:
+        writer.close()
+        raise
+    return SecretConnection(
+        reader, writer, handshake.result(), local_public_key=handshake.local_public_key
+    )
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if data:
+        writer.write(data)
+        await writer.drain()
