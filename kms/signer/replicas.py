@@ -1,0 +1,404 @@
+"""A chain's key held by several signers (YubiHSM2 replicas): failover and load spread.
+
+Owns: choosing a replica for each request (`choose_replica`, a pure function of
+small frozen views), retrying the same message on another replica when one
+fails, the health loop that keeps sessions alive and brings failed replicas
+back, and the failover counters. Never touches double-sign state, sockets or
+the privval protocol; never decides *whether* to sign, only *where*.
+
+Why failover cannot double sign: Ed25519 is deterministic. Every replica holds
+the same key (checked at `open()` and again whenever a replica comes back), so
+sending the SAME message to another replica can only reproduce the SAME
+signature; a lost reply followed by a retry cannot create a conflicting one.
+The double-sign decision is made once, before the message reaches this module.
+As a last line of defence every signature is verified against the set's public
+key before it is returned; a replica that returns a bad signature is treated as
+failed.
+
+Rules:
+- `open()` opens every replica concurrently. Every replica that answers must
+  report the same public key, else `KeyMismatchError` naming the devices. A
+  replica that cannot be reached is marked down and logged; start-up needs AT
+  LEAST ONE replica to answer (otherwise `NoHealthyReplicaError`), because the
+  key's public half must be known and verified before serving.
+- Policy `spread`: the healthy replica with the least outstanding work (ties:
+  the one given fewest requests so far, then config order), so N replicas give
+  about N devices' throughput. Policy `primary`: the first healthy replica in
+  config order.
+- A connection error, timeout, device error or bad signature marks the replica
+  down and the same message goes to the next replica, within the request's
+  deadline. Each attempt is also bounded by `attempt_timeout`, so one hung
+  device cannot eat the whole deadline. When no healthy replica is left, down
+  replicas are tried as a last resort (they may have recovered since the last
+  probe). A replica that reported a different key is never used again.
+- `run_health(stop)`: pings every up replica every `health_interval` seconds
+  (keeping device sessions inside their idle limit) and probes down replicas
+  every `down_probe_interval` seconds (re-open, ping, key check) to bring them
+  back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
+from kms.errors import KeyMismatchError, NoHealthyReplicaError, SignerError
+from kms.signer.base import Health, Signature, Signer
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["spread", "primary"]
+ReplicaState = Literal["up", "down", "mismatch"]
+
+
+@runtime_checkable
+class Pingable(Protocol):
+    """A signer that can prove it is alive cheaply (a YubiHSM2 ECHO)."""
+
+    async def ping(self, *, timeout: float | None = None) -> None: ...
+
+
+# --- pure selection ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaView:
+    """What the selection needs to know about one replica."""
+
+    index: int
+    state: ReplicaState
+    outstanding: int
+    assigned: int
+
+
+def _spread_key(v: ReplicaView) -> tuple[int, int, int]:
+    return (v.outstanding, v.assigned, v.index)
+
+
+def _primary_key(v: ReplicaView) -> tuple[int, int, int]:
+    return (v.index, 0, 0)
+
+
+_POLICY_KEYS: dict[str, Callable[[ReplicaView], tuple[int, int, int]]] = {
+    "spread": _spread_key,
+    "primary": _primary_key,
+}
+
+# Which states are eligible, in order of preference: healthy first, then (as a last
+# resort) those marked down. A replica with another key is never eligible.
+_STATE_RANK: dict[ReplicaState, int | None] = {"up": 0, "down": 1, "mismatch": None}
+
+
+def choose_replica(
+    views: Sequence[ReplicaView], policy: Policy, tried: frozenset[int] = frozenset()
+) -> int | None:
+    """The index of the replica to try next, or None when none is left."""
+    key = _POLICY_KEYS[policy]
+    ranked = [
+        (rank, key(v), v.index)
+        for v in views
+        if v.index not in tried and (rank := _STATE_RANK[v.state]) is not None
+    ]
+    return min(ranked)[2] if ranked else None
+
+
+# --- statistics ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStats:
+    name: str
+    state: ReplicaState
+    outstanding: int
+    signatures: int
+    errors: int
+    last_error: str
+    last_latency: float | None  # seconds, of the last successful signature
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSetStats:
+    name: str
+    failovers: int  # requests moved to another replica after a failure
+    exhausted: int  # requests that no replica could sign in time
+    replicas: tuple[ReplicaStats, ...]
+
+
+class _Replica:
+    """Mutable bookkeeping for one replica (owned by the ReplicaSet, one event loop)."""
+
+    def __init__(self, index: int, signer: Signer) -> None:
+        self.index = index
+        self.signer = signer
+        self.state: ReplicaState = "down"
+        self.outstanding = 0
+        self.assigned = 0
+        self.signatures = 0
+        self.errors = 0
+        self.last_error = "not opened"
+        self.last_latency: float | None = None
+        self.last_probe = float("-inf")
+        self.opened = False
+
+    @property
+    def name(self) -> str:
+        return self.signer.name
+
+    def view(self) -> ReplicaView:
+        return ReplicaView(self.index, self.state, self.outstanding, self.assigned)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+class ReplicaSet(Signer):
+    """Signers holding the same key; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        name: str,
+        replicas: Sequence[Signer],
+        policy: Policy = "spread",
+        health_interval: float = 10.0,
+        *,
+        down_probe_interval: float = 1.0,
+        attempt_timeout: float = 2.0,
+        default_timeout: float = 5.0,
+        probe_timeout: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not replicas:
+            raise ValueError(f"replica set {name!r} needs at least one replica")
+        if policy not in _POLICY_KEYS:
+            raise ValueError(f"unknown replica policy {policy!r} (expected spread or primary)")
+        names = [r.name for r in replicas]
+        if len(set(names)) != len(names):
+            raise ValueError(f"replica set {name!r}: replica names must be unique: {names}")
+        self.name = name
+        self.policy: Policy = policy
+        self.health_interval = health_interval
+        self.down_probe_interval = down_probe_interval
+        self.attempt_timeout = attempt_timeout
+        self.default_timeout = default_timeout
+        self.probe_timeout = probe_timeout
+        self._clock = clock
+        self._replicas = [_Replica(i, s) for i, s in enumerate(replicas)]
+        self._public_key: bytes | None = None
+        self._verify_key: VerifyKey | None = None
+        self._failovers = 0
+        self._exhausted = 0
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def public_key(self) -> bytes:
+        if self._public_key is None:
+            raise SignerError(f"replica set {self.name}: public key unknown before open()")
+        return self._public_key
+
+    async def open(self) -> None:
+        results = await asyncio.gather(
+            *(self._open_one(r) for r in self._replicas), return_exceptions=True
+        )
+        keys: dict[str, bytes] = {}
+        for r, res in zip(self._replicas, results, strict=True):
+            if isinstance(res, bytes):
+                keys[r.name] = res
+            elif isinstance(res, BaseException):
+                if not isinstance(res, Exception):
+                    raise res
+                r.state, r.last_error = "down", _describe(res)
+                r.errors += 1
+                log.warning("%s: replica %s unreachable at start: %s", self.name, r.name, res)
+        if not keys:
+            detail = "; ".join(f"{r.name}: {r.last_error}" for r in self._replicas)
+            raise NoHealthyReplicaError(f"{self.name}: no replica could be opened ({detail})")
+        if len(set(keys.values())) > 1:
+            detail = ", ".join(f"{n}={k.hex()}" for n, k in keys.items())
+            await self.close()
+            raise KeyMismatchError(f"{self.name}: replicas disagree on the public key: {detail}")
+        self._public_key = next(iter(keys.values()))
+        self._verify_key = VerifyKey(self._public_key)
+        for r in self._replicas:
+            if r.name in keys:
+                r.state, r.last_error = "up", ""
+                r.last_probe = self._clock()
+        up = [r.name for r in self._replicas if r.state == "up"]
+        log.info(
+            "%s: opened replicas %s (%d of %d up)", self.name, up, len(up), len(self._replicas)
+        )
+
+    async def _open_one(self, r: _Replica) -> bytes:
+        await r.signer.open()
+        r.opened = True
+        return r.signer.public_key
+
+    async def close(self) -> None:
+        await asyncio.gather(*(r.signer.close() for r in self._replicas), return_exceptions=True)
+
+    # --- signing -----------------------------------------------------------------------
+
+    async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
+        budget = self.default_timeout if timeout is None else timeout
+        deadline = self._clock() + budget
+        tried: set[int] = set()
+        failures: list[str] = []
+        while True:
+            idx = choose_replica([r.view() for r in self._replicas], self.policy, frozenset(tried))
+            remaining = deadline - self._clock()
+            if idx is None or remaining <= 0:
+                self._exhausted += 1
+                why = "; ".join(failures) or "no replica available"
+                raise NoHealthyReplicaError(
+                    f"{self.name}: no replica signed within {budget:.2f}s ({why})"
+                )
+            r = self._replicas[idx]
+            tried.add(idx)
+            if failures:
+                self._failovers += 1
+                log.warning("%s: failing over to %s", self.name, r.name)
+            try:
+                return await self._sign_on(r, message, min(remaining, self.attempt_timeout))
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures.append(f"{r.name}: {_describe(e)}")
+                self._mark_down(r, e)
+
+    async def _sign_on(self, r: _Replica, message: bytes, timeout: float) -> Signature:
+        r.outstanding += 1
+        r.assigned += 1
+        start = self._clock()
+        try:
+            sig = await asyncio.wait_for(r.signer.sign_traced(message, timeout=timeout), timeout)
+        finally:
+            r.outstanding -= 1
+        self._verify(r, message, sig.signature)
+        r.signatures += 1
+        r.last_latency = self._clock() - start
+        return Signature(sig.signature, r.name)
+
+    def _verify(self, r: _Replica, message: bytes, signature: bytes) -> None:
+        assert self._verify_key is not None
+        try:
+            self._verify_key.verify(message, signature)
+        except (BadSignatureError, ValueError, TypeError):
+            raise SignerError(
+                f"{r.name}: returned a signature that does not verify under "
+                f"{self.name}'s public key"
+            ) from None
+
+    def _mark_down(self, r: _Replica, exc: BaseException) -> None:
+        r.errors += 1
+        r.last_error = _describe(exc)
+        if r.state == "up":
+            log.error("%s: replica %s marked down: %s", self.name, r.name, r.last_error)
+        if r.state != "mismatch":
+            r.state = "down"
+        r.last_probe = self._clock()
+
+    # --- health --------------------------------------------------------------------------
+
+    async def probe(self, r_index: int) -> None:
+        """Probe one replica now: ping if up; re-open, ping and key-check if down."""
+        r = self._replicas[r_index]
+        if r.state == "mismatch":
+            return
+        r.last_probe = self._clock()
+        was = r.state
+        try:
+            await asyncio.wait_for(self._probe_inner(r), self.probe_timeout)
+        except asyncio.CancelledError:
+            raise
+        except KeyMismatchError as e:
+            r.state, r.last_error = "mismatch", str(e)
+            r.errors += 1
+            log.error("%s: replica %s excluded: %s", self.name, r.name, e)
+            return
+        except Exception as e:
+            self._mark_down(r, e)
+            return
+        if was != "up":
+            log.info("%s: replica %s back in service", self.name, r.name)
+        r.state, r.last_error = "up", ""
+
+    async def _probe_inner(self, r: _Replica) -> None:
+        if r.state != "up" or not r.opened:
+            await r.signer.open()
+            r.opened = True
+            key = r.signer.public_key
+            if self._public_key is not None and key != self._public_key:
+                raise KeyMismatchError(
+                    f"{r.name} reports public key {key.hex()}, the set's key is "
+                    f"{self._public_key.hex()}"
+                )
+        if isinstance(r.signer, Pingable):
+            await r.signer.ping(timeout=self.probe_timeout)
+
+    def _due(self, r: _Replica, now: float) -> float:
+        interval = self.health_interval if r.state == "up" else self.down_probe_interval
+        return r.last_probe + interval
+
+    async def check_health(self) -> None:
+        """One round: probe every replica whose interval has elapsed, concurrently."""
+        now = self._clock()
+        due = [
+            r.index for r in self._replicas if r.state != "mismatch" and self._due(r, now) <= now
+        ]
+        if due:
+            await asyncio.gather(*(self.probe(i) for i in due))
+
+    async def run_health(self, stop: asyncio.Event) -> None:
+        """Run health rounds until `stop` is set (the supervisor owns this task)."""
+        while not stop.is_set():
+            await self.check_health()
+            now = self._clock()
+            pending = [self._due(r, now) for r in self._replicas if r.state != "mismatch"]
+            wait = max(0.05, min(pending) - now) if pending else self.health_interval
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+
+    def health(self) -> Health:
+        detail = ", ".join(
+            f"{r.name}: {r.state}" + (f" ({r.last_error})" if r.last_error else "")
+            for r in self._replicas
+        )
+        return Health(any(r.state == "up" for r in self._replicas), detail)
+
+    def replica_health(self) -> dict[str, Health]:
+        return {r.name: Health(r.state == "up", r.last_error or r.state) for r in self._replicas}
+
+    @property
+    def replicas(self) -> tuple[Signer, ...]:
+        return tuple(r.signer for r in self._replicas)
+
+    @property
+    def stats(self) -> ReplicaSetStats:
+        return ReplicaSetStats(
+            name=self.name,
+            failovers=self._failovers,
+            exhausted=self._exhausted,
+            replicas=tuple(
+                ReplicaStats(
+                    r.name,
+                    r.state,
+                    r.outstanding,
+                    r.signatures,
+                    r.errors,
+                    r.last_error,
+                    r.last_latency,
+                )
+                for r in self._replicas
+            ),
+        )
