@@ -1,0 +1,237 @@
+"""The per-chain audit log: one JSON line per signature, reuse, refusal or failed attempt.
+
+Owns: the audit line format (`AuditEntry`), appending lines in order on a private
+writer thread, and reading a log back (`read_audit`, for `kms state history`).
+Never decides, signs or touches the state file.
+
+Rules:
+- A line is appended only after the state it describes was persisted (the guard
+  calls `record()` after `save()` returned), so the log never shows a signature
+  the state file does not know.
+- The log is evidence, not a gate: a broken audit log never blocks or delays
+  signing. A failing write is reported with logging.error once per failure
+  state (not once per line), the lines are kept in a bounded queue, and every
+  later record retries; recovery is logged too.
+- Each write opens the file in append mode (0600), writes whole lines and closes
+  it, so log rotation by rename needs no signal. There is no fsync per line: the
+  state file, not the audit log, is what protects against double signing.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from kms.errors import StateError
+from kms.privval.messages import BlockID
+from kms.state.store import encode_block_id, format_time
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["signed", "reused", "refused", "error"]
+MAX_PENDING_LINES = 10_000
+_STEP_NAMES = {0: "proposal", 1: "prevote", 2: "precommit"}
+
+
+class AuditLogError(StateError):
+    """An audit log could not be read (a line is malformed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    time: datetime
+    chain: str
+    height: int
+    round: int
+    step: int
+    block_id: dict[str, Any]  # as in the state file
+    sign_bytes_sha256: str  # hex; "" when there were no sign bytes
+    outcome: Outcome
+    reason: str | None = None
+    replica: str | None = None
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        time: datetime,
+        chain: str,
+        height: int,
+        round: int,
+        step: int,
+        block_id: BlockID,
+        sign_bytes: bytes,
+        outcome: Outcome,
+        reason: str | None = None,
+        replica: str | None = None,
+    ) -> AuditEntry:
+        return cls(
+            time=time,
+            chain=chain,
+            height=height,
+            round=round,
+            step=step,
+            block_id=encode_block_id(block_id),
+            sign_bytes_sha256=hashlib.sha256(sign_bytes).hexdigest() if sign_bytes else "",
+            outcome=outcome,
+            reason=reason,
+            replica=replica,
+        )
+
+    @property
+    def step_name(self) -> str:
+        return _STEP_NAMES.get(self.step, str(self.step))
+
+    def to_line(self) -> str:
+        obj = asdict(self)
+        obj["time"] = format_time(self.time)
+        obj["height"] = str(self.height)
+        obj["step_name"] = self.step_name
+        return json.dumps(obj, separators=(",", ":"), sort_keys=True) + "\n"
+
+    @classmethod
+    def from_line(cls, line: str) -> AuditEntry:
+        """Parse one line; ValueError/KeyError/TypeError on a malformed one."""
+        obj = json.loads(line)
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        outcome = obj["outcome"]
+        if outcome not in ("signed", "reused", "refused", "error"):
+            raise ValueError(f"unknown outcome {outcome!r}")
+        t = datetime.fromisoformat(obj["time"])
+        return cls(
+            time=t,
+            chain=str(obj["chain"]),
+            height=int(obj["height"]),
+            round=int(obj["round"]),
+            step=int(obj["step"]),
+            block_id=dict(obj["block_id"]),
+            sign_bytes_sha256=str(obj["sign_bytes_sha256"]),
+            outcome=outcome,
+            reason=obj.get("reason"),
+            replica=obj.get("replica"),
+        )
+
+
+class AuditLog:
+    """Append-only JSONL log for one chain, written on its own thread."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        append: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self._append = append or _append_lines
+        self._pending: collections.deque[tuple[int, str]] = collections.deque()
+        self._seq = 0
+        self._dropped = 0
+        self._failing = False
+        self._mutex = threading.Lock()
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"audit-{self.path.name}"
+        )
+        self._last: concurrent.futures.Future[None] | None = None
+
+    @property
+    def failing(self) -> bool:
+        """True while the last write attempt failed."""
+        return self._failing
+
+    def record(self, entry: AuditEntry) -> None:
+        """Queue `entry` and return at once; lines are written in the order recorded."""
+        with self._mutex:
+            if len(self._pending) >= MAX_PENDING_LINES:
+                self._pending.popleft()
+                self._dropped += 1
+            self._seq += 1
+            self._pending.append((self._seq, entry.to_line()))
+        self._last = self._thread.submit(self._drain)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for queued writes; True if nothing is left pending."""
+        last = self._last
+        if last is not None:
+            concurrent.futures.wait([last], timeout=timeout)
+        with self._mutex:
+            return not self._pending
+
+    def close(self) -> None:
+        self.flush(timeout=5.0)
+        self._thread.shutdown(wait=True)
+
+    def _drain(self) -> None:
+        with self._mutex:
+            batch = list(self._pending)
+            dropped = self._dropped
+        if not batch:
+            return
+        try:
+            self._append(str(self.path), "".join(line for _, line in batch))
+        except Exception as e:
+            if not self._failing:
+                self._failing = True
+                log.error(
+                    "audit log %s: write failed (%s); signing continues, lines are kept "
+                    "and retried",
+                    self.path,
+                    e,
+                )
+            return
+        last_written = batch[-1][0]
+        with self._mutex:
+            while self._pending and self._pending[0][0] <= last_written:
+                self._pending.popleft()
+            self._dropped -= dropped
+        if self._failing:
+            self._failing = False
+            log.warning(
+                "audit log %s: writing again (%d queued lines written, %d lost to the queue limit)",
+                self.path,
+                len(batch),
+                dropped,
+            )
+
+
+def _append_lines(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        data = text.encode("utf-8")
+        while data:
+            n = os.write(fd, data)
+            data = data[n:]
+    finally:
+        os.close(fd)
+
+
+def read_audit(path: str | os.PathLike[str]) -> Iterator[AuditEntry]:
+    """Yield the entries of an audit log; AuditLogError names the file and line."""
+    try:
+        f = open(path, encoding="utf-8")  # noqa: SIM115 - generator owns it
+    except OSError as e:
+        raise AuditLogError(f"audit log {path}: cannot read: {e.strerror or e}") from None
+    with f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield AuditEntry.from_line(line)
+            except (ValueError, KeyError, TypeError) as e:
+                if not line.endswith("\n"):
+                    return  # a torn last line from a crash: everything before it is good
+                raise AuditLogError(f"audit log {path}: line {number} is malformed: {e}") from None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,253 @@
+"""The per-chain double-sign guard: decide -> sign -> persist -> reply, under one lock.
+
+Owns: the ordering and durability of signing for one chain. One `ChainGuard` per
+chain is shared by every link (validator connection) of that chain, and its
+`asyncio.Lock` serialises their requests. Never parses the wire, checks the
+request's chain ID (the caller compares it with the configured one and hands us
+the configured ID), or talks to devices (the caller passes a `sign` callback).
+
+Rules:
+- Under the lock: `decide()`; on SIGN call `sign(sign_bytes)`, write the new
+  state (fsync file, rename, fsync directory; in the executor, off the event
+  loop) and only then return the signature. REUSE returns the stored signature
+  (and, for a vote, the stored timestamp) without signing or writing.
+- Any exception from `sign` or from the write propagates (SignerError,
+  StatePersistError): no signature leaves the guard and the in-memory state is
+  not advanced.
+- After a failed or interrupted write, the guard re-reads the state file before
+  it signs again and adopts what is on disk (the old or the new state: either
+  is safe, the unreleased signature is at most reused for the same message).
+  While the file is unreadable, or if it went backwards, every request fails
+  (fail closed); once it reads back, signing resumes.
+- The state file lock is held for the guard's lifetime: no second process (or
+  `kms state set`) can write the same file meanwhile.
+- Audit lines are queued after the state is persisted and never block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from kms.config import ChainConfig
+from kms.errors import CodecError, SignerError, StateFileError
+from kms.privval.messages import Proposal, Timestamp, Vote
+from kms.signer.base import Signature
+from kms.state.audit import AuditEntry, AuditLog, Outcome
+from kms.state.machine import (
+    CODE_INVALID,
+    Action,
+    SignCandidate,
+    SignState,
+    advance,
+    decide,
+)
+from kms.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_SIZE = 64
+SignCallback = Callable[[bytes], Awaitable[Signature]]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    outcome: Literal["signed", "reused", "refused"]
+    signature: bytes  # b"" when refused
+    timestamp: Timestamp  # the timestamp actually signed (the stored one on REUSE of a vote)
+    sign_bytes: bytes
+    reason: str | None  # refusals
+    error_code: int  # RemoteSignerError code for refusals (2 for double-sign)
+    replica: str | None  # Signature.by
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ChainGuard:
+    """Double-sign protection for one chain; see the module docstring."""
+
+    def __init__(
+        self,
+        chain_id: str,
+        store: StateStore,
+        *,
+        max_height: int | None = None,
+        audit: AuditLog | None = None,
+        executor: concurrent.futures.Executor | None = None,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        """Lock and load the state file (StateFileError if it is missing or unusable)."""
+        self.chain_id = chain_id
+        self.store = store
+        self.max_height = max_height
+        self.audit = audit
+        self._clock = clock
+        self._own_executor = executor is None
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"state-{chain_id}"
+        )
+        self._file_lock = store.lock()
+        try:
+            store.remove_stale_temp_files()
+            self._state = store.load()
+        except BaseException:
+            self._file_lock.release()
+            raise
+        self._lock = asyncio.Lock()
+        self._needs_verify = False
+        self._inflight: asyncio.Future[None] | None = None
+
+    @classmethod
+    def open(cls, chain: ChainConfig) -> ChainGuard:
+        """The guard for a configured chain: state file locked and loaded, audit log opened."""
+        audit = AuditLog(chain.audit_log) if chain.audit_log is not None else None
+        try:
+            return cls(
+                chain.id, StateStore(chain.state_file), max_height=chain.max_height, audit=audit
+            )
+        except BaseException:
+            if audit is not None:
+                audit.close()
+            raise
+
+    @property
+    def state(self) -> SignState:
+        """The last state known to be on disk."""
+        return self._state
+
+    def close(self) -> None:
+        """Release the state file lock, flush the audit log, stop our executor."""
+        self._file_lock.release()
+        if self.audit is not None:
+            self.audit.close()
+        if self._own_executor:
+            self._executor.shutdown(wait=True)
+
+    async def sign_vote(self, vote: Vote, sign: SignCallback) -> GuardResult:
+        try:
+            cand = SignCandidate.for_vote(self.chain_id, vote)
+        except (ValueError, CodecError) as e:
+            return self._invalid(vote.timestamp, str(e))
+        return await self._guarded(cand, sign)
+
+    async def sign_proposal(self, proposal: Proposal, sign: SignCallback) -> GuardResult:
+        try:
+            cand = SignCandidate.for_proposal(self.chain_id, proposal)
+        except (ValueError, CodecError) as e:
+            return self._invalid(proposal.timestamp, str(e))
+        return await self._guarded(cand, sign)
+
+    # --- internals ----------------------------------------------------------------
+
+    async def _guarded(self, cand: SignCandidate, sign: SignCallback) -> GuardResult:
+        async with self._lock:
+            if self._needs_verify:
+                await self._reverify()
+            decision = decide(self._state, cand, max_height=self.max_height)
+            if decision.action is Action.REFUSE:
+                self._audit(cand, "refused", reason=decision.reason)
+                return GuardResult(
+                    "refused",
+                    b"",
+                    cand.timestamp,
+                    cand.sign_bytes,
+                    decision.reason,
+                    decision.error_code,
+                    None,
+                )
+            if decision.action is Action.REUSE:
+                assert decision.timestamp is not None
+                self._audit(cand, "reused", reason=decision.rule)
+                return GuardResult(
+                    "reused",
+                    decision.signature,
+                    decision.timestamp,
+                    decision.sign_bytes,
+                    None,
+                    0,
+                    None,
+                )
+            try:
+                sig = await sign(decision.sign_bytes)
+                if len(sig.signature) != SIGNATURE_SIZE:
+                    raise SignerError(
+                        f"signer {sig.by} returned a {len(sig.signature)}-byte signature"
+                    )
+                new_state = advance(cand, sig.signature, self._clock())
+                await self._persist(new_state)
+            except BaseException as e:
+                self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
+                raise
+            self._state = new_state
+            self._audit(cand, "signed", replica=sig.by)
+            return GuardResult(
+                "signed", sig.signature, cand.timestamp, cand.sign_bytes, None, 0, sig.by
+            )
+
+    async def _persist(self, new_state: SignState) -> None:
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._executor, self.store.save, new_state)
+        self._inflight = fut
+        try:
+            await asyncio.shield(fut)
+        except BaseException as e:
+            # The file now holds the old or the new state; find out before signing again.
+            self._needs_verify = True
+            if not isinstance(e, asyncio.CancelledError):
+                log.error("chain %s: %s; not signing until it reads back", self.chain_id, e)
+            raise
+        self._inflight = None
+
+    async def _reverify(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._inflight is not None:
+            await asyncio.wait([self._inflight])  # an interrupted write: let it finish
+            self._inflight = None
+        disk = await loop.run_in_executor(self._executor, self.store.load)
+        if disk.hrs < self._state.hrs:
+            raise StateFileError(
+                f"state file {self.store.path} went backwards: it holds "
+                f"{disk.height}/{disk.round}/{disk.step}, but "
+                f"{self._state.height}/{self._state.round}/{self._state.step} was persisted"
+            )
+        self._state = disk
+        self._needs_verify = False
+        log.warning(
+            "chain %s: state file %s reads back; signing resumes", self.chain_id, self.store.path
+        )
+
+    def _invalid(self, timestamp: Timestamp, why: str) -> GuardResult:
+        reason = f"invalid request: {why}"
+        return GuardResult("refused", b"", timestamp, b"", reason, CODE_INVALID, None)
+
+    def _audit(
+        self,
+        cand: SignCandidate,
+        outcome: Outcome,
+        *,
+        reason: str | None = None,
+        replica: str | None = None,
+    ) -> None:
+        if self.audit is None:
+            return
+        self.audit.record(
+            AuditEntry.make(
+                time=self._clock(),
+                chain=self.chain_id,
+                height=cand.height,
+                round=cand.round,
+                step=cand.step,
+                block_id=cand.block_id,
+                sign_bytes=cand.sign_bytes,
+                outcome=outcome,
+                reason=reason,
+                replica=replica,
+            )
+        )
