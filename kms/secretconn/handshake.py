@@ -171,8 +171,14 @@ class Handshake:
     def done(self) -> bool:
         return self._state is HandshakeState.DONE
 
+    @property
+    def buffered(self) -> int:
+        """Peer bytes held while waiting for more (bounded: < 35 + 1044 + auth cap)."""
+        stream = 0 if self._stream is None else self._stream.buffered
+        return len(self._inbuf) + len(self._auth) + stream
+
     def data_to_send(self) -> bytes:
-        """Bytes to write to the peer now (may be empty); draining them is our job's end."""
+        """Bytes to write to the peer now (may be empty); each call drains the queue."""
         out = bytes(self._outgoing)
         self._outgoing.clear()
         return out
