@@ -1,0 +1,1026 @@
+"""The simulated YubiHSM2 device: raw message in, raw message out, no I/O.
+
+Owns: the device state (objects, per-(id, type) sequence counters, the 16
+session slots, the audit log, options), the SCP03 session life cycle
+(CREATE/AUTHENTICATE/SESSION_MESSAGE, C-MAC chain, counter, R-MAC, 30 s idle
+expiry on an injectable clock), every command's checks and effects, and the
+error codes. One `threading.RLock` (`device.lock`) serialises everything, as
+the single-threaded device and the connector's mutex do; the connector holds
+it across the modelled latency. Never touches sockets or HTTP (connector.py),
+and only writes the state file through `StateFile`.
+
+Errors are answered, never raised: session-level failures (unknown or expired
+session, bad C-MAC, bad padding) are plaintext `7F 00 01 code` and drop the
+session; command-level failures travel inside a valid encrypted, R-MACed
+envelope and the session stays usable (YUBIHSM.md §2.3, §3.5).
+
+Check order inside a command (YUBIHSM.md §5.3): length -> session capability
+-> object lookup incl. domain visibility -> object capability -> delegation and
+domain subset for new objects -> duplicate (id, type) -> storage -> run -> log.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from kms.sim.yubihsm import scp03
+from kms.sim.yubihsm.defs import (
+    ADVERTISED_ALGORITHMS,
+    DEFAULT_AUTH_KEY_ID,
+    DEFAULT_AUTH_LABEL,
+    DEFAULT_PASSWORD,
+    DELETE_CAPABILITY,
+    LOG_CAPACITY,
+    MAX_ID,
+    MAX_SESSIONS,
+    SESSION_CAPABILITY,
+    SESSION_TIMEOUT_S,
+    WRAP_KEY_LENGTHS,
+    Alg,
+    Audit,
+    Cap,
+    Cmd,
+    Err,
+    ObjType,
+    Option,
+    Origin,
+)
+from kms.sim.yubihsm.faults import Faults
+from kms.sim.yubihsm.objects import (
+    WRAP_FORMAT_LEGACY,
+    WRAP_FORMAT_WITH_SEED,
+    WRAP_NONCE_LEN,
+    ObjectFormatError,
+    SimObject,
+    WrapAuthError,
+    pack_label,
+    unwrap_object,
+    validate_secret,
+    wrap_object,
+)
+from kms.sim.yubihsm.store import StateFile
+
+MAX_OBJECTS = 256
+HEADER_FORMAT = "!H40sHQB"  # id, label, domains, capabilities, algorithm (53 bytes)
+HEADER_LEN = struct.calcsize(HEADER_FORMAT)
+RESET_LOG_DATA = b"\x00\x01" + b"\xff" * 14
+LIST_FILTER_SIZES = {0x01: 2, 0x02: 1, 0x03: 2, 0x04: 8, 0x05: 1, 0x06: 40}
+
+
+class _Refuse(Exception):
+    """Internal: end the current command with a device error code."""
+
+    def __init__(self, code: Err) -> None:
+        super().__init__(code.name)
+        self.code = code
+
+
+@dataclass(slots=True)
+class _Session:
+    sid: int
+    auth_key_id: int
+    capabilities: int
+    delegated: int
+    domains: int
+    keys: scp03.SessionKeys
+    context: bytes
+    authenticated: bool
+    chain: bytes
+    counter: int
+    last_used: float
+    messages: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What one raw request did: the raw response, the command that ran (the inner
+    command for a SESSION_MESSAGE, when it could be decrypted) and the error code
+    (0 on success)."""
+
+    response: bytes
+    command: int
+    error: int
+    session_id: int | None = None
+
+
+def _error_frame(code: int) -> bytes:
+    return bytes((Cmd.ERROR, 0, 1, code))
+
+
+def _ok_frame(cmd: int, data: bytes) -> bytes:
+    return struct.pack("!BH", cmd | 0x80, len(data)) + data
+
+
+class SimDevice:
+    """A software YubiHSM2. `handle(raw)` is the whole device protocol."""
+
+    def __init__(
+        self,
+        *,
+        serial: int = 1000001,
+        version: tuple[int, int, int] = (2, 4, 0),
+        part_number: str = "SIM-YubiHSM2",
+        clock: Callable[[], float] = time.monotonic,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        session_timeout: float = SESSION_TIMEOUT_S,
+        max_session_messages: int | None = None,
+        state_file: StateFile | None = None,
+        faults: Faults | None = None,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.clock = clock
+        self.random_bytes = random_bytes
+        self.session_timeout = session_timeout
+        self.max_session_messages = max_session_messages
+        self.faults = faults if faults is not None else Faults()
+        self._state_file = state_file
+        self.serial = serial
+        self.version = version
+        self.part_number = part_number
+        self._boot_time = clock()
+        self._sessions: dict[int, _Session] = {}
+        self._objects: dict[tuple[int, int], SimObject] = {}
+        self._sequences: dict[tuple[int, int], int] = {}
+        self._log: collections.deque[bytes] = collections.deque(maxlen=LOG_CAPACITY)
+        self._log_next = 1
+        self._log_unfreed = 0
+        self._force_audit = Audit.OFF
+        self._command_audit: dict[int, Audit] = {}
+        # observability for tests
+        self.counters: collections.Counter[tuple[int, int]] = collections.Counter()
+        self.signed: list[tuple[int, bytes]] = []
+        doc = state_file.load() if state_file is not None else None
+        if doc is None:
+            self._factory_state()
+            self._persist()
+        else:
+            self._restore(doc)
+            self._log_boot()
+            self._persist()
+
+    # ------------------------------------------------------------------ buffer sizes
+
+    @property
+    def buffer_size(self) -> int:
+        return 3136 if self.version >= (2, 4, 0) else 2048
+
+    @property
+    def max_inner_data(self) -> int:
+        """Largest payload inside a session response (2028 for fw < 2.4, 3116 for >= 2.4)."""
+        return (self.buffer_size - 12) // 16 * 16 - 1 - 3
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, raw: bytes) -> Exchange:
+        with self.lock:
+            self._expire_sessions()
+            if len(raw) < 3:
+                return Exchange(_error_frame(Err.WRONG_LENGTH), 0, Err.WRONG_LENGTH)
+            cmd, length = struct.unpack("!BH", raw[:3])
+            payload = raw[3:]
+            if len(payload) != length or len(raw) > self.buffer_size:
+                return self._finish(Exchange(_error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH))
+            if cmd == Cmd.SESSION_MESSAGE:
+                return self._finish(self._session_message(payload))
+            injected = self.faults.take_error(cmd)
+            if injected is not None:
+                return self._finish(Exchange(_error_frame(injected[0]), cmd, injected[0]))
+            plain = {
+                Cmd.ECHO: self._plain_echo,
+                Cmd.DEVICE_INFO: self._device_info,
+                Cmd.CREATE_SESSION: self._create_session,
+                Cmd.AUTHENTICATE_SESSION: self._authenticate_session,
+            }.get(cmd)
+            if plain is None:
+                return self._finish(
+                    Exchange(_error_frame(Err.INVALID_COMMAND), cmd, Err.INVALID_COMMAND)
+                )
+            try:
+                resp = _ok_frame(cmd, plain(payload))
+                return self._finish(Exchange(resp, cmd, 0))
+            except _Refuse as r:
+                return self._finish(Exchange(_error_frame(r.code), cmd, r.code))
+
+    def _finish(self, ex: Exchange) -> Exchange:
+        self.counters[(ex.command, ex.error)] += 1
+        return ex
+
+    # ------------------------------------------------------------------ plaintext commands
+
+    def _plain_echo(self, payload: bytes) -> bytes:
+        return payload
+
+    def _device_info(self, payload: bytes) -> bytes:
+        if payload == b"":
+            return struct.pack(
+                "!BBBIBB", *self.version, self.serial, LOG_CAPACITY, len(self._log)
+            ) + bytes(ADVERTISED_ALGORITHMS)
+        if payload == b"\x01" and self.version >= (2, 4, 0):
+            return self.part_number.encode("utf-8")
+        raise _Refuse(Err.INVALID_DATA)
+
+    def _create_session(self, payload: bytes) -> bytes:
+        if len(payload) != 10:
+            raise _Refuse(Err.WRONG_LENGTH)
+        (key_id,) = struct.unpack("!H", payload[:2])
+        host_challenge = payload[2:]
+        key = self._objects.get((key_id, ObjType.AUTHENTICATION_KEY))
+        if key is None:
+            raise _Refuse(Err.OBJECT_NOT_FOUND)
+        free = [sid for sid in range(MAX_SESSIONS) if sid not in self._sessions]
+        if not free:
+            raise _Refuse(Err.SESSIONS_FULL)
+        card_challenge = self.random_bytes(8)
+        context = host_challenge + card_challenge
+        keys = scp03.session_keys(key.secret[:16], key.secret[16:], context)
+        sid = free[0]
+        self._sessions[sid] = _Session(
+            sid=sid,
+            auth_key_id=key_id,
+            capabilities=key.capabilities,
+            delegated=key.delegated,
+            domains=key.domains,
+            keys=keys,
+            context=context,
+            authenticated=False,
+            chain=b"\0" * 16,
+            counter=0,
+            last_used=self.clock(),
+        )
+        self._audit(Cmd.CREATE_SESSION, len(payload), 0xFFFF, key_id, 0xFFFF, Cmd.CREATE_SESSION)
+        return bytes([sid]) + card_challenge + scp03.card_cryptogram(keys.s_mac, context)
+
+    def _authenticate_session(self, payload: bytes) -> bytes:
+        if len(payload) != 17:
+            raise _Refuse(Err.WRONG_LENGTH)
+        sid, host_crypto, mac = payload[0], payload[1:9], payload[9:]
+        s = self._sessions.get(sid)
+        if s is None or s.authenticated:
+            raise _Refuse(Err.INVALID_SESSION)
+        full = scp03.authenticate_mac(s.keys.s_mac, sid, host_crypto)
+        good = scp03.mac_ok(full[:8], mac) and scp03.mac_ok(
+            scp03.host_cryptogram(s.keys.s_mac, s.context), host_crypto
+        )
+        if not good:
+            del self._sessions[sid]
+            raise _Refuse(Err.AUTHENTICATION_FAILED)
+        s.authenticated = True
+        s.chain = full
+        s.counter = 1
+        s.last_used = self.clock()
+        self._audit(
+            Cmd.AUTHENTICATE_SESSION, 17, 0xFFFF, s.auth_key_id, 0xFFFF, Cmd.AUTHENTICATE_SESSION
+        )
+        return b""
+
+    # ------------------------------------------------------------------ sessions
+
+    def _expire_sessions(self) -> None:
+        now = self.clock()
+        for sid in [
+            sid for sid, s in self._sessions.items() if now - s.last_used > self.session_timeout
+        ]:
+            del self._sessions[sid]
+
+    def _session_message(self, payload: bytes) -> Exchange:
+        cmd = Cmd.SESSION_MESSAGE
+        if len(payload) < 1:
+            return Exchange(_error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH)
+        sid = payload[0]
+        s = self._sessions.get(sid)
+        if s is None or not s.authenticated:
+            return Exchange(_error_frame(Err.INVALID_SESSION), cmd, Err.INVALID_SESSION, sid)
+        ct, mac = payload[1:-8], payload[-8:]
+        if len(payload) < 1 + 16 + 8 or len(ct) % 16:
+            del self._sessions[sid]
+            return Exchange(_error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH, sid)
+        full = scp03.command_mac(s.keys.s_mac, s.chain, sid, ct)
+        if not scp03.mac_ok(full[:8], mac):
+            del self._sessions[sid]
+            return Exchange(
+                _error_frame(Err.AUTHENTICATION_FAILED), cmd, Err.AUTHENTICATION_FAILED, sid
+            )
+        if self.max_session_messages is not None and s.messages >= self.max_session_messages:
+            del self._sessions[sid]
+            return Exchange(_error_frame(Err.INVALID_SESSION), cmd, Err.INVALID_SESSION, sid)
+        iv = scp03.iv_for(s.keys.s_enc, s.counter)
+        try:
+            inner = scp03.unpad(scp03.cbc_decrypt(s.keys.s_enc, iv, ct))
+        except scp03.PaddingError:
+            del self._sessions[sid]
+            return Exchange(_error_frame(Err.INVALID_DATA), cmd, Err.INVALID_DATA, sid)
+        inner_cmd = inner[0] if inner else 0
+        injected = self.faults.take_error(inner_cmd)
+        if injected is not None and injected[1] == "outer":
+            del self._sessions[sid]
+            return Exchange(_error_frame(injected[0]), inner_cmd, injected[0], sid)
+        s.last_used = self.clock()
+        s.messages += 1
+        after: Callable[[], None] | None = None
+        if injected is not None:
+            inner_resp, error = _error_frame(injected[0]), injected[0]
+        else:
+            inner_resp, error, after = self._run_inner(s, inner)
+        resp = scp03.wrap_response(s.keys, s.counter, full, sid, inner_resp)
+        if self.faults.take_corrupt_mac():
+            resp = resp[:-1] + bytes([resp[-1] ^ 0x01])
+        s.chain = full
+        s.counter += 1
+        if after is not None:
+            after()
+        return Exchange(resp, inner_cmd, error, sid)
+
+    def _run_inner(self, s: _Session, inner: bytes) -> tuple[bytes, int, Callable[[], None] | None]:
+        """Run one decrypted command: (inner response, error code, action after replying)."""
+        if len(inner) < 3:
+            return _error_frame(Err.WRONG_LENGTH), Err.WRONG_LENGTH, None
+        cmd, length = struct.unpack("!BH", inner[:3])
+        data = inner[3:]
+        if len(data) != length:
+            return _error_frame(Err.WRONG_LENGTH), Err.WRONG_LENGTH, None
+        handler = self._handlers.get(cmd)
+        if handler is None:
+            return _error_frame(Err.INVALID_COMMAND), Err.INVALID_COMMAND, None
+        need = SESSION_CAPABILITY.get(cmd, 0)
+        ctx = _Ctx(s, cmd, len(data))
+        try:
+            if self._force_audit != Audit.OFF and self._audited(cmd) and self._log_full():
+                raise _Refuse(Err.LOG_FULL)
+            if need and not s.capabilities & need:
+                raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+            out = handler(self, ctx, data)
+            resp = _ok_frame(cmd, out)
+            self._audit_ctx(ctx, cmd | 0x80)
+            return resp, 0, ctx.after
+        except _Refuse as r:
+            self._audit_ctx(ctx, Cmd.ERROR)
+            return _error_frame(r.code), r.code, None
+
+    # ------------------------------------------------------------------ object helpers
+
+    def _visible(self, s: _Session, obj_id: int, obj_type: int) -> SimObject:
+        obj = self._objects.get((obj_id, obj_type))
+        if obj is None or not obj.domains & s.domains:
+            raise _Refuse(Err.OBJECT_NOT_FOUND)
+        return obj
+
+    def _new_id(self, requested: int, obj_type: int) -> int:
+        if requested == 0:
+            for _ in range(1000):
+                candidate = int.from_bytes(self.random_bytes(2), "big")
+                if 1 <= candidate <= MAX_ID and (candidate, obj_type) not in self._objects:
+                    return candidate
+            raise _Refuse(Err.STORAGE_FAILED)
+        if requested > MAX_ID:
+            raise _Refuse(Err.INVALID_ID)
+        if (requested, obj_type) in self._objects:
+            raise _Refuse(Err.OBJECT_EXISTS)
+        return requested
+
+    def _check_new(self, s: _Session, domains: int, caps: int, delegated: int = 0) -> None:
+        if domains == 0:
+            raise _Refuse(Err.INVALID_DATA)
+        if (caps | delegated) & ~s.delegated or domains & ~s.domains:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+
+    def _store_new(self, obj: SimObject) -> SimObject:
+        if len(self._objects) >= MAX_OBJECTS:
+            raise _Refuse(Err.STORAGE_FAILED)
+        obj = replace(obj, sequence=self._sequences.get(obj.handle, 0))
+        self._objects[obj.handle] = obj
+        self._persist()
+        return obj
+
+    def _remove(self, obj: SimObject) -> None:
+        del self._objects[obj.handle]
+        self._sequences[obj.handle] = (self._sequences.get(obj.handle, 0) + 1) & 0xFF
+        self._persist()
+
+    # ------------------------------------------------------------------ session commands
+
+    def _cmd_echo(self, ctx: _Ctx, data: bytes) -> bytes:
+        return data
+
+    def _cmd_device_info(self, ctx: _Ctx, data: bytes) -> bytes:
+        return self._device_info(data)
+
+    def _cmd_close_session(self, ctx: _Ctx, data: bytes) -> bytes:
+        if data:
+            raise _Refuse(Err.WRONG_LENGTH)
+        sid = ctx.session.sid
+
+        def free_slot() -> None:
+            self._sessions.pop(sid, None)
+
+        ctx.after = free_slot
+        return b""
+
+    def _cmd_reset(self, ctx: _Ctx, data: bytes) -> bytes:
+        if data:
+            raise _Refuse(Err.WRONG_LENGTH)
+        ctx.after = self.factory_reset
+        return b""
+
+    def _cmd_pseudo_random(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != 2:
+            raise _Refuse(Err.WRONG_LENGTH)
+        (n,) = struct.unpack("!H", data)
+        if n > self.max_inner_data:
+            raise _Refuse(Err.WRONG_LENGTH)
+        return self.random_bytes(n)
+
+    def _cmd_list(self, ctx: _Ctx, data: bytes) -> bytes:
+        filters: dict[int, bytes] = {}
+        i = 0
+        while i < len(data):
+            tag = data[i]
+            size = LIST_FILTER_SIZES.get(tag)
+            if size is None:
+                raise _Refuse(Err.INVALID_DATA)
+            if i + 1 + size > len(data):
+                raise _Refuse(Err.WRONG_LENGTH)
+            filters[tag] = data[i + 1 : i + 1 + size]
+            i += 1 + size
+
+        def match(o: SimObject) -> bool:
+            tests: dict[int, Callable[[bytes], bool]] = {
+                0x01: lambda v: o.id == struct.unpack("!H", v)[0],
+                0x02: lambda v: o.type == v[0],
+                0x03: lambda v: bool(o.domains & struct.unpack("!H", v)[0]),
+                0x04: lambda v: bool(o.capabilities & struct.unpack("!Q", v)[0]),
+                0x05: lambda v: o.algorithm == v[0],
+                0x06: lambda v: o.label == v,
+            }
+            return all(tests[tag](value) for tag, value in filters.items())
+
+        s = ctx.session
+        found = [o for _, o in sorted(self._objects.items()) if o.domains & s.domains and match(o)]
+        return b"".join(struct.pack("!HBB", o.id, o.type, o.sequence) for o in found)
+
+    def _cmd_object_info(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != 3:
+            raise _Refuse(Err.WRONG_LENGTH)
+        obj_id, obj_type = struct.unpack("!HB", data)
+        ctx.target = obj_id
+        return self._visible(ctx.session, obj_id, obj_type).info_bytes()
+
+    def _parse_header(self, data: bytes) -> tuple[int, bytes, int, int, int]:
+        if len(data) < HEADER_LEN:
+            raise _Refuse(Err.WRONG_LENGTH)
+        obj_id, label, domains, caps, alg = struct.unpack(HEADER_FORMAT, data[:HEADER_LEN])
+        return obj_id, label, domains, caps, alg
+
+    def _cmd_generate_asym(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != HEADER_LEN:
+            raise _Refuse(Err.WRONG_LENGTH)
+        obj_id, label, domains, caps, alg = self._parse_header(data)
+        if alg != Alg.EC_ED25519:
+            raise _Refuse(Err.INVALID_DATA)
+        self._check_new(ctx.session, domains, caps)
+        obj_id = self._new_id(obj_id, ObjType.ASYMMETRIC_KEY)
+        seed = self.random_bytes(32)
+        obj = SimObject(
+            obj_id, ObjType.ASYMMETRIC_KEY, alg, label, domains, caps, 0, Origin.GENERATED, 0, seed
+        )
+        ctx.target = self._store_new(obj).id
+        return struct.pack("!H", obj_id)
+
+    def _cmd_put_asym(self, ctx: _Ctx, data: bytes) -> bytes:
+        obj_id, label, domains, caps, alg = self._parse_header(data)
+        material = data[HEADER_LEN:]
+        if alg != Alg.EC_ED25519:
+            raise _Refuse(Err.INVALID_DATA)
+        if len(material) != 32:
+            raise _Refuse(Err.WRONG_LENGTH)
+        self._check_new(ctx.session, domains, caps)
+        obj_id = self._new_id(obj_id, ObjType.ASYMMETRIC_KEY)
+        obj = SimObject(
+            obj_id,
+            ObjType.ASYMMETRIC_KEY,
+            alg,
+            label,
+            domains,
+            caps,
+            0,
+            Origin.IMPORTED,
+            0,
+            material,
+        )
+        ctx.target = self._store_new(obj).id
+        return struct.pack("!H", obj_id)
+
+    def _cmd_public_key(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) == 2:
+            (obj_id,), obj_type = struct.unpack("!H", data), int(ObjType.ASYMMETRIC_KEY)
+        elif len(data) == 3:
+            obj_id, obj_type = struct.unpack("!HB", data)
+        else:
+            raise _Refuse(Err.WRONG_LENGTH)
+        ctx.target = obj_id
+        obj = self._visible(ctx.session, obj_id, obj_type)
+        if not obj.is_ed25519:
+            raise _Refuse(Err.INVALID_DATA)
+        return bytes([obj.algorithm]) + obj.public_key()
+
+    def _cmd_sign_eddsa(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) < 2:
+            raise _Refuse(Err.WRONG_LENGTH)
+        (obj_id,) = struct.unpack("!H", data[:2])
+        ctx.target = obj_id
+        obj = self._visible(ctx.session, obj_id, ObjType.ASYMMETRIC_KEY)
+        if not obj.capabilities & Cap.SIGN_EDDSA:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+        if not obj.is_ed25519:
+            raise _Refuse(Err.INVALID_DATA)
+        message = data[2:]
+        self.signed.append((obj_id, hashlib.sha256(message).digest()))
+        return obj.sign_eddsa(message)
+
+    def _cmd_delete(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != 3:
+            raise _Refuse(Err.WRONG_LENGTH)
+        obj_id, obj_type = struct.unpack("!HB", data)
+        ctx.target = obj_id
+        need = DELETE_CAPABILITY.get(obj_type)
+        if need is None:
+            raise _Refuse(Err.INVALID_DATA)
+        if not ctx.session.capabilities & need:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+        self._remove(self._visible(ctx.session, obj_id, obj_type))
+        return b""
+
+    def _cmd_put_auth(self, ctx: _Ctx, data: bytes) -> bytes:
+        obj_id, label, domains, caps, alg = self._parse_header(data)
+        rest = data[HEADER_LEN:]
+        if alg != Alg.AES128_YUBICO_AUTHENTICATION:
+            raise _Refuse(Err.INVALID_DATA)
+        if len(rest) != 8 + 32:
+            raise _Refuse(Err.WRONG_LENGTH)
+        (delegated,) = struct.unpack("!Q", rest[:8])
+        self._check_new(ctx.session, domains, caps, delegated)
+        obj_id = self._new_id(obj_id, ObjType.AUTHENTICATION_KEY)
+        obj = SimObject(
+            obj_id,
+            ObjType.AUTHENTICATION_KEY,
+            alg,
+            label,
+            domains,
+            caps,
+            delegated,
+            Origin.IMPORTED,
+            0,
+            rest[8:],
+        )
+        ctx.target = self._store_new(obj).id
+        return struct.pack("!H", obj_id)
+
+    def _cmd_change_auth(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != 3 + 32:
+            raise _Refuse(Err.WRONG_LENGTH)
+        obj_id, alg = struct.unpack("!HB", data[:3])
+        ctx.target = obj_id
+        if obj_id != ctx.session.auth_key_id:
+            raise _Refuse(Err.INVALID_ID)
+        obj = self._visible(ctx.session, obj_id, ObjType.AUTHENTICATION_KEY)
+        if alg != obj.algorithm:
+            raise _Refuse(Err.INVALID_DATA)
+        self._objects[obj.handle] = replace(obj, secret=data[3:])
+        self._persist()
+        return struct.pack("!H", obj_id)
+
+    def _wrap_key_common(self, ctx: _Ctx, data: bytes, generate: bool) -> bytes:
+        obj_id, label, domains, caps, alg = self._parse_header(data)
+        rest = data[HEADER_LEN:]
+        key_len = WRAP_KEY_LENGTHS.get(alg)
+        if key_len is None:
+            raise _Refuse(Err.INVALID_DATA)
+        if len(rest) != 8 + (0 if generate else key_len):
+            raise _Refuse(Err.WRONG_LENGTH if generate else Err.INVALID_DATA)
+        (delegated,) = struct.unpack("!Q", rest[:8])
+        self._check_new(ctx.session, domains, caps, delegated)
+        obj_id = self._new_id(obj_id, ObjType.WRAP_KEY)
+        secret = self.random_bytes(key_len) if generate else rest[8:]
+        origin = Origin.GENERATED if generate else Origin.IMPORTED
+        obj = SimObject(
+            obj_id, ObjType.WRAP_KEY, alg, label, domains, caps, delegated, origin, 0, secret
+        )
+        ctx.target = self._store_new(obj).id
+        return struct.pack("!H", obj_id)
+
+    def _cmd_put_wrap(self, ctx: _Ctx, data: bytes) -> bytes:
+        return self._wrap_key_common(ctx, data, generate=False)
+
+    def _cmd_generate_wrap(self, ctx: _Ctx, data: bytes) -> bytes:
+        return self._wrap_key_common(ctx, data, generate=True)
+
+    def _cmd_export(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) == 5:
+            wrap_id, obj_type, obj_id = struct.unpack("!HBH", data)
+            fmt = WRAP_FORMAT_LEGACY
+        elif len(data) == 6:
+            wrap_id, obj_type, obj_id, fmt = struct.unpack("!HBHB", data)
+        else:
+            raise _Refuse(Err.WRONG_LENGTH)
+        ctx.target, ctx.second = wrap_id, obj_id
+        if fmt not in (WRAP_FORMAT_LEGACY, WRAP_FORMAT_WITH_SEED):
+            raise _Refuse(Err.INVALID_DATA)
+        s = ctx.session
+        wrap_key = self._visible(s, wrap_id, ObjType.WRAP_KEY)
+        obj = self._visible(s, obj_id, obj_type)
+        if not wrap_key.capabilities & Cap.EXPORT_WRAPPED:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+        if not obj.capabilities & Cap.EXPORTABLE_UNDER_WRAP:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+        if obj.capabilities & ~wrap_key.delegated:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+        try:
+            return wrap_object(wrap_key, obj, fmt, self.random_bytes(WRAP_NONCE_LEN))
+        except ObjectFormatError as e:
+            raise _Refuse(Err.INVALID_DATA) from e
+
+    def _cmd_import(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) < 2:
+            raise _Refuse(Err.WRONG_LENGTH)
+        (wrap_id,) = struct.unpack("!H", data[:2])
+        ctx.target = wrap_id
+        wrap_key = self._visible(ctx.session, wrap_id, ObjType.WRAP_KEY)
+        if not wrap_key.capabilities & Cap.IMPORT_WRAPPED:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+        try:
+            obj = unwrap_object(wrap_key, data[2:])
+        except (WrapAuthError, ObjectFormatError) as e:
+            raise _Refuse(Err.INVALID_DATA) from e
+        ctx.second = obj.id
+        if obj.capabilities & ~wrap_key.delegated:
+            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+        if obj.id == 0 or obj.id > MAX_ID:
+            raise _Refuse(Err.INVALID_ID)
+        if obj.handle in self._objects:
+            raise _Refuse(Err.OBJECT_EXISTS)
+        obj = replace(obj, origin=(obj.origin & 0x0F) | Origin.IMPORTED_WRAPPED)
+        obj = self._store_new(obj)
+        return struct.pack("!BH", obj.type, obj.id)
+
+    def _cmd_get_log(self, ctx: _Ctx, data: bytes) -> bytes:
+        if data:
+            raise _Refuse(Err.WRONG_LENGTH)
+        return struct.pack("!HHB", 0, 0, len(self._log)) + b"".join(self._log)
+
+    def _cmd_set_log_index(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != 2:
+            raise _Refuse(Err.WRONG_LENGTH)
+        (index,) = struct.unpack("!H", data)
+        numbers = [struct.unpack("!H", e[:2])[0] for e in self._log]
+        if index not in numbers:
+            raise _Refuse(Err.INVALID_DATA)
+        self._log_unfreed = len(numbers) - numbers.index(index) - 1
+        self._persist()
+        return b""
+
+    def _cmd_set_option(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) < 3:
+            raise _Refuse(Err.WRONG_LENGTH)
+        option, length = struct.unpack("!BH", data[:3])
+        value = data[3:]
+        if len(value) != length:
+            raise _Refuse(Err.WRONG_LENGTH)
+        if option == Option.FORCE_AUDIT and len(value) == 1 and value[0] in (0, 1, 2):
+            if self._force_audit == Audit.FIXED:
+                raise _Refuse(Err.INVALID_DATA)
+            self._force_audit = Audit(value[0])
+        elif option == Option.COMMAND_AUDIT and len(value) % 2 == 0 and value:
+            pairs = [(value[i], value[i + 1]) for i in range(0, len(value), 2)]
+            known = {int(c) for c in Cmd} - {Cmd.ERROR}
+            if any(c not in known or v not in (0, 1, 2) for c, v in pairs):
+                raise _Refuse(Err.INVALID_DATA)
+            for c, v in pairs:
+                if self._command_audit.get(c) != Audit.FIXED:
+                    self._command_audit[c] = Audit(v)
+        else:
+            raise _Refuse(Err.INVALID_DATA)
+        self._persist()
+        return b""
+
+    def _cmd_get_option(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != 1:
+            raise _Refuse(Err.WRONG_LENGTH)
+        if data[0] == Option.FORCE_AUDIT:
+            return bytes([self._force_audit])
+        if data[0] == Option.COMMAND_AUDIT:
+            return b"".join(
+                bytes([c, self._command_audit.get(c, Audit.OFF)])
+                for c in sorted(int(c) for c in Cmd if c != Cmd.ERROR)
+            )
+        raise _Refuse(Err.INVALID_DATA)
+
+    _handlers: dict[int, Callable[[SimDevice, _Ctx, bytes], bytes]] = {
+        Cmd.ECHO: _cmd_echo,
+        Cmd.DEVICE_INFO: _cmd_device_info,
+        Cmd.CLOSE_SESSION: _cmd_close_session,
+        Cmd.RESET_DEVICE: _cmd_reset,
+        Cmd.GET_PSEUDO_RANDOM: _cmd_pseudo_random,
+        Cmd.LIST_OBJECTS: _cmd_list,
+        Cmd.GET_OBJECT_INFO: _cmd_object_info,
+        Cmd.GENERATE_ASYMMETRIC_KEY: _cmd_generate_asym,
+        Cmd.PUT_ASYMMETRIC_KEY: _cmd_put_asym,
+        Cmd.GET_PUBLIC_KEY: _cmd_public_key,
+        Cmd.SIGN_EDDSA: _cmd_sign_eddsa,
+        Cmd.DELETE_OBJECT: _cmd_delete,
+        Cmd.PUT_AUTHENTICATION_KEY: _cmd_put_auth,
+        Cmd.CHANGE_AUTHENTICATION_KEY: _cmd_change_auth,
+        Cmd.PUT_WRAP_KEY: _cmd_put_wrap,
+        Cmd.GENERATE_WRAP_KEY: _cmd_generate_wrap,
+        Cmd.EXPORT_WRAPPED: _cmd_export,
+        Cmd.IMPORT_WRAPPED: _cmd_import,
+        Cmd.GET_LOG_ENTRIES: _cmd_get_log,
+        Cmd.SET_LOG_INDEX: _cmd_set_log_index,
+        Cmd.SET_OPTION: _cmd_set_option,
+        Cmd.GET_OPTION: _cmd_get_option,
+    }
+
+    # ------------------------------------------------------------------ audit log
+
+    def _audited(self, cmd: int) -> bool:
+        return self._command_audit.get(cmd, Audit.OFF) != Audit.OFF
+
+    def _log_full(self) -> bool:
+        return self._log_unfreed >= LOG_CAPACITY
+
+    def _tick(self) -> int:
+        return int((self.clock() - self._boot_time) * 1000) & 0xFFFFFFFF
+
+    def _append_log(self, data16: bytes) -> None:
+        prev = self._log[-1][16:] if self._log else b"\0" * 16
+        self._log.append(data16 + hashlib.sha256(data16 + prev).digest()[:16])
+        self._log_next = (self._log_next + 1) & 0xFFFF
+        self._log_unfreed = min(self._log_unfreed + 1, LOG_CAPACITY)
+
+    def _audit(
+        self, cmd: int, length: int, session_key: int, target: int, second: int, result: int
+    ) -> None:
+        if not self._audited(cmd):
+            return
+        self._append_log(
+            struct.pack(
+                "!HBHHHHBL",
+                self._log_next,
+                cmd,
+                length,
+                session_key,
+                target,
+                second,
+                result,
+                self._tick(),
+            )
+        )
+        self._persist()
+
+    def _audit_ctx(self, ctx: _Ctx, result: int) -> None:
+        self._audit(
+            ctx.command, ctx.length, ctx.session.auth_key_id, ctx.target, ctx.second, result
+        )
+
+    def _log_reset(self) -> None:
+        self._log.clear()
+        self._log_next = 1
+        self._log_unfreed = 0
+        self._append_log(RESET_LOG_DATA)
+        self._log_boot()
+
+    def _log_boot(self) -> None:
+        self._append_log(struct.pack("!HBHHHHBL", self._log_next, 0, 0, 0xFFFF, 0, 0, 0, 0))
+
+    # ------------------------------------------------------------------ state and provisioning
+
+    def _factory_state(self) -> None:
+        k_enc, k_mac = scp03.password_to_key(DEFAULT_PASSWORD)
+        self._objects = {}
+        self._sequences = {}
+        self._sessions = {}
+        self._force_audit = Audit.OFF
+        self._command_audit = {}
+        default = SimObject(
+            DEFAULT_AUTH_KEY_ID,
+            ObjType.AUTHENTICATION_KEY,
+            Alg.AES128_YUBICO_AUTHENTICATION,
+            pack_label(DEFAULT_AUTH_LABEL),
+            0xFFFF,
+            Cap.ALL,
+            Cap.ALL,
+            Origin.IMPORTED,
+            0,
+            k_enc + k_mac,
+        )
+        self._objects[default.handle] = default
+        self._log_reset()
+
+    def factory_reset(self) -> None:
+        """What RESET_DEVICE does: erase everything, default auth key back, sessions gone."""
+        with self.lock:
+            self._factory_state()
+            self._boot_time = self.clock()
+            self._persist()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "format": 1,
+                "device": {
+                    "serial": self.serial,
+                    "version": list(self.version),
+                    "part_number": self.part_number,
+                },
+                "options": {
+                    "force_audit": int(self._force_audit),
+                    "command_audit": {str(c): int(v) for c, v in self._command_audit.items()},
+                },
+                "sequences": {f"{i}:{t}": n for (i, t), n in self._sequences.items()},
+                "objects": [o.to_json() for _, o in sorted(self._objects.items())],
+                "log": {
+                    "next_number": self._log_next,
+                    "unfreed": self._log_unfreed,
+                    "entries": [e.hex() for e in self._log],
+                },
+            }
+
+    def _restore(self, doc: dict[str, Any]) -> None:
+        try:
+            dev = doc.get("device", {})
+            self.serial = int(dev.get("serial", self.serial))
+            self.version = tuple(int(v) for v in dev.get("version", self.version))  # type: ignore[assignment]
+            self.part_number = str(dev.get("part_number", self.part_number))
+            opts = doc.get("options", {})
+            self._force_audit = Audit(int(opts.get("force_audit", 0)))
+            self._command_audit = {
+                int(c): Audit(int(v)) for c, v in opts.get("command_audit", {}).items()
+            }
+            self._sequences = {
+                (int(k.split(":")[0]), int(k.split(":")[1])): int(v)
+                for k, v in doc.get("sequences", {}).items()
+            }
+            self._objects = {}
+            for entry in doc.get("objects", []):
+                obj = SimObject.from_json(entry)
+                self._objects[obj.handle] = obj
+            log = doc.get("log", {})
+            self._log.clear()
+            for e in log.get("entries", []):
+                raw = bytes.fromhex(e)
+                if len(raw) != 32:
+                    raise ValueError("log entry is not 32 bytes")
+                self._log.append(raw)
+            self._log_next = int(log.get("next_number", len(self._log) + 1))
+            self._log_unfreed = int(log.get("unfreed", len(self._log)))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ObjectFormatError(f"bad simulator state: {e}") from e
+        if not self._log:
+            self._append_log(RESET_LOG_DATA)
+
+    def _persist(self) -> None:
+        if self._state_file is not None:
+            self._state_file.save(self.snapshot())
+
+    def put_object(self, obj: SimObject) -> SimObject:
+        """Out-of-band provisioning: store `obj` (no session, no permission checks).
+        Raises ValueError when (id, type) exists or the secret is malformed."""
+        validate_secret(obj.type, obj.algorithm, obj.secret)
+        if not 1 <= obj.id <= MAX_ID:
+            raise ValueError(f"object id {obj.id} out of range 1..0xFFFE")
+        with self.lock:
+            if obj.handle in self._objects:
+                raise ValueError(f"object {obj.handle} already exists")
+            obj = replace(obj, sequence=self._sequences.get(obj.handle, 0))
+            self._objects[obj.handle] = obj
+            self._persist()
+            return obj
+
+    def put_ed25519_seed(
+        self,
+        key_id: int,
+        seed: bytes,
+        *,
+        label: str = "validator",
+        capabilities: int = Cap.SIGN_EDDSA,
+        domains: int = 1,
+    ) -> SimObject:
+        """Store an Ed25519 key from its 32-byte RFC 8032 seed (origin: imported)."""
+        return self.put_object(
+            SimObject(
+                key_id,
+                ObjType.ASYMMETRIC_KEY,
+                Alg.EC_ED25519,
+                pack_label(label),
+                domains,
+                capabilities,
+                0,
+                Origin.IMPORTED,
+                0,
+                bytes(seed),
+            )
+        )
+
+    def put_auth_key(
+        self,
+        key_id: int,
+        password: str,
+        *,
+        label: str = "",
+        capabilities: int = Cap.SIGN_EDDSA,
+        delegated: int = 0,
+        domains: int = 1,
+    ) -> SimObject:
+        """Store an authentication key derived from `password` (as the library derives it)."""
+        k_enc, k_mac = scp03.password_to_key(password)
+        return self.put_object(
+            SimObject(
+                key_id,
+                ObjType.AUTHENTICATION_KEY,
+                Alg.AES128_YUBICO_AUTHENTICATION,
+                pack_label(label),
+                domains,
+                capabilities,
+                delegated,
+                Origin.IMPORTED,
+                0,
+                k_enc + k_mac,
+            )
+        )
+
+    def put_wrap_key(
+        self,
+        key_id: int,
+        key: bytes,
+        *,
+        label: str = "",
+        capabilities: int = Cap.EXPORT_WRAPPED | Cap.IMPORT_WRAPPED,
+        delegated: int = Cap.ALL,
+        domains: int = 0xFFFF,
+    ) -> SimObject:
+        """Store an AES-CCM wrap key; the algorithm follows from len(key) (16/24/32)."""
+        algorithm = {n: alg for alg, n in WRAP_KEY_LENGTHS.items()}.get(len(key))
+        if algorithm is None:
+            raise ValueError("a wrap key is 16, 24 or 32 bytes")
+        return self.put_object(
+            SimObject(
+                key_id,
+                ObjType.WRAP_KEY,
+                algorithm,
+                pack_label(label),
+                domains,
+                capabilities,
+                delegated,
+                Origin.IMPORTED,
+                0,
+                bytes(key),
+            )
+        )
+
+    def get_object(self, obj_id: int, obj_type: int) -> SimObject | None:
+        with self.lock:
+            return self._objects.get((obj_id, obj_type))
+
+    def objects(self) -> list[SimObject]:
+        with self.lock:
+            return [o for _, o in sorted(self._objects.items())]
+
+    def delete_object(self, obj_id: int, obj_type: int) -> None:
+        with self.lock:
+            obj = self._objects.get((obj_id, obj_type))
+            if obj is None:
+                raise KeyError((obj_id, obj_type))
+            self._remove(obj)
+
+    # ------------------------------------------------------------------ session controls (tests)
+
+    def active_sessions(self) -> list[int]:
+        with self.lock:
+            self._expire_sessions()
+            return sorted(self._sessions)
+
+    def expire_all_sessions(self) -> None:
+        with self.lock:
+            self._sessions.clear()
+
+    def kill_session(self, sid: int) -> None:
+        with self.lock:
+            self._sessions.pop(sid, None)
+
+
+@dataclass(slots=True)
+class _Ctx:
+    """Per-command bookkeeping: who ran it, and what the audit log records."""
+
+    session: _Session
+    command: int
+    length: int
+    target: int = 0xFFFF
+    second: int = 0xFFFF
+    after: Callable[[], None] | None = None
