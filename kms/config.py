@@ -259,6 +259,8 @@ def _show(value: object) -> str:
     """A short, one-line rendering of a found value for error messages."""
     if isinstance(value, dict):
         return "a table"
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return "an array of tables"
     if isinstance(value, bool):
         return "true" if value else "false"
     shown = repr(value)
@@ -429,7 +431,7 @@ def _host_port(text: str) -> tuple[str, int] | None:
     m = _HOST_RE.fullmatch(text)
     if m is None:
         return None
-    host, port = m["host"], int(m["port"])
+    host, port = m["host"].lower(), int(m["port"])
     if not 0 < port <= 65535:
         return None
     if host.startswith("["):
