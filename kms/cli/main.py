@@ -16,7 +16,7 @@ from kms import __version__
 
 # command name -> "module:attribute"
 _COMMANDS: dict[str, str] = {
-    "demo": "kms.cli.daemon:demo",
+    "demo": "kms.cli.demo:demo",
     "export": "kms.cli.keys:export_cmd",
     "hsm-sim": "kms.cli.hsm_sim:hsm_sim",
     "import": "kms.cli.keys:import_cmd",

@@ -1,0 +1,213 @@
+"""One validator connection: dial, handshake, read requests, answer them, redial.
+
+Owns: the asyncio side of one `[[validator]]` entry: the outbound connection
+(`tcp://[id@]host:port` through SecretConnection with our identity key, or
+`unix://path` in the clear), read/write deadlines, and the reconnect loop.
+Never decides what to answer (that is `kms.service`) and never listens.
+
+Rules:
+- first dial immediately; while the node is down, redial with jittered backoff
+  capped at `MAX_BACKOFF` (about 1 s: a node waits only 3 s for its signer at
+  start-up); a dropped link is redialled at once;
+- log once per state change (up, down and why), not per attempt;
+- requests are answered strictly in order, one at a time (the node has at most
+  one in flight);
+- any transport, handshake, framing or decoding error closes the link, which is
+  then redialled; refusals travel inside responses and keep the link up;
+- a write must complete within `timeout` seconds; a link with nothing to read
+  for `idle_timeout` (the node pings every ~3.3 s) is considered dead;
+- on shutdown, a request being answered is finished first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from typing import Protocol
+
+from kms.config import ValidatorConfig
+from kms.errors import KmsError, LinkClosed, ProtocolError
+from kms.privval.codec import decode_request, encode
+from kms.privval.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageReader, frame
+from kms.secretconn.connection import open_secret_connection
+from kms.service import LinkInfo, SignService
+from kms.transport import PlainTransport, Transport
+
+log = logging.getLogger("kms.link")
+
+INITIAL_BACKOFF = 0.05
+MAX_BACKOFF = 1.0
+
+
+class LinkMetrics(Protocol):
+    def link_state(self, chain: str, link: str, up: bool) -> None: ...
+
+    def link_reconnect(self, chain: str, link: str) -> None: ...
+
+
+def backoff_delay(attempt: int, rng: random.Random) -> float:
+    """Delay before dial attempt `attempt` (1-based) after a failure: exponential from
+    50 ms, capped at MAX_BACKOFF, with jitter in [50 %, 100 %] so replicas do not synchronise."""
+    base: float = min(MAX_BACKOFF, INITIAL_BACKOFF * 2.0 ** min(attempt - 1, 10))
+    jitter: float = rng.uniform(0.5, 1.0)
+    return base * jitter
+
+
+class Link:
+    """Serves one `[[validator]]` entry until `stop()` is called."""
+
+    def __init__(
+        self,
+        cfg: ValidatorConfig,
+        service: SignService,
+        *,
+        identity_seed: bytes | None,
+        metrics: LinkMetrics | None = None,
+        rng: random.Random | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        if cfg.scheme == "tcp" and identity_seed is None:
+            raise KmsError(f"validator {cfg.addr}: a tcp:// link needs an identity key")
+        self.cfg = cfg
+        self.info = LinkInfo(cfg.chain_id, cfg.protocol_version, cfg.name)
+        self._service = service
+        self._identity = identity_seed
+        self._metrics = metrics
+        self._rng = rng or random.Random()
+        self._max_message_size = max_message_size
+        self._stopping = False
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.requests_served = 0
+        self.idle_timeout = max(2.0 * cfg.timeout, 7.0)
+
+    # --- lifecycle -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dial, serve, redial; returns after `stop()` (or when `reconnect = false` and the link drops)."""
+        self._task = asyncio.current_task()
+        attempt = 0
+        down_reason: str | None = None
+        try:
+            while not self._stopping:
+                try:
+                    transport = await self._connect()
+                except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
+                    reason = _describe(e)
+                    if reason != down_reason:
+                        log.warning("link down", extra={"fields": self._fields(reason=reason)})
+                        down_reason = reason
+                    attempt += 1
+                    await asyncio.sleep(backoff_delay(attempt, self._rng))
+                    continue
+                attempt = 0
+                down_reason = None
+                log.info("link up", extra={"fields": self._fields()})
+                self._set_state(True)
+                try:
+                    await self._serve(transport)
+                    reason = "shutting down"
+                except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
+                    reason = _describe(e)
+                finally:
+                    self._set_state(False)
+                    await transport.close()
+                if self._stopping:
+                    break
+                log.warning("link down", extra={"fields": self._fields(reason=reason)})
+                down_reason = reason
+                if self._metrics is not None:
+                    self._metrics.link_reconnect(self.cfg.chain_id, self.cfg.name)
+                if not self.cfg.reconnect:
+                    log.error(
+                        "link closed and reconnect = false: not redialling",
+                        extra={"fields": self._fields()},
+                    )
+                    return
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+        finally:
+            self._set_state(False)
+
+    def stop(self) -> None:
+        """Stop after the request in progress (if any) has been answered."""
+        self._stopping = True
+        if not self._busy and self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    # --- connection ------------------------------------------------------------------
+
+    async def _connect(self) -> Transport:
+        cfg = self.cfg
+        if cfg.scheme == "unix":
+            assert cfg.path is not None
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_unix_connection(str(cfg.path), limit=65536), cfg.timeout
+            )
+            return PlainTransport(reader, writer)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(cfg.host, cfg.port, limit=65536), cfg.timeout
+        )
+        try:
+            assert self._identity is not None
+            return await open_secret_connection(
+                reader,
+                writer,
+                self._identity,
+                expected_peer_id=cfg.peer_id,
+                timeout=cfg.timeout,
+            )
+        except BaseException:
+            writer.close()
+            raise
+
+    async def _serve(self, transport: Transport) -> None:
+        reader = MessageReader(self._max_message_size)
+        pending: deque[bytes] = deque()
+        dialect = self.cfg.protocol_version
+        while not self._stopping:
+            if not pending:
+                data = await asyncio.wait_for(transport.read(), self.idle_timeout)
+                self._busy = True
+                pending.extend(reader.feed(data))
+                if not pending:
+                    self._busy = False
+                continue
+            self._busy = True
+            try:
+                body = pending.popleft()
+                request = decode_request(body, dialect)
+                response = await self._service.handle(request, self.info)
+                out = frame(encode(response, dialect))
+                await asyncio.wait_for(transport.write(out), self.cfg.timeout)
+                self.requests_served += 1
+            finally:
+                self._busy = bool(pending)
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _set_state(self, up: bool) -> None:
+        if up:
+            self.connected.set()
+        else:
+            self.connected.clear()
+        if self._metrics is not None:
+            self._metrics.link_state(self.cfg.chain_id, self.cfg.name, up)
+
+    def _fields(self, **extra: object) -> dict[str, object]:
+        return {"chain": self.cfg.chain_id, "link": self.cfg.name, **extra}
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, FileNotFoundError):
+        return "socket not found"
+    text = str(e) or type(e).__name__
+    return f"{type(e).__name__}: {text}" if not isinstance(e, KmsError) else text
