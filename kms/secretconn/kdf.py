@@ -15,6 +15,7 @@ Never touches: sockets, identity keys, ciphers, the handshake state machine.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
@@ -70,9 +71,15 @@ def sort_ephemeral_keys(local: bytes, remote: bytes) -> tuple[bytes, bytes, bool
     return remote, local, False
 
 
+@functools.cache
+def _base_transcript() -> Transcript:
+    # Every SecretConnection transcript starts with the same label: build that prefix once.
+    return Transcript(TRANSCRIPT_LABEL)
+
+
 def merlin_challenge(lower: bytes, upper: bytes, dh_secret: bytes) -> bytes:
     """The 32-byte value both sides sign with their identity keys."""
-    transcript = Transcript(TRANSCRIPT_LABEL)
+    transcript = _base_transcript().clone()
     transcript.append_message(_LABEL_LOWER, lower)
     transcript.append_message(_LABEL_UPPER, upper)
     transcript.append_message(_LABEL_DH, dh_secret)

@@ -142,6 +142,15 @@ class Strobe128:
         self._cur_flags = 0
         self.meta_ad(protocol_label, more=False)
 
+    def clone(self) -> Strobe128:
+        """An independent copy of this state (to reuse a common prefix)."""
+        twin = Strobe128.__new__(Strobe128)
+        twin._state = bytearray(self._state)
+        twin._pos = self._pos
+        twin._pos_begin = self._pos_begin
+        twin._cur_flags = self._cur_flags
+        return twin
+
     def meta_ad(self, data: bytes, *, more: bool) -> None:
         self._begin_op(_FLAG_M | _FLAG_A, more)
         self._absorb(data)
@@ -205,6 +214,12 @@ class Transcript:
     def __init__(self, label: bytes) -> None:
         self._strobe = Strobe128(b"Merlin v1.0")
         self.append_message(b"dom-sep", label)
+
+    def clone(self) -> Transcript:
+        """An independent copy: both continue from the same transcript state."""
+        twin = Transcript.__new__(Transcript)
+        twin._strobe = self._strobe.clone()
+        return twin
 
     def append_message(self, label: bytes, message: bytes) -> None:
         self._strobe.meta_ad(label, more=False)

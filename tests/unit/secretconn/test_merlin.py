@@ -76,3 +76,16 @@ def test_strobe_refuses_to_continue_an_operation_of_another_kind() -> None:
     strobe.meta_ad(b"x", more=False)
     with pytest.raises(ValueError):
         strobe.ad(b"y", more=True)
+
+
+def test_cloned_transcript_continues_independently_and_identically() -> None:
+    base = Transcript(b"test protocol")
+    twin = base.clone()
+    diverging = base.clone()
+    for t in (base, twin, diverging):
+        t.append_message(b"some label", b"some data")
+    diverging.append_message(b"extra", b"")
+    expected = "d5a21972d0d5fe320c0d263fac7fffb8145aa640af6e9bca177c03c7efcf0615"  # merlin-simple
+    assert twin.challenge_bytes(b"challenge", 32).hex() == expected
+    assert base.challenge_bytes(b"challenge", 32).hex() == expected
+    assert diverging.challenge_bytes(b"challenge", 32).hex() != expected
