@@ -88,6 +88,8 @@ def _decode_b64(text: str) -> bytes | None:
 
 def parse_identity_key(path: Path, data: bytes) -> bytes:
     """Decode the contents of an identity key file to the 32-byte seed (pure)."""
+    if not data.strip():
+        raise KeyFileError(f"{path}: file is empty (expected Base64 of a 32-byte Ed25519 seed)")
     if len(data) == SEED_LEN and _decode_b64_bytes(data) is None:
         return data  # raw binary seed
     try:
