@@ -15,8 +15,9 @@ Rules:
   StatePersistError): no signature leaves the guard and the in-memory state is
   not advanced.
 - After a failed or interrupted write, the guard re-reads the state file before
-  it signs again and adopts what is on disk (the old or the new state: either
-  is safe, the unreleased signature is at most reused for the same message).
+  it signs again, writes it back durably (what it read may only be in the page
+  cache) and adopts it (the old or the new state: either is safe, the
+  unreleased signature is at most reused for the same message).
   While the file is unreadable, or if it went backwards, every request fails
   (fail closed); once it reads back, signing resumes.
 - The state file lock is held for the guard's lifetime: no second process (or
@@ -217,6 +218,9 @@ class ChainGuard:
                 f"{disk.height}/{disk.round}/{disk.step}, but "
                 f"{self._state.height}/{self._state.round}/{self._state.step} was persisted"
             )
+        # What we read may be only in the page cache (a failed fsync): write it
+        # again, durably, before anything is signed or reused on top of it.
+        await loop.run_in_executor(self._executor, self.store.save, disk)
         self._state = disk
         self._needs_verify = False
         log.warning(
