@@ -153,6 +153,13 @@ def _height_round(height: int, round_: int) -> bytes:
     return out
 
 
+def _utf8(text: str, what: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except (UnicodeEncodeError, AttributeError) as exc:
+        raise CodecError(f"{what} is not a UTF-8 encodable string") from exc
+
+
 def _delimited(body: bytes) -> bytes:
     return _varint(len(body)) + body
 
@@ -170,7 +177,7 @@ def encode_canonical_vote(cv: CanonicalVote) -> bytes:
         body += _len_field(0x22, _block_id(cv.block_id))
     body += _len_field(0x2A, _timestamp(cv.timestamp))
     if cv.chain_id:
-        body += _len_field(0x32, cv.chain_id.encode())
+        body += _len_field(0x32, _utf8(cv.chain_id, "chain_id"))
     return _delimited(body)
 
 
@@ -186,7 +193,7 @@ def encode_canonical_proposal(cp: CanonicalProposal) -> bytes:
         body += _len_field(0x2A, _block_id(cp.block_id))
     body += _len_field(0x32, _timestamp(cp.timestamp))
     if cp.chain_id:
-        body += _len_field(0x3A, cp.chain_id.encode())
+        body += _len_field(0x3A, _utf8(cp.chain_id, "chain_id"))
     return _delimited(body)
 
 
@@ -230,7 +237,7 @@ def vote_extension_sign_bytes(chain_id: str, vote: Vote) -> bytes:
     body = _len_field(0x0A, vote.extension) if vote.extension else b""
     body += _height_round(vote.height, vote.round)
     if chain_id:
-        body += _len_field(0x22, chain_id.encode())
+        body += _len_field(0x22, _utf8(chain_id, "chain_id"))
     return _delimited(body)
 
 

@@ -92,6 +92,7 @@ class MessageReader:
     def _fail(self, text: str) -> CodecError:
         self._error = CodecError(text)
         self._body = bytearray()
+        self._reset_prefix()
         return self._error
 
     def feed(self, data: bytes) -> list[bytes]:
