@@ -248,6 +248,7 @@ _T = TypeVar("_T")
 
 MAX_HEIGHT = 2**63 - 1
 MAX_CHAIN_ID_LEN = 50  # CometBFT's MaxChainIDLen
+HSM_SESSION_IDLE_LIMIT = 30.0  # seconds; a YubiHSM2 closes an idle session after this
 MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 0xFFFE  # YubiHSM2 object IDs (0 and 0xFFFF are not usable)
 
 
@@ -778,6 +779,8 @@ class _Parser:
                     key_type=key_type,
                 )
             )
+        if not keys:
+            self.warn(t, "keys", "no keys listed; this device is not used")
         if t.has("connector_server"):
             t.sub("connector_server", ("laddr", "cli"), "a table { laddr = ... }")
             self.warn(t, "connector_server", "ignored: kms never listens (outbound-only zone)")
@@ -821,12 +824,20 @@ class _Parser:
 
     def _hsm(self, t: _Table) -> HsmPolicy:
         d = HsmPolicy()
-        return HsmPolicy(
+        policy = HsmPolicy(
             policy=t.choice("policy", _POLICIES, default=d.policy),
             health_interval=t.seconds("health_interval", d.health_interval),
             connect_timeout=t.seconds("connect_timeout", d.connect_timeout),
             request_timeout=t.seconds("request_timeout", d.request_timeout),
         )
+        if policy.health_interval >= HSM_SESSION_IDLE_LIMIT:
+            self.warn(
+                t,
+                "health_interval",
+                f"{policy.health_interval:g} s is not below the device's"
+                f" {HSM_SESSION_IDLE_LIMIT:g} s session idle limit; idle sessions will expire",
+            )
+        return policy
 
     def _metrics(self, t: _Table) -> MetricsConfig:
         listen: tuple[str, int] | None = None

@@ -33,6 +33,10 @@ def add(extra: str) -> Edit:
     return lambda text: text + "\n" + extra + "\n"
 
 
+def both(first: Edit, second: Edit) -> Edit:
+    return lambda text: second(first(text))
+
+
 def prepend(extra: str) -> Edit:
     return lambda text: extra + "\n" + text
 
@@ -391,6 +395,16 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
     (
         "yubihsm-same-device-twice",
         add(f"[[providers.yubihsm]]\n{HSM_ADAPTER}\n{HSM_AUTH}\n{HSM_KEYS}"),
+        "[[providers.yubihsm]] #2",
+        "adapter",
+        "already configured",
+    ),
+    (
+        "two-usb-devices-without-serial",
+        both(
+            sub(HSM_ADAPTER, 'adapter = { type = "usb" }'),
+            add(f'[[providers.yubihsm]]\nadapter = {{ type = "usb" }}\n{HSM_AUTH}\n{HSM_KEYS}'),
+        ),
         "[[providers.yubihsm]] #2",
         "adapter",
         "already configured",

@@ -310,3 +310,13 @@ def test_shipped_example_documents_every_key_the_loader_accepts() -> None:
     }
     missing = sorted(k for k in keys if re.search(rf"(^|[#\s]){k}( =|:)", text, re.M) is None)
     assert missing == []
+
+
+def test_yubihsm_without_keys_and_slow_health_checks_are_warned_about(home: Path) -> None:
+    text = BASE.replace('policy = "spread"', 'policy = "spread"\nhealth_interval = 30')
+    text += '\n[[providers.yubihsm]]\nadapter = { type = "http", addr = "tcp://10.9.9.9:1" }\n'
+    text += 'auth = { key = 1, password_file = "secrets/hsm-password" }\n'
+    cfg = load_config(write_config(home, text))
+    assert cfg.yubihsm[1].keys == ()
+    assert any("[[providers.yubihsm]] #2: key 'keys'" in w for w in cfg.warnings)
+    assert any("[hsm]: key 'health_interval'" in w for w in cfg.warnings)
