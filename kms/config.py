@@ -214,12 +214,12 @@ def load_config(path: Path, *, check_files: bool = True) -> Config:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     config = parse_config(text, path, check_files=check_files)
-    inline = [p for p in config.yubihsm if p.password is not None]
+    inline = [i for i, p in enumerate(config.yubihsm, 1) if p.password is not None]
     if inline and check_files:
         mode = stat.S_IMODE(path.stat().st_mode)
         if mode & 0o077:
             raise ConfigError(
-                f"{path}: [[providers.yubihsm]] ({inline[0].name}): key 'auth.password':"
+                f"{path}: [[providers.yubihsm]] #{inline[0]}: key 'auth.password':"
                 f" the config file holds a password but has permissions {mode:04o};"
                 f" run: chmod 600 {path} (better: move it to auth.password_file)"
             )

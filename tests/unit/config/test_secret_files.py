@@ -127,7 +127,8 @@ def test_inline_password_needs_a_private_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     msg = str(exc.value)
-    assert "key 'auth.password'" in msg and f"chmod 600 {path}" in msg
+    assert msg.startswith(f"{path}: [[providers.yubihsm]] #1: key 'auth.password': ")
+    assert f"chmod 600 {path}" in msg and "\n" not in msg
     os.chmod(path, 0o600)
     cfg = load_config(path)
     assert cfg.yubihsm[0].password == "hunter2"
