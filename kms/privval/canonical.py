@@ -50,6 +50,8 @@ __all__ = [
     "MIN_TIMESTAMP_SECONDS",
     "CanonicalProposal",
     "CanonicalVote",
+    "canonical_proposal",
+    "canonical_vote",
     "decode_canonical_proposal",
     "decode_canonical_vote",
     "encode_canonical_proposal",
