@@ -378,7 +378,10 @@ class _Table:
             return value
         if not isinstance(value, str) or not value.strip() or "\0" in value:
             self.expected(key, what)
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:  # ~user of an unknown user
+            self.expected(key, "a file path (cannot expand ~ here)")
         return p if p.is_absolute() else self.base / p
 
     def optional_path(self, key: str) -> Path | None:
@@ -573,6 +576,8 @@ class _Parser:
         metrics = self._metrics(self._single(top, "metrics", _METRICS_KEYS))
 
         chains = self._cross_check(chains, validators, yubihsm, softsign)
+        if not chains:
+            self.warn(top, "chain", "no [[chain]] sections: kms has nothing to sign")
         return Config(
             path=self.file,
             chains=tuple(c for c, _ in chains),

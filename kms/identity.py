@@ -168,13 +168,17 @@ def write_secret_file(path: Path, data: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError as e:
+        path.unlink(missing_ok=True)  # ours (O_EXCL): never leave a half-written key behind
+        raise KeyFileError(f"{path}: write failed: {e.strerror or e}") from None
+    try:
         dfd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
     except OSError as e:
-        raise KeyFileError(f"{path}: write failed: {e.strerror or e}") from None
+        raise KeyFileError(f"{path}: written, but syncing its directory failed: {e}") from None
 
 
 def write_identity_key(

@@ -153,3 +153,16 @@ def test_identity_public_key_is_the_ed25519_public_key() -> None:
     assert identity_public_key(SEED) == PUB
     with pytest.raises(ValueError):
         identity_public_key(SEED[:31])
+
+
+def test_failed_write_leaves_no_half_written_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_disk(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full_disk)
+    path = tmp_path / "id.key"
+    with pytest.raises(KeyFileError, match="No space left"):
+        write_identity_key(path, SEED)
+    assert not path.exists()

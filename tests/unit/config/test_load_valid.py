@@ -320,3 +320,9 @@ def test_yubihsm_without_keys_and_slow_health_checks_are_warned_about(home: Path
     assert cfg.yubihsm[1].keys == ()
     assert any("[[providers.yubihsm]] #2: key 'keys'" in w for w in cfg.warnings)
     assert any("[hsm]: key 'health_interval'" in w for w in cfg.warnings)
+
+
+def test_config_without_chains_loads_with_a_warning(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, ""))
+    assert cfg.chains == () and cfg.validators == ()
+    assert any("top level: key 'chain'" in w for w in cfg.warnings)
