@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from kms.errors import FrameError, HandshakeError, LinkClosed
 from kms.secretconn import (
@@ -17,6 +18,7 @@ from kms.secretconn import (
     peer_id,
 )
 from kms.secretconn.handshake import Handshake
+from tests.unit.secretconn._peer import RawPeer
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -191,3 +193,31 @@ async def test_handshake_and_data_through_a_one_byte_per_write_proxy() -> None:
             await conn.write(message)
             assert await read_exactly(conn, 3000) == message
             await conn.close()
+
+
+async def test_our_auth_sig_is_sent_even_when_the_peer_finishes_in_one_write() -> None:
+    # The peer answers our ephemeral key with its ephemeral key and its AuthSig in a single
+    # write, so our side completes on its first read and must still flush its own AuthSig.
+    kms_seed = os.urandom(32)
+    verdict: list[bytes] = []
+
+    async def eager_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = RawPeer()
+        ours = await reader.readexactly(35)
+        peer.on_first_message(ours)
+        writer.write(peer.first_message() + peer.seal(peer.honest_auth_sig()))
+        await writer.drain()
+        assert peer.stream is not None
+        auth = peer.stream.receive_data(await reader.readexactly(1044))
+        key, signature = auth[5:37], auth[39:103]
+        Ed25519PublicKey.from_public_bytes(key).verify(signature, peer.challenge)
+        verdict.append(key)
+        writer.write(peer.seal(b"first request"))
+        await writer.drain()
+
+    async with serve(eager_peer) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        conn = await asyncio.wait_for(open_secret_connection(reader, writer, kms_seed), 5)
+        assert await asyncio.wait_for(conn.read(), 5) == b"first request"
+        await conn.close()
+    assert verdict == [conn.local_public_key]
