@@ -87,11 +87,7 @@ class BlockID:
     @property
     def is_nil(self) -> bool:
         """Go's rule: nil only when the hash AND the whole part-set header are empty/zero."""
-        return (
-            not self.hash
-            and self.part_set_header.total == 0
-            and not self.part_set_header.hash
-        )
+        return not self.hash and self.part_set_header.total == 0 and not self.part_set_header.hash
 
 
 NIL_BLOCK_ID = BlockID()
