@@ -176,6 +176,25 @@ WRAP_KEY_LENGTHS: Final[dict[int, int]] = {
 # library parses them all as known enum members.
 ADVERTISED_ALGORITHMS: Final[tuple[int, ...]] = tuple(range(1, 56))
 
+# Every command code yubihsm 3.1.2 knows (0x40..0x77 are contiguous there).
+LIBRARY_COMMANDS: Final[tuple[int, ...]] = (
+    0x01,
+    0x03,
+    0x04,
+    0x05,
+    0x06,
+    0x08,
+    0x0A,
+    *range(0x40, 0x78),
+)
+# Commands whose audit setting can be changed; upstream device tests skip exactly these
+# five when they turn auditing on for "all" commands [TEST tests/device/test_logs.py].
+AUDITABLE_COMMANDS: Final[tuple[int, ...]] = tuple(
+    c
+    for c in LIBRARY_COMMANDS
+    if c not in (Cmd.ERROR, Cmd.DEVICE_INFO, Cmd.GET_LOG_ENTRIES, Cmd.ECHO, Cmd.SESSION_MESSAGE)
+)
+
 LABEL_LENGTH: Final = 40
 MAX_SESSIONS: Final = 16
 SESSION_TIMEOUT_S: Final = 30.0

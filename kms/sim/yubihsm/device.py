@@ -32,8 +32,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from kms.sim.yubihsm import scp03
+from kms.sim.yubihsm.audit_log import AuditLog
 from kms.sim.yubihsm.defs import (
     ADVERTISED_ALGORITHMS,
+    AUDITABLE_COMMANDS,
     DEFAULT_AUTH_KEY_ID,
     DEFAULT_AUTH_LABEL,
     DEFAULT_PASSWORD,
@@ -71,7 +73,6 @@ from kms.sim.yubihsm.store import StateFile
 MAX_OBJECTS = 256
 HEADER_FORMAT = "!H40sHQB"  # id, label, domains, capabilities, algorithm (53 bytes)
 HEADER_LEN = struct.calcsize(HEADER_FORMAT)
-RESET_LOG_DATA = b"\x00\x01" + b"\xff" * 14
 LIST_FILTER_SIZES = {0x01: 2, 0x02: 1, 0x03: 2, 0x04: 8, 0x05: 1, 0x06: 40}
 
 
@@ -149,9 +150,7 @@ class SimDevice:
         self._sessions: dict[int, _Session] = {}
         self._objects: dict[tuple[int, int], SimObject] = {}
         self._sequences: dict[tuple[int, int], int] = {}
-        self._log: collections.deque[bytes] = collections.deque(maxlen=LOG_CAPACITY)
-        self._log_next = 1
-        self._log_unfreed = 0
+        self._log = AuditLog()
         self._force_audit = Audit.OFF
         self._command_audit: dict[int, Audit] = {}
         # observability for tests
@@ -163,7 +162,7 @@ class SimDevice:
             self._persist()
         else:
             self._restore(doc)
-            self._log_boot()
+            self._log.boot(force=self._force_audit != Audit.OFF)
             self._persist()
 
     # ------------------------------------------------------------------ buffer sizes
@@ -221,7 +220,7 @@ class SimDevice:
     def _device_info(self, payload: bytes) -> bytes:
         if payload == b"":
             return struct.pack(
-                "!BBBIBB", *self.version, self.serial, LOG_CAPACITY, len(self._log)
+                "!BBBIBB", *self.version, self.serial, LOG_CAPACITY, self._log.used
             ) + bytes(ADVERTISED_ALGORITHMS)
         if payload == b"\x01" and self.version >= (2, 4, 0):
             return self.part_number.encode("utf-8")
@@ -352,7 +351,12 @@ class SimDevice:
         need = SESSION_CAPABILITY.get(cmd, 0)
         ctx = _Ctx(s, cmd, len(data))
         try:
-            if self._force_audit != Audit.OFF and self._audited(cmd) and self._log_full():
+            if (
+                self._force_audit != Audit.OFF
+                and self._audited(cmd)
+                and self._log.full
+                and cmd not in (Cmd.GET_LOG_ENTRIES, Cmd.SET_LOG_INDEX)
+            ):
                 raise _Refuse(Err.LOG_FULL)
             if need and not s.capabilities & need:
                 raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
@@ -672,16 +676,14 @@ class SimDevice:
     def _cmd_get_log(self, ctx: _Ctx, data: bytes) -> bytes:
         if data:
             raise _Refuse(Err.WRONG_LENGTH)
-        return struct.pack("!HHB", 0, 0, len(self._log)) + b"".join(self._log)
+        return self._log.response()
 
     def _cmd_set_log_index(self, ctx: _Ctx, data: bytes) -> bytes:
         if len(data) != 2:
             raise _Refuse(Err.WRONG_LENGTH)
         (index,) = struct.unpack("!H", data)
-        numbers = [struct.unpack("!H", e[:2])[0] for e in self._log]
-        if index not in numbers:
+        if not self._log.set_index(index):
             raise _Refuse(Err.INVALID_DATA)
-        self._log_unfreed = len(numbers) - numbers.index(index) - 1
         self._persist()
         return b""
 
@@ -698,8 +700,7 @@ class SimDevice:
             self._force_audit = Audit(value[0])
         elif option == Option.COMMAND_AUDIT and len(value) % 2 == 0 and value:
             pairs = [(value[i], value[i + 1]) for i in range(0, len(value), 2)]
-            known = {int(c) for c in Cmd} - {Cmd.ERROR}
-            if any(c not in known or v not in (0, 1, 2) for c, v in pairs):
+            if any(c not in AUDITABLE_COMMANDS or v not in (0, 1, 2) for c, v in pairs):
                 raise _Refuse(Err.INVALID_DATA)
             for c, v in pairs:
                 if self._command_audit.get(c) != Audit.FIXED:
@@ -716,8 +717,7 @@ class SimDevice:
             return bytes([self._force_audit])
         if data[0] == Option.COMMAND_AUDIT:
             return b"".join(
-                bytes([c, self._command_audit.get(c, Audit.OFF)])
-                for c in sorted(int(c) for c in Cmd if c != Cmd.ERROR)
+                bytes([c, self._command_audit.get(c, Audit.OFF)]) for c in AUDITABLE_COMMANDS
             )
         raise _Refuse(Err.INVALID_DATA)
 
@@ -751,52 +751,26 @@ class SimDevice:
     def _audited(self, cmd: int) -> bool:
         return self._command_audit.get(cmd, Audit.OFF) != Audit.OFF
 
-    def _log_full(self) -> bool:
-        return self._log_unfreed >= LOG_CAPACITY
-
     def _tick(self) -> int:
         return int((self.clock() - self._boot_time) * 1000) & 0xFFFFFFFF
-
-    def _append_log(self, data16: bytes) -> None:
-        prev = self._log[-1][16:] if self._log else b"\0" * 16
-        self._log.append(data16 + hashlib.sha256(data16 + prev).digest()[:16])
-        self._log_next = (self._log_next + 1) & 0xFFFF
-        self._log_unfreed = min(self._log_unfreed + 1, LOG_CAPACITY)
 
     def _audit(
         self, cmd: int, length: int, session_key: int, target: int, second: int, result: int
     ) -> None:
         if not self._audited(cmd):
             return
-        self._append_log(
-            struct.pack(
-                "!HBHHHHBL",
-                self._log_next,
-                cmd,
-                length,
-                session_key,
-                target,
-                second,
-                result,
-                self._tick(),
-            )
+        force = self._force_audit != Audit.OFF
+        written = self._log.record(
+            cmd, length, session_key, target, second, result, self._tick(), force=force
         )
+        if not written and cmd in (Cmd.CREATE_SESSION, Cmd.AUTHENTICATE_SESSION):
+            self._log.unlogged_auth += 1
         self._persist()
 
     def _audit_ctx(self, ctx: _Ctx, result: int) -> None:
         self._audit(
             ctx.command, ctx.length, ctx.session.auth_key_id, ctx.target, ctx.second, result
         )
-
-    def _log_reset(self) -> None:
-        self._log.clear()
-        self._log_next = 1
-        self._log_unfreed = 0
-        self._append_log(RESET_LOG_DATA)
-        self._log_boot()
-
-    def _log_boot(self) -> None:
-        self._append_log(struct.pack("!HBHHHHBL", self._log_next, 0, 0, 0xFFFF, 0, 0, 0, 0))
 
     # ------------------------------------------------------------------ state and provisioning
 
@@ -820,7 +794,7 @@ class SimDevice:
             k_enc + k_mac,
         )
         self._objects[default.handle] = default
-        self._log_reset()
+        self._log.reset()
 
     def factory_reset(self) -> None:
         """What RESET_DEVICE does: erase everything, default auth key back, sessions gone."""
@@ -844,11 +818,7 @@ class SimDevice:
                 },
                 "sequences": {f"{i}:{t}": n for (i, t), n in self._sequences.items()},
                 "objects": [o.to_json() for _, o in sorted(self._objects.items())],
-                "log": {
-                    "next_number": self._log_next,
-                    "unfreed": self._log_unfreed,
-                    "entries": [e.hex() for e in self._log],
-                },
+                "log": self._log.to_json(),
             }
 
     def _restore(self, doc: dict[str, Any]) -> None:
@@ -870,19 +840,11 @@ class SimDevice:
             for entry in doc.get("objects", []):
                 obj = SimObject.from_json(entry)
                 self._objects[obj.handle] = obj
-            log = doc.get("log", {})
-            self._log.clear()
-            for e in log.get("entries", []):
-                raw = bytes.fromhex(e)
-                if len(raw) != 32:
-                    raise ValueError("log entry is not 32 bytes")
-                self._log.append(raw)
-            self._log_next = int(log.get("next_number", len(self._log) + 1))
-            self._log_unfreed = int(log.get("unfreed", len(self._log)))
+            self._log = AuditLog.from_json(doc["log"]) if "log" in doc else AuditLog()
+            if "log" not in doc:
+                self._log.reset()
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ObjectFormatError(f"bad simulator state: {e}") from e
-        if not self._log:
-            self._append_log(RESET_LOG_DATA)
 
     def _persist(self) -> None:
         if self._state_file is not None:
