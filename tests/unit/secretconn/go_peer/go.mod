@@ -1,0 +1,5 @@
+module kmsgopeer
+
+go 1.22
+
+require github.com/cometbft/cometbft v0.38.26
