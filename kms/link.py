@@ -83,6 +83,12 @@ class Link:
         self.connected = asyncio.Event()
         self.requests_served = 0
         self.idle_timeout = max(2.0 * cfg.timeout, 7.0)
+        if cfg.peer_id is not None:
+            log.warning(
+                "peer ID pinned: CometBFT makes a new signer-listener identity at every node "
+                "start, so this link will refuse the node after its next restart",
+                extra={"fields": self._fields(peer_id=cfg.peer_id)},
+            )
 
     # --- lifecycle -----------------------------------------------------------------
 
