@@ -10,8 +10,10 @@ Rules (see docs/YUBIHSM.md §1.1, §3.5, §3.7, §6):
 - Short timeouts, never the library's default (10 s connect / 600 s read):
   `HttpBackend(url, timeout=(connect_timeout, request_timeout))`.
 - The session is not thread-safe: every library call for a device runs on that
-  device's own single-thread executor (`YubiHsmSigner`), or on the caller's
-  thread for the synchronous CLI (`DeviceSession`), never both.
+  device's own single-thread executor (`YubiHsmDevice`, shared by the
+  `YubiHsmSigner` of every key on the device: one session per device), or on
+  the caller's thread for the synchronous CLI (`DeviceSession`), never both.
+  A request that timed out while still queued is skipped, not run late.
 - The password is turned into K-ENC/K-MAC (PBKDF2, 10 000 iterations) once per
   process (`derive_credentials` caches); reconnects reuse the derived keys.
 - After ANY error the session and the connection are thrown away: a lost reply
@@ -196,8 +198,24 @@ def map_error(exc: BaseException, where: str) -> HsmError:
     return HsmDeviceError(f"{where}: unexpected {type(exc).__name__}: {_first_line(exc)}")
 
 
+# requests/urllib3 wrap the cause in long reprs; say what happened in a few words
+_TRANSPORT_CAUSES = (
+    ("Connection refused", "connection refused"),
+    ("Read timed out", "read timed out"),
+    ("Connection reset", "connection reset"),
+    ("RemoteDisconnected", "connection closed by the connector"),
+    ("Connection aborted", "connection aborted"),
+    ("Name or service not known", "unknown host"),
+    ("No route to host", "no route to host"),
+    ("Server Error", "connector returned an HTTP server error"),
+)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
+    for needle, short in _TRANSPORT_CAUSES:
+        if needle in text:
+            return short
     return text.splitlines()[0][:200]
 
 
