@@ -17,9 +17,9 @@ import click
 
 NOTICE = """\
 ************************************************************************
-*  kms hsm-sim: THIS IS A SIMULATED YubiHSM2, NOT A HARDWARE DEVICE.    *
-*  Keys are held UNPROTECTED in memory{state}.
-*  Never load a real validator key into it. For tests and demos only.  *
+* kms hsm-sim: THIS IS A SIMULATED YubiHSM2, NOT A HARDWARE DEVICE.
+* Keys are held UNPROTECTED in memory{state}.
+* Never load a real validator key into it. For tests and demos only.
 ************************************************************************"""
 
 
