@@ -223,6 +223,7 @@ class ReplicaSet(Signer):
                 log.warning("%s: replica %s unreachable at start: %s", self.name, r.name, res)
         if not keys:
             detail = "; ".join(f"{r.name}: {r.last_error}" for r in self._replicas)
+            await self.close()
             raise NoHealthyReplicaError(f"{self.name}: no replica could be opened ({detail})")
         if len(set(keys.values())) > 1:
             detail = ", ".join(f"{n}={k.hex()}" for n, k in keys.items())

@@ -21,6 +21,9 @@ Rules (see docs/YUBIHSM.md §1.1, §3.5, §3.7, §6):
   device error or a bad MAC) the stale session is closed best-effort; after a
   connection error or timeout it is left to the device's 30 s idle expiry
   (trying to close it would block the device thread again).
+- After an authentication failure (wrong password), no new session is tried for
+  `auth_hold_off` seconds: every failed attempt leaves a half-open session on
+  the device holding one of its 16 slots until the 30 s idle expiry.
 - A session idle for longer than `session_idle_limit` (25 s, inside the
   device's 30 s) is replaced before use; `ping()` (an ECHO inside the session)
   is the keep-alive the replica set's health loop sends.
@@ -249,10 +252,12 @@ class DeviceSession:
         request_timeout: float = 2.0,
         session_idle_limit: float = 25.0,
         max_session_messages: int = 500_000,
+        auth_hold_off: float = 30.0,
         backend_factory: Callable[[], YhsmBackend] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
+        self.auth_hold_off = auth_hold_off
         self.connector = connector
         self.credentials = credentials
         self.session_idle_limit = session_idle_limit
@@ -266,6 +271,7 @@ class DeviceSession:
         self._last_used = float("-inf")
         self._messages = 0
         self.sessions_created = 0
+        self._auth_failed: tuple[float, str] | None = None
 
     def _ensure(self) -> AuthSession:
         now = self._clock()
@@ -276,8 +282,19 @@ class DeviceSession:
         if self._hsm is None:
             self._hsm = YubiHsm(self._backend_factory())
         if self._session is None:
+            if self._auth_failed and now - self._auth_failed[0] < self.auth_hold_off:
+                # each failed attempt leaves a half-open session holding one of the
+                # device's 16 slots for 30 s: do not retry a wrong password in a loop
+                raise HsmAuthError(
+                    f"{self._auth_failed[1]} (not retried for {self.auth_hold_off:.0f} s)"
+                )
             c = self.credentials
-            self._session = self._hsm.create_session(c.auth_key_id, c.key_enc, c.key_mac)
+            try:
+                self._session = self._hsm.create_session(c.auth_key_id, c.key_enc, c.key_mac)
+            except YubiHsmAuthenticationError as e:
+                self._auth_failed = (now, str(map_error(e, self.name)))
+                raise
+            self._auth_failed = None
             self.sessions_created += 1
             self._messages = 0
             self._last_used = self._clock()

@@ -339,3 +339,68 @@ async def test_connection_error_is_mapped_with_device_and_key(sims: SimFactory) 
         await s.sign(b"m")
     sim.faults.listener_up()
     await s.close()
+
+
+# --- session hygiene -------------------------------------------------------------------
+
+
+async def test_lost_reply_discards_the_session_so_the_next_request_succeeds(
+    sims: SimFactory,
+) -> None:
+    (sim,) = sims(1)
+    s = signer(sim, "hsm-a")
+    await s.open()
+    sim.faults.drop_next(1, after_execute=True)  # device signs, reply lost: MAC chain moved on
+    with pytest.raises(HsmConnectionError):
+        await s.sign(b"lost")
+    assert await s.sign(b"next") == expected(b"next")
+    assert s.sessions_created == 2
+    await s.close()
+
+
+async def test_requests_that_timed_out_in_the_queue_are_never_sent(sims: SimFactory) -> None:
+    (sim,) = sims(1)
+    s = signer(sim, "hsm-a", request_timeout=1.0)
+    await s.open()
+    signed_before = len(sim.device.signed)
+    sim.faults.hang()
+    results = await asyncio.gather(
+        *(s.sign(b"q%d" % i, timeout=0.2) for i in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(r, HsmTimeoutError) for r in results)
+    sim.faults.release()
+    # the hung call returns; the 3 queued ones must be skipped (asyncio cancels a queued
+    # executor job on timeout; YubiHsmDevice.run also flags it for the race window)
+    await asyncio.sleep(1.2)
+    assert await s.sign(b"after") == expected(b"after")
+    assert len(sim.device.signed) - signed_before <= 2  # the hung one (maybe) + "after"
+    await s.close()
+
+
+async def test_signature_that_does_not_verify_is_refused(
+    sims: SimFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (sim,) = sims(1)
+    s = signer(sim, "hsm-a")
+    await s.open()
+    real = s.device.session.call
+
+    def corrupt(fn, what=""):  # type: ignore[no-untyped-def]
+        out = real(fn, what)
+        return bytes(64) if what.endswith("sign") else out
+
+    monkeypatch.setattr(s.device.session, "call", corrupt)
+    with pytest.raises(HsmDeviceError, match="does not verify"):
+        await s.sign(b"m")
+    await s.close()
+
+
+async def test_wrong_password_is_not_retried_in_a_loop(sims: SimFactory) -> None:
+    (sim,) = sims(1)
+    s = YubiHsmSigner.connect("hsm-a", sim.url, KEY_ID, derive_credentials(2, "wrong"))
+    for _ in range(5):
+        with pytest.raises(HsmAuthError):
+            await s.open()
+    # one half-open session on the device, not five
+    assert len(sim.device.active_sessions()) == 1
+    await s.close()
