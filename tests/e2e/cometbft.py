@@ -27,7 +27,9 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+S = TypeVar("S", bound="Stoppable")
 
 INSTALL_HINT = "install them with `scripts/install-cometbft` (needs Go >= 1.25)"
 DEFAULT_ROOT = Path.home() / ".cache" / "kms" / "cometbft"
@@ -108,6 +110,36 @@ def discover(root: Path | None = None) -> list[CometBFT]:
 
 def _line_key(line: str) -> tuple[int, ...]:
     return tuple(int(p) for p in line.lstrip("v").split("."))
+
+
+# --- cleanup --------------------------------------------------------------------------------
+
+
+class Stoppable(Protocol):
+    def stop(self, sig: int = ..., timeout: float = ...) -> int | None: ...
+
+    def describe(self) -> str: ...
+
+
+class Procs:
+    """Everything a test started; all of it is stopped in the finalizer, failing or not."""
+
+    def __init__(self) -> None:
+        self.items: list[Stoppable] = []
+
+    def add(self, item: S) -> S:
+        self.items.append(item)
+        return item
+
+    def stop_all(self) -> None:
+        for item in reversed(self.items):
+            try:
+                item.stop()
+            except Exception as e:  # cleanup must go on
+                print(f"cleanup of {item!r} failed: {e}")
+
+    def describe(self) -> str:
+        return "\n\n".join(item.describe() for item in self.items)
 
 
 # --- ports ------------------------------------------------------------------------------

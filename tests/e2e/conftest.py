@@ -14,18 +14,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
 from . import results
-from .cometbft import INSTALL_HINT, CometBFT, Node, discover, root_dir
-
-
-class Stoppable(Protocol):
-    def stop(self, sig: int = ..., timeout: float = ...) -> int | None: ...
-
-    def describe(self) -> str: ...
+from .cometbft import INSTALL_HINT, CometBFT, Node, Procs, discover, root_dir
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,27 +68,6 @@ def _failed(request: pytest.FixtureRequest) -> bool:
         getattr(node, f"rep_{when}", None) is not None and getattr(node, f"rep_{when}").failed
         for when in ("setup", "call")
     )
-
-
-class Procs:
-    """Everything a test started; all of it is stopped in the finalizer, failing or not."""
-
-    def __init__(self) -> None:
-        self.items: list[Stoppable] = []
-
-    def add(self, item: Any) -> Any:
-        self.items.append(item)
-        return item
-
-    def stop_all(self) -> None:
-        for item in reversed(self.items):
-            try:
-                item.stop()
-            except Exception as e:  # cleanup must go on
-                print(f"cleanup of {item!r} failed: {e}")
-
-    def describe(self) -> str:
-        return "\n\n".join(item.describe() for item in self.items)
 
 
 @pytest.fixture

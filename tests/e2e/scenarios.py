@@ -1,0 +1,237 @@
+"""Building blocks the end-to-end tests share: chains whose validator key lives in kms.
+
+Owns: wiring nodes and kms hosts together (genesis, priv_validator_laddr, config,
+state import, key import), the multi-validator network, and small measurements on
+what the chain committed (gaps, rounds, block intervals). Never asserts: tests decide.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cometbft import (
+    CometBFT,
+    Node,
+    Procs,
+    ValidatorKey,
+    free_port,
+    set_vote_extensions,
+    shared_genesis,
+)
+from .kmsproc import HsmSim, KmsHost
+from .verify import parse_timestamp
+
+
+class ShortDir:
+    """A short directory under /tmp for unix sockets (sun_path is ~108 bytes); removed after."""
+
+    def __init__(self) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="kms-e2e-", dir="/tmp"))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 0) -> int | None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        return None
+
+    def describe(self) -> str:
+        return f"--- socket dir {self.path}"
+
+
+def signer_laddr(procs: Procs, transport: str) -> str:
+    """A fresh priv_validator_laddr for the node: tcp on a free port, or a unix socket."""
+    if transport == "tcp":
+        return f"tcp://127.0.0.1:{free_port()}"
+    if transport == "unix":
+        d = procs.add(ShortDir())
+        return f"unix://{d.path / 'pv.sock'}"
+    raise ValueError(transport)
+
+
+def take_key(node: Node, dest: Path) -> ValidatorKey:
+    """Move the node's priv_validator_key.json out of its home: from now on only kms has it."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(node.key_path, dest)
+    dest.chmod(0o600)
+    return ValidatorKey.load(dest)
+
+
+def new_kms_host(
+    tmp_path: Path, procs: Procs, name: str, chain_id: str, *, sign_extensions: bool = True
+) -> KmsHost:
+    host = procs.add(
+        KmsHost(tmp_path / f"{name}-home", chain_id, name, sign_extensions=sign_extensions)
+    )
+    host.init()
+    return host
+
+
+def start_hsms(tmp_path: Path, procs: Procs, count: int, latency_ms: int) -> list[HsmSim]:
+    sims = [procs.add(HsmSim(tmp_path / "hsm", f"hsm-{i}", latency_ms)) for i in range(count)]
+    for sim in sims:
+        sim.start()
+    return sims
+
+
+@dataclass
+class Solo:
+    """A one-validator chain whose only key lives in kms."""
+
+    binary: CometBFT
+    node: Node
+    kms: KmsHost
+    key: ValidatorKey
+    laddr: str
+    hsms: list[HsmSim] = field(default_factory=list)
+
+    @property
+    def chain_id(self) -> str:
+        return self.kms.chain_id
+
+    def alive(self) -> list[Callable[[], None]]:
+        return [self.kms.assert_alive]
+
+    def wait(self, height: int, timeout: float = 60) -> float:
+        return self.node.wait_for_height(height, timeout, also_alive=self.alive())
+
+
+def solo_chain(
+    binary: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    *,
+    transport: str = "tcp",
+    hsms: int = 0,
+    hsm_latency_ms: int = 0,
+    vote_extensions_height: int = 0,
+    key_override: Path | None = None,
+    start: bool = True,
+) -> Solo:
+    """Make (and by default start) a one-validator chain signed by kms.
+
+    `key_override` gives kms a different priv_validator_key.json than the genesis
+    validator's (for the negative control).
+    """
+    node = make_node("validator")
+    if vote_extensions_height:
+        genesis = node.genesis()
+        set_vote_extensions(genesis, binary, vote_extensions_height)
+        node.write_genesis(genesis)
+    laddr = signer_laddr(procs, transport)
+    node.configure(priv_validator_laddr=laddr)
+    key = take_key(node, tmp_path / "keys" / "validator.json")
+    kms = new_kms_host(tmp_path, procs, "kms", node.chain_id)
+    kms.add_validator(laddr, binary.protocol_version)
+    kms.state_import(node.state_path)
+    signing_key = key_override or key.path
+    sims: list[HsmSim] = []
+    if hsms:
+        sims = start_hsms(tmp_path, procs, hsms, hsm_latency_ms)
+        kms.use_hsms(sims)
+        kms.import_hsm_key(signing_key)
+    else:
+        kms.use_softsign(signing_key)
+    solo = Solo(binary, node, kms, key, laddr, sims)
+    if start:
+        kms.start()
+        node.start()
+    return solo
+
+
+# --- a network of validators ------------------------------------------------------------
+
+
+@dataclass
+class Network:
+    """Validators with their own keys, plus nodes whose validator key is served by kms."""
+
+    nodes: list[Node]
+    chain_id: str
+    keys: dict[str, ValidatorKey]  # validator name -> key
+
+    def start(self) -> None:
+        for n in self.nodes:
+            n.start()
+
+    def node(self, name: str) -> Node:
+        return next(n for n in self.nodes if n.name == name)
+
+    def wait(self, height: int, timeout: float, alive: Sequence[Callable[[], None]] = ()) -> None:
+        for n in self.nodes:
+            if n.running:
+                n.wait_for_height(height, timeout, also_alive=alive)
+
+
+def network(
+    binary: CometBFT,
+    make_node: Callable[[str], Node],
+    tmp_path: Path,
+    *,
+    own_key: dict[str, int],
+    remote: dict[str, tuple[str, int]],
+    remote_laddrs: dict[str, str],
+) -> Network:
+    """A network of nodes on loopback, all peered with each other.
+
+    own_key: node name -> voting power, for nodes signing with their own key file.
+    remote: node name -> (validator name, power) for nodes whose key kms serves; several
+    nodes may name the same validator (they share one key). The key of the first node
+    naming a validator is that validator's key; it is moved to tmp_path/keys/<validator>.json.
+    remote_laddrs: node name -> priv_validator_laddr.
+    """
+    nodes = {name: make_node(name) for name in [*own_key, *remote]}
+    keys: dict[str, ValidatorKey] = {}
+    powers: dict[str, int] = {}
+    for name, power in own_key.items():
+        keys[name] = nodes[name].validator_key()
+        powers[name] = power
+    for name, (validator, power) in remote.items():
+        if validator not in keys:
+            keys[validator] = take_key(nodes[name], tmp_path / "keys" / f"{validator}.json")
+            powers[validator] = power
+        else:
+            nodes[name].key_path.unlink()
+    first = next(iter(nodes.values()))
+    genesis = shared_genesis(
+        first.genesis(), first.chain_id, [(v, keys[v], powers[v]) for v in keys]
+    )
+    addresses = {name: n.p2p_address() for name, n in nodes.items()}
+    for name, n in nodes.items():
+        n.write_genesis(genesis)
+        peers = ",".join(a for other, a in addresses.items() if other != name)
+        n.configure(priv_validator_laddr=remote_laddrs.get(name, ""), persistent_peers=peers)
+    return Network(list(nodes.values()), str(genesis["chain_id"]), keys)
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+def commit_rounds(node: Node, heights: Sequence[int]) -> dict[int, int]:
+    """Height -> the round its block was committed in (> 0 means a timeout happened)."""
+    return {h: int(node.commit(h)["signed_header"]["commit"]["round"]) for h in heights}
+
+
+def block_intervals(node: Node, heights: Sequence[int]) -> dict[int, float]:
+    """Height -> seconds between the previous block's time and this block's time."""
+    times: dict[int, float] = {}
+    for h in [heights[0] - 1, *heights]:
+        if h < 1:
+            continue
+        ts = parse_timestamp(node.commit(h)["signed_header"]["header"]["time"])
+        times[h] = ts.seconds + ts.nanos / 1e9
+    return {h: times[h] - times[h - 1] for h in heights if h - 1 in times}
+
+
+def longest_run(heights: Sequence[int]) -> int:
+    """The longest run of consecutive integers in `heights` (sorted or not)."""
+    best = run = 0
+    prev: int | None = None
+    for h in sorted(heights):
+        run = run + 1 if prev is not None and h == prev + 1 else 1
+        best = max(best, run)
+        prev = h
+    return best
