@@ -21,11 +21,14 @@ In-process use::
 
 `SimulatedHsm(state_file=None, latency_ms=0.0, clock=time.monotonic, *, serial=1000001,
 version=(2, 4, 0), session_timeout=30.0, max_session_messages=None, random_bytes=os.urandom,
-sleep=time.sleep)`:
+sleep=time.sleep, reboot_window_s=0.0, idle_timeout_s=5.0)`:
 
 - `.start(host="127.0.0.1", port=0)` serves HTTP on a background thread (returns self);
   `.stop()`; context manager (starts on enter if needed, stops on exit).
 - `.url` ("http://127.0.0.1:PORT"), `.port`, `.host`, `.latency_ms` (settable).
+- `reboot_window_s`: after RESET_DEVICE the API answers HTTP 500 this long (0: none).
+  `idle_timeout_s`: idle keep-alive sockets are closed after this (5 s, like the real
+  connector's Go server; the library reconnects transparently).
 - `latency_ms` is the time of one SIGN_EDDSA (110 models a real device); other commands
   cost a fraction of it (`latency.FRACTIONS`), slept while holding the device lock.
 - `state_file`: JSON, loaded at start (factory state if missing), rewritten atomically
@@ -37,8 +40,8 @@ sleep=time.sleep)`:
 - `.faults` (`Faults`): `set_latency_ms(ms, commands=None)` (added to the profile),
   `fail_next(n, error_code, layer="inner"|"outer", commands=None)`, `hang()`/`release()`,
   `drop_connections()`, `drop_next(n, after_execute=False)`, `corrupt_next_mac(n)`,
-  `http_error_next(n, status=500)`, `set_no_device(on)`, `listener_down()`/`listener_up()`,
-  `clear()`. Over HTTP (loopback peers only): `POST /sim/fault` with JSON
+  `http_error_next(n, status=500)`, `set_no_device(on)`, `unavailable_for(seconds)`,
+  `corrupt_next_signature(n)`, `listener_down()`/`listener_up()`, `clear()`. Over HTTP (loopback peers only): `POST /sim/fault` with JSON
   `{"action": "<name>", ...}` (see `connector.apply_control`), e.g.
   `{"action": "fail_next", "n": 2, "error_code": 11}` or
   `{"action": "listener_down", "seconds": 2}`.

@@ -46,10 +46,12 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
-    timeout = 30  # idle keep-alive sockets are closed after this
 
     def setup(self) -> None:
+        # Idle keep-alive sockets are closed after this (the real connector's Go server uses
+        # its 5 s ReadTimeout as idle timeout); urllib3 notices and reconnects.
         super().setup()
+        self.connection.settimeout(self.server.connector.idle_timeout_s)
         # Headers and body go out in separate writes; without NODELAY, Nagle plus the
         # client's delayed ACK adds ~40 ms to every keep-alive request.
         with contextlib.suppress(OSError):
@@ -141,8 +143,10 @@ class SimConnector:
         latency: LatencyProfile,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        idle_timeout_s: float = 5.0,
     ) -> None:
         self.device = device
+        self.idle_timeout_s = idle_timeout_s
         self.faults = faults
         self.latency = latency
         self._sleep = sleep
@@ -154,7 +158,6 @@ class SimConnector:
         self._state_lock = threading.Lock()
         self.host = "127.0.0.1"
         self.port = 0
-        self.requests = 0
 
     # --- life cycle ----------------------------------------------------------------
 
@@ -252,13 +255,12 @@ class SimConnector:
             h._reply(400, b"")
             return
         body = h.rfile.read(length)
-        self.requests += 1
         self.faults.wait_while_hung(self._stopping)
         if self._stopping.is_set() or self.faults.take_drop_before():
             h.abort()
             return
         status = self.faults.take_http_error()
-        if status is not None or self.faults.no_device:
+        if status is not None or self.faults.no_device or self.faults.unavailable:
             h._reply(status or 500, b"")
             return
         with self.device.lock:
@@ -331,6 +333,8 @@ def apply_control(
             int(req.get("n", 1)), int(req.get("status", 500))
         ),
         "no_device": lambda: f.set_no_device(bool(req.get("on", True))),
+        "unavailable_for": lambda: f.unavailable_for(float(req["seconds"])),
+        "corrupt_next_signature": lambda: f.corrupt_next_signature(int(req.get("n", 1))),
         "drop_connections": lambda: {"dropped": conn.drop_connections(keep=caller)},
         "listener_down": down_for,
         "expire_sessions": conn.device.expire_all_sessions,

@@ -143,6 +143,7 @@ class SimDevice:
         self.max_session_messages = max_session_messages
         self.faults = faults if faults is not None else Faults()
         self._state_file = state_file
+        self.on_reset: Callable[[], None] | None = None
         self.serial = serial
         self.version = version
         self.part_number = part_number
@@ -430,7 +431,13 @@ class SimDevice:
     def _cmd_reset(self, ctx: _Ctx, data: bytes) -> bytes:
         if data:
             raise _Refuse(Err.WRONG_LENGTH)
-        ctx.after = self.factory_reset
+
+        def reset() -> None:
+            self.factory_reset()
+            if self.on_reset is not None:
+                self.on_reset()
+
+        ctx.after = reset
         return b""
 
     def _cmd_pseudo_random(self, ctx: _Ctx, data: bytes) -> bytes:
@@ -546,7 +553,10 @@ class SimDevice:
             raise _Refuse(Err.INVALID_DATA)
         message = data[2:]
         self.signed.append((obj_id, hashlib.sha256(message).digest()))
-        return obj.sign_eddsa(message)
+        signature = obj.sign_eddsa(message)
+        if self.faults.take_corrupt_signature():
+            signature = bytes([signature[0] ^ 0x01]) + signature[1:]
+        return signature
 
     def _cmd_delete(self, ctx: _Ctx, data: bytes) -> bytes:
         if len(data) != 3:

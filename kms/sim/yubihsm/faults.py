@@ -14,6 +14,7 @@ over the connector's loopback-only control route (`POST /sim/fault`).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -48,6 +49,8 @@ class Faults:
         self._drop_after = 0
         self._http_errors: list[int] = []
         self._no_device = False
+        self._unavailable_until = 0.0
+        self._corrupt_signature = 0
         self._listener: ListenerControl | None = None
 
     # --- knobs ---------------------------------------------------------------------
@@ -121,6 +124,30 @@ class Faults:
         with self._cond:
             return self._no_device
 
+    def unavailable_for(self, seconds: float) -> None:
+        """The API answers HTTP 500 for `seconds` of wall-clock time (a rebooting device
+        re-enumerating on USB; used after RESET_DEVICE when a reboot window is set)."""
+        with self._cond:
+            self._unavailable_until = time.monotonic() + seconds
+
+    @property
+    def unavailable(self) -> bool:
+        with self._cond:
+            return time.monotonic() < self._unavailable_until
+
+    def corrupt_next_signature(self, n: int = 1) -> None:
+        """Flip a bit in the next `n` SIGN_EDDSA results, inside a valid envelope: only
+        the caller's own signature check can notice."""
+        with self._cond:
+            self._corrupt_signature += n
+
+    def take_corrupt_signature(self) -> bool:
+        with self._cond:
+            if self._corrupt_signature > 0:
+                self._corrupt_signature -= 1
+                return True
+            return False
+
     def drop_connections(self) -> int:
         """Close every open client connection now (keep-alive sockets included)."""
         return self._require_listener().drop_connections()
@@ -142,6 +169,8 @@ class Faults:
             self._corrupt_mac = self._drop_before = self._drop_after = 0
             self._http_errors.clear()
             self._no_device = False
+            self._unavailable_until = 0.0
+            self._corrupt_signature = 0
             self._hung = False
             self._cond.notify_all()
 

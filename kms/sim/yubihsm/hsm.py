@@ -35,6 +35,8 @@ class SimulatedHsm:
         max_session_messages: int | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         sleep: Callable[[float], None] = time.sleep,
+        reboot_window_s: float = 0.0,
+        idle_timeout_s: float = 5.0,
     ) -> None:
         self.faults = Faults()
         self.device = SimDevice(
@@ -48,8 +50,14 @@ class SimulatedHsm:
             faults=self.faults,
         )
         self.connector = SimConnector(
-            self.device, self.faults, LatencyProfile(latency_ms), sleep=sleep
+            self.device,
+            self.faults,
+            LatencyProfile(latency_ms),
+            sleep=sleep,
+            idle_timeout_s=idle_timeout_s,
         )
+        if reboot_window_s > 0:
+            self.device.on_reset = lambda: self.faults.unavailable_for(reboot_window_s)
         self._started = False
 
     @property

@@ -228,3 +228,23 @@ def test_control_route_listener_down_for_a_while(sim: SimulatedHsm) -> None:
             time.sleep(0.05)
     else:
         pytest.fail("listener did not come back")
+
+
+def test_reboot_window_after_reset_refuses_the_api_for_a_while() -> None:
+    with SimulatedHsm(reboot_window_s=0.4) as sim:
+        connect(sim).create_session_derived(1, "password").reset_device()
+        with pytest.raises(YubiHsmConnectionError):
+            connect(sim)  # DEVICE_INFO during the reboot
+        time.sleep(0.45)
+        connect(sim).create_session_derived(1, "password")
+
+
+def test_idle_keep_alive_sockets_are_closed_and_the_library_reconnects() -> None:
+    with SimulatedHsm(idle_timeout_s=0.2) as sim:
+        with socket.create_connection((sim.host, sim.port), timeout=2) as s:
+            s.settimeout(2)
+            assert s.recv(1) == b""  # closed by the server after 0.2 s idle
+        hsm = connect(sim)
+        session = hsm.create_session_derived(1, "password")
+        time.sleep(0.4)
+        assert session.send_secure_cmd(COMMAND.ECHO, b"after idle") == b"after idle"

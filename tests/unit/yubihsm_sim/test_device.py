@@ -12,6 +12,7 @@ from yubihsm.core import AuthSession
 from yubihsm.defs import ERROR
 from yubihsm.exceptions import YubiHsmDeviceError, YubiHsmInvalidResponseError
 
+from kms.sim.yubihsm import scp03
 from kms.sim.yubihsm.defs import Cap, Cmd, Err, ObjType
 from kms.sim.yubihsm.device import SimDevice
 from kms.sim.yubihsm.faults import Faults
@@ -267,3 +268,128 @@ def test_faults_clear_removes_pending_faults() -> None:
     assert f.take_error(Cmd.ECHO) is None
     assert not f.take_corrupt_mac()
     assert not f.hung
+
+
+# --- session-level checks, crafted by hand --------------------------------------------
+
+VEC_CARD = bytes.fromhex("08090a0b0c0d0e0f")
+VEC_CONTEXT = bytes.fromhex("0001020304050607") + VEC_CARD
+
+
+def _vector_session() -> tuple[SimDevice, scp03.SessionKeys, bytes]:
+    """A device with session 0 authenticated as in the §3.6 vectors: (device, keys, chain)."""
+    dev = SimDevice(random_bytes=fixed_random(VEC_CARD))
+    dev.handle(bytes.fromhex("03000a00010001020304050607"))
+    dev.handle(bytes.fromhex("04001100b01410d72022ed0ec1e620c499fbf1a9"))
+    keys = scp03.session_keys(*scp03.password_to_key("password"), VEC_CONTEXT)
+    return dev, keys, bytes.fromhex("c1e620c499fbf1a9430c6f8678618bdb")
+
+
+def test_a_correctly_maced_but_wrong_host_cryptogram_is_refused() -> None:
+    dev = SimDevice(random_bytes=fixed_random(VEC_CARD))
+    dev.handle(bytes.fromhex("03000a00010001020304050607"))
+    keys = scp03.session_keys(*scp03.password_to_key("password"), VEC_CONTEXT)
+    wrong = bytes(8)
+    mac = scp03.authenticate_mac(keys.s_mac, 0, wrong)[:8]
+    assert dev.handle(bytes.fromhex("04001100") + wrong + mac).response == err(
+        Err.AUTHENTICATION_FAILED
+    )
+    assert dev.active_sessions() == []
+
+
+def test_bad_padding_under_a_valid_mac_ends_the_session() -> None:
+    dev, keys, chain = _vector_session()
+    ct = scp03.cbc_encrypt(keys.s_enc, scp03.iv_for(keys.s_enc, 1), b"\x01\x00\x00" + b"\0" * 13)
+    full = scp03.command_mac(keys.s_mac, chain, 0, ct)
+    msg = struct.pack("!BHB", 0x05, 1 + len(ct) + 8, 0) + ct + full[:8]
+    assert dev.handle(msg).response == err(Err.INVALID_DATA)
+    assert dev.active_sessions() == []
+
+
+def test_ciphertext_that_is_not_whole_blocks_ends_the_session() -> None:
+    dev, keys, chain = _vector_session()
+    ct = b"\0" * 20
+    full = scp03.command_mac(keys.s_mac, chain, 0, ct)
+    msg = struct.pack("!BHB", 0x05, 1 + len(ct) + 8, 0) + ct + full[:8]
+    assert dev.handle(msg).response == err(Err.WRONG_LENGTH)
+    assert dev.active_sessions() == []
+
+
+def test_inner_length_mismatch_is_an_inner_error_and_the_session_continues() -> None:
+    dev, keys, chain = _vector_session()
+    msg, full = scp03.wrap_command(keys, 1, chain, 0, b"\x01\x00\x09hi")  # LEN says 9
+    resp = dev.handle(msg).response
+    assert resp[0] == 0x85
+    iv = scp03.iv_for(keys.s_enc, 1)
+    assert scp03.unpad(scp03.cbc_decrypt(keys.s_enc, iv, resp[4:-8])) == err(Err.WRONG_LENGTH)
+    msg2, _ = scp03.wrap_command(keys, 2, full, 0, b"\x01\x00\x02ok")
+    assert dev.handle(msg2).response[0] == 0x85
+    assert dev.active_sessions() == [0]
+
+
+# --- object creation rules ----------------------------------------------------------------
+
+
+def _put_frame(obj_id: int, domains: int, caps: int) -> bytes:
+    return struct.pack("!H40sHQB", obj_id, b"k", domains, caps, 46) + bytes(32)
+
+
+def test_new_objects_need_at_least_one_domain(hsm: YubiHsm) -> None:
+    session = login(hsm)
+    with pytest.raises(YubiHsmDeviceError) as e:
+        session.send_secure_cmd(Cmd.PUT_ASYMMETRIC_KEY, _put_frame(5, 0, Cap.SIGN_EDDSA))
+    assert e.value.code == ERROR.INVALID_DATA
+
+
+def test_id_0xffff_is_invalid(hsm: YubiHsm) -> None:
+    session = login(hsm)
+    with pytest.raises(YubiHsmDeviceError) as e:
+        session.send_secure_cmd(Cmd.PUT_ASYMMETRIC_KEY, _put_frame(0xFFFF, 1, Cap.SIGN_EDDSA))
+    assert e.value.code == ERROR.INVALID_ID
+
+
+def test_storage_is_limited_to_256_objects(hsm: YubiHsm, device: SimDevice) -> None:
+    for i in range(2, 257):
+        device.put_ed25519_seed(i, i.to_bytes(32, "big"))
+    session = login(hsm)
+    with pytest.raises(YubiHsmDeviceError) as e:
+        session.send_secure_cmd(Cmd.PUT_ASYMMETRIC_KEY, _put_frame(300, 1, Cap.SIGN_EDDSA))
+    assert e.value.code == ERROR.STORAGE_FAILED
+
+
+def test_get_public_key_of_a_wrap_key_is_invalid_data(hsm: YubiHsm, device: SimDevice) -> None:
+    device.put_wrap_key(7, bytes(16))
+    session = login(hsm)
+    with pytest.raises(YubiHsmDeviceError) as e:
+        session.send_secure_cmd(Cmd.GET_PUBLIC_KEY, struct.pack("!HB", 7, ObjType.WRAP_KEY))
+    assert e.value.code == ERROR.INVALID_DATA
+
+
+def test_import_refuses_capabilities_the_wrap_key_does_not_delegate(
+    hsm: YubiHsm, device: SimDevice
+) -> None:
+    from yubihsm.objects import AsymmetricKey, WrapKey
+
+    device.put_ed25519_seed(4, bytes(32), capabilities=Cap.SIGN_EDDSA | Cap.EXPORTABLE_UNDER_WRAP)
+    device.put_wrap_key(1, b"w" * 32, delegated=Cap.ALL)
+    device.put_wrap_key(2, b"w" * 32, delegated=Cap.EXPORTABLE_UNDER_WRAP)  # same key, narrow
+    session = login(hsm)
+    blob = WrapKey(session, 1).export_wrapped(AsymmetricKey(session, 4))
+    device.delete_object(4, ObjType.ASYMMETRIC_KEY)
+    with pytest.raises(YubiHsmDeviceError) as e:
+        WrapKey(session, 2).import_wrapped(blob)
+    assert e.value.code == ERROR.INSUFFICIENT_PERMISSIONS
+    WrapKey(session, 1).import_wrapped(blob)
+
+
+def test_corrupted_signature_arrives_in_a_valid_envelope(hsm: YubiHsm, device: SimDevice) -> None:
+    from cryptography.exceptions import InvalidSignature
+    from yubihsm.objects import AsymmetricKey
+
+    device.put_ed25519_seed(4, bytes(32))
+    key = AsymmetricKey(login(hsm), 4)
+    device.faults.corrupt_next_signature(1)
+    bad = key.sign_eddsa(b"m")
+    with pytest.raises(InvalidSignature):
+        key.get_public_key().verify(bad, b"m")
+    key.get_public_key().verify(key.sign_eddsa(b"m"), b"m")
