@@ -86,7 +86,6 @@ def build(
             f"chain-{c}",
             [YubiHsmSigner(d, FIRST_KEY + c) for d in devices],
             policy=policy,  # type: ignore[arg-type]
-            attempt_timeout=request_timeout,
             default_timeout=10.0,
         )
         for c in range(chains)

@@ -114,7 +114,6 @@ def build_signers(
             members,
             policy=hsm.policy,
             health_interval=hsm.health_interval,
-            attempt_timeout=hsm.request_timeout,
             probe_timeout=hsm.connect_timeout + hsm.request_timeout,
         )
     return signers

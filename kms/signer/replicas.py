@@ -27,10 +27,17 @@ Rules:
   config order.
 - A connection error, timeout, device error or bad signature marks the replica
   down and the same message goes to the next replica, within the request's
-  deadline. Each attempt is also bounded by `attempt_timeout`, so one hung
-  device cannot eat the whole deadline. When no healthy replica is left, down
-  replicas are tried as a last resort (they may have recovered since the last
-  probe). A replica that reported a different key is never used again.
+  deadline. When a replica is marked down, every other request waiting on it
+  (queued behind the failed one on the device) moves on at once instead of
+  timing out one by one. When no healthy replica is left, down replicas are
+  tried as a last resort (they may have recovered since the last probe). A
+  replica that reported a different key is never used again.
+- Time: each attempt gets the rest of the request's deadline as its budget.
+  A signer is expected to bound its own execution (YubiHsmSigner: the HTTP
+  timeouts), because only it can tell queueing (a healthy but busy device)
+  from a hang. `attempt_timeout` (off by default) caps every attempt for
+  signers that cannot; note that such a cap includes queueing, so under load
+  it can mark busy replicas down.
 - `run_health(stop)`: pings every up replica every `health_interval` seconds
   (keeping device sessions inside their idle limit) and probes down replicas
   every `down_probe_interval` seconds (re-open, ping, key check) to bring them
@@ -147,6 +154,7 @@ class _Replica:
         self.last_latency: float | None = None
         self.last_probe = float("-inf")
         self.opened = False
+        self.down_event = asyncio.Event()  # set when marked down; replaced when back up
 
     @property
     def name(self) -> str:
@@ -154,6 +162,10 @@ class _Replica:
 
     def view(self) -> ReplicaView:
         return ReplicaView(self.index, self.state, self.outstanding, self.assigned)
+
+
+class _FailedMeanwhile(Exception):
+    """Another request found this replica broken while this one was waiting on it."""
 
 
 def _describe(exc: BaseException) -> str:
@@ -173,7 +185,7 @@ class ReplicaSet(Signer):
         health_interval: float = 10.0,
         *,
         down_probe_interval: float = 1.0,
-        attempt_timeout: float = 2.0,
+        attempt_timeout: float | None = None,
         default_timeout: float = 5.0,
         probe_timeout: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
@@ -233,7 +245,7 @@ class ReplicaSet(Signer):
         self._verify_key = VerifyKey(self._public_key)
         for r in self._replicas:
             if r.name in keys:
-                r.state, r.last_error = "up", ""
+                self._mark_up(r)
                 r.last_probe = self._clock()
         up = [r.name for r in self._replicas if r.state == "up"]
         log.info(
@@ -269,22 +281,40 @@ class ReplicaSet(Signer):
             if failures:
                 self._failovers += 1
                 log.warning("%s: failing over to %s", self.name, r.name)
+            if self.attempt_timeout is not None:
+                remaining = min(remaining, self.attempt_timeout)
             try:
-                return await self._sign_on(r, message, min(remaining, self.attempt_timeout))
+                return await self._sign_on(r, message, remaining)
             except asyncio.CancelledError:
                 raise
+            except _FailedMeanwhile as e:
+                failures.append(f"{r.name}: {e}")
             except Exception as e:
                 failures.append(f"{r.name}: {_describe(e)}")
                 self._mark_down(r, e)
 
     async def _sign_on(self, r: _Replica, message: bytes, timeout: float) -> Signature:
+        # a replica tried as a last resort is already down: only a fresh failure counts
+        down = r.down_event if r.state == "up" else asyncio.Event()
         r.outstanding += 1
         r.assigned += 1
         start = self._clock()
+        attempt = asyncio.ensure_future(r.signer.sign_traced(message, timeout=timeout))
+        watcher = asyncio.ensure_future(down.wait())
         try:
-            sig = await asyncio.wait_for(r.signer.sign_traced(message, timeout=timeout), timeout)
+            done, _ = await asyncio.wait(
+                {attempt, watcher}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if attempt not in done:
+                if watcher in done:
+                    raise _FailedMeanwhile("marked down while this request waited")
+                raise TimeoutError
+            sig = attempt.result()
         finally:
             r.outstanding -= 1
+            watcher.cancel()
+            if not attempt.done():
+                attempt.cancel()
         self._verify(r, message, sig.signature)
         r.signatures += 1
         r.last_latency = self._clock() - start
@@ -307,7 +337,13 @@ class ReplicaSet(Signer):
             log.error("%s: replica %s marked down: %s", self.name, r.name, r.last_error)
         if r.state != "mismatch":
             r.state = "down"
+        r.down_event.set()
         r.last_probe = self._clock()
+
+    def _mark_up(self, r: _Replica) -> None:
+        if r.state != "up":
+            r.down_event = asyncio.Event()
+        r.state, r.last_error = "up", ""
 
     # --- health --------------------------------------------------------------------------
 
@@ -324,6 +360,7 @@ class ReplicaSet(Signer):
             raise
         except KeyMismatchError as e:
             r.state, r.last_error = "mismatch", str(e)
+            r.down_event.set()
             r.errors += 1
             log.error("%s: replica %s excluded: %s", self.name, r.name, e)
             return
@@ -332,7 +369,7 @@ class ReplicaSet(Signer):
             return
         if was != "up":
             log.info("%s: replica %s back in service", self.name, r.name)
-        r.state, r.last_error = "up", ""
+        self._mark_up(r)
 
     async def _probe_inner(self, r: _Replica) -> None:
         if r.state != "up" or not r.opened:

@@ -520,21 +520,49 @@ class YubiHsmDevice:
     async def run(
         self, fn: Callable[[AuthSession], T], *, timeout: float | None = None, what: str = ""
     ) -> T:
-        """Run fn(session) on the device thread; on timeout, skip it if still queued."""
+        """Run fn(session) on the device thread.
+
+        `timeout` bounds the whole wait, queueing behind earlier requests included;
+        once the call starts, it is also bounded by `call_timeout` (the device's own
+        answer time: a healthy but busy device is slow to START, a hung one never
+        FINISHES). A request still queued when its time is up is skipped.
+        """
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[None] = loop.create_future()
         abandoned = threading.Event()
+
+        def mark_started() -> None:
+            if not started.done():
+                started.set_result(None)
 
         def job() -> T:
             if abandoned.is_set():
                 raise HsmTimeoutError(f"{self.name}{what}: request abandoned before it ran")
+            loop.call_soon_threadsafe(mark_started)
             return self.session.call(fn, what)
 
-        limit = self.call_timeout if timeout is None else min(timeout, self.call_timeout)
-        fut = asyncio.get_running_loop().run_in_executor(self._pool(), job)
+        t0 = loop.time()
+        fut = loop.run_in_executor(self._pool(), job)
         try:
-            return await asyncio.wait_for(fut, limit)
+            first: set[asyncio.Future[Any]] = {started, fut}
+            done, _ = await asyncio.wait(
+                first, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                raise TimeoutError
+            limit = self.call_timeout
+            if timeout is not None:
+                limit = min(limit, timeout - (loop.time() - t0))
+            return await asyncio.wait_for(fut, max(0.0, limit))
         except TimeoutError:
             abandoned.set()
-            raise HsmTimeoutError(f"{self.name}{what}: no answer within {limit:.2f}s") from None
+            fut.cancel()
+            waited = loop.time() - t0
+            raise HsmTimeoutError(f"{self.name}{what}: no answer within {waited:.2f}s") from None
+        except asyncio.CancelledError:
+            abandoned.set()
+            fut.cancel()
+            raise
 
     def acquire(self) -> None:
         self._users += 1

@@ -298,3 +298,29 @@ def test_bad_invocations_fail_with_one_line(
     res = run(*args)
     assert res.exit_code != 0
     assert message in res.output
+
+
+def test_password_is_prompted_when_no_file_is_given(sims: SimFactory, tmp_path: Path) -> None:
+    (sim,) = sims(1, seed=None)
+    src = tmp_path / "seed.key"
+    write_base64_seed(src, SEED)
+    args = ["import", "--connector", sim.url, "--key-id", str(KEY_ID), str(src)]
+    res = CliRunner().invoke(cli, args, input="password\n")
+    assert res.exit_code == 0, res.output
+    assert "password\n" not in res.output.replace("Password for auth key 1: \n", "")
+    assert public_key_on(sim, KEY_ID) == PUB
+
+
+def test_keygen_and_export_from_a_config(
+    sims: SimFactory, admin_password_file: Path, tmp_path: Path
+) -> None:
+    reps = sims(2, seed=None)
+    cfg = write_config(tmp_path, reps, admin_password_file, NEW_ID)
+    res = run("keygen", "-c", cfg, "--key-id", NEW_ID)
+    assert res.exit_code == 0, res.output
+    assert run("keys", "list", "-c", cfg).exit_code == 0
+    out = tmp_path / "backup.json"
+    res = run("export", "-c", cfg, "--key-id", NEW_ID, out)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert base64.b64decode(doc["public_key"]) == public_key_on(reps[1], NEW_ID)

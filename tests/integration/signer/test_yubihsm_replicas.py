@@ -40,7 +40,6 @@ async def replica_set(sims: list[SimulatedHsm], policy: str = "primary") -> Repl
         "chain-1",
         [signer(s, f"hsm-{chr(97 + i)}") for i, s in enumerate(sims)],
         policy=policy,  # type: ignore[arg-type]
-        attempt_timeout=0.6,
         probe_timeout=1.0,
     )
     await rs.open()
@@ -281,7 +280,6 @@ async def test_health_loop_keeps_replicas_alive_and_recovers_a_restarted_listene
         policy="primary",
         health_interval=0.1,
         down_probe_interval=0.05,
-        attempt_timeout=0.6,
     )
     await rs.open()
     stop = asyncio.Event()
@@ -404,3 +402,44 @@ async def test_wrong_password_is_not_retried_in_a_loop(sims: SimFactory) -> None
     # one half-open session on the device, not five
     assert len(sim.device.active_sessions()) == 1
     await s.close()
+
+
+# --- under load at device speed ----------------------------------------------------------
+
+
+async def test_concurrent_load_at_device_latency_survives_a_replica_dying_mid_stream(
+    sims: SimFactory,
+) -> None:
+    reps = sims(3, latency_ms=110)
+    rs = ReplicaSet(
+        "chain-1",
+        [signer(s, f"hsm-{chr(97 + i)}", request_timeout=1.0) for i, s in enumerate(reps)],
+        policy="spread",
+    )
+    await rs.open()
+    deadline = 5.0
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        msg = b"load-%d" % i
+        t0 = time.monotonic()
+        sig = await rs.sign_traced(msg, timeout=deadline)
+        latencies.append(time.monotonic() - t0)
+        assert sig.signature == expected(msg)
+
+    async def killer() -> None:
+        await asyncio.sleep(0.5)
+        reps[0].faults.listener_down()
+        await asyncio.sleep(0.5)
+        reps[1].faults.hang()
+
+    try:
+        await asyncio.gather(killer(), *(one(i) for i in range(30)))
+        assert len(latencies) == 30
+        assert max(latencies) < deadline
+        assert rs.stats.failovers >= 1
+        by = {r.name: r.signatures for r in rs.stats.replicas}
+        assert by["hsm-c"] > 0 and sum(by.values()) == 30
+    finally:
+        reps[1].faults.release()
+        await rs.close()

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from nacl.signing import SigningKey
 
-from kms.errors import HsmConnectionError, HsmDeviceError
+from kms.errors import HsmConnectionError, HsmDeviceError, HsmTimeoutError
 from kms.signer.base import Signature, Signer
 
 
@@ -18,8 +18,20 @@ class FakeReplica(Signer):
     "hang" (never answers), "garbage" (returns a wrong signature).
     """
 
-    def __init__(self, name: str, seed: bytes, *, latency: float = 0.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        seed: bytes,
+        *,
+        latency: float = 0.0,
+        serial: bool = False,
+        hang_timeout: float | None = None,
+    ) -> None:
         self.name = name
+        # serial: one request at a time, like a device; hang_timeout: a hang ends in
+        # HsmTimeoutError after this long, like the HTTP read timeout of a real signer
+        self._lock = asyncio.Lock() if serial else None
+        self.hang_timeout = hang_timeout
         self._key = SigningKey(seed)
         self.latency = latency
         self.mode = "ok"
@@ -49,9 +61,18 @@ class FakeReplica(Signer):
         if self.mode == "device":
             raise HsmDeviceError(f"{self.name}: device error INVALID_SESSION")
         if self.mode == "hang":
-            await asyncio.Event().wait()
+            if self.hang_timeout is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(self.hang_timeout)
+            raise HsmTimeoutError(f"{self.name}: read timed out")
 
     async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
+        if self._lock is None:
+            return await self._sign(message)
+        async with self._lock:
+            return await self._sign(message)
+
+    async def _sign(self, message: bytes) -> Signature:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:

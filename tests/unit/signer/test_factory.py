@@ -73,12 +73,13 @@ def test_replicas_of_a_chain_form_one_set_in_config_order_with_hsm_policy() -> N
     rs = signers["a-1"]
     assert isinstance(rs, ReplicaSet)
     assert [r.name for r in rs.replicas] == ["hsm-b:1", "hsm-a:2"]
-    assert (rs.policy, rs.health_interval, rs.attempt_timeout) == ("primary", 3.0, 1.5)
+    assert (rs.policy, rs.health_interval, rs.attempt_timeout) == ("primary", 3.0, None)
     members = rs.replicas
     assert all(isinstance(m, YubiHsmSigner) and m.key_id == 7 for m in members)
     first = members[0]
     assert isinstance(first, YubiHsmSigner)
     assert first.device.connector == HttpConnector("http://hsm-b:1")
+    assert first.device.call_timeout == pytest.approx(1.0 + 1.5 + 0.5)
 
 
 def test_one_device_serving_two_chains_shares_one_session_and_thread() -> None:

@@ -296,3 +296,31 @@ async def test_hung_probe_is_bounded_by_probe_timeout() -> None:
     await rs.check_health()
     assert time.monotonic() - t0 < 0.5
     assert rs.replica_health()["hsm-a"].healthy is False
+
+
+async def test_requests_queued_on_a_replica_that_fails_move_on_at_once() -> None:
+    reps = [
+        FakeReplica("hsm-a", SEED, serial=True, hang_timeout=0.3),
+        FakeReplica("hsm-b", SEED, serial=True, latency=0.01),
+    ]
+    rs = ReplicaSet("chain-1", reps, policy="primary")
+    await rs.open()
+    reps[0].mode = "hang"
+    t0 = time.monotonic()
+    sigs = await asyncio.gather(*(rs.sign_traced(b"m%d" % i, timeout=5.0) for i in range(5)))
+    elapsed = time.monotonic() - t0
+    assert {s.by for s in sigs} == {"hsm-b"}
+    # one device timeout, not five queued ones in a row
+    assert elapsed < 0.3 + 0.3
+    assert rs.stats.replicas[0].errors == 1
+
+
+async def test_busy_but_healthy_replica_is_not_marked_down_for_queueing() -> None:
+    reps = [FakeReplica("hsm-a", SEED, serial=True, latency=0.05)]
+    rs = ReplicaSet("chain-1", reps)
+    await rs.open()
+    # 20 queued x 50 ms = 1 s of queueing, well inside the 3 s deadline
+    sigs = await asyncio.gather(*(rs.sign_traced(b"m%d" % i, timeout=3.0) for i in range(20)))
+    assert len(sigs) == 20
+    assert rs.replica_health()["hsm-a"].healthy is True
+    assert rs.stats.failovers == 0
