@@ -17,8 +17,10 @@ import ipaddress
 import json
 import os
 import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -264,7 +266,12 @@ class SimConnector:
             h._reply(status or 500, b"")
             return
         with self.device.lock:
-            ex = self.device.handle(body)
+            try:
+                ex = self.device.handle(body)
+            except Exception:  # a simulator bug: answer like a failing USB device, loudly
+                traceback.print_exc(file=sys.stderr)
+                h._reply(500, b"")
+                return
             delay = self.latency.seconds(ex.command) + self.faults.extra_latency_s(ex.command)
             if delay > 0:
                 self._sleep(delay)

@@ -351,6 +351,7 @@ class SimDevice:
             return _error_frame(Err.INVALID_COMMAND), Err.INVALID_COMMAND, None
         need = SESSION_CAPABILITY.get(cmd, 0)
         ctx = _Ctx(s, cmd, len(data))
+        saved = (dict(self._objects), dict(self._sequences))
         try:
             if (
                 self._force_audit != Audit.OFF
@@ -368,6 +369,11 @@ class SimDevice:
         except _Refuse as r:
             self._audit_ctx(ctx, Cmd.ERROR)
             return _error_frame(r.code), r.code, None
+        except OSError:
+            # The state file could not be written: like a flash write failure, the command
+            # fails with STORAGE_FAILED and its object changes are rolled back.
+            self._objects, self._sequences = saved
+            return _error_frame(Err.STORAGE_FAILED), Err.STORAGE_FAILED, None
 
     # ------------------------------------------------------------------ object helpers
 

@@ -81,3 +81,15 @@ def test_stop_releases_hung_requests_and_frees_the_port() -> None:
     assert not t.is_alive() and result == [-1]
     again = SimulatedHsm().start(port=sim.port)  # the port is reusable at once
     again.stop()
+
+
+def test_a_device_crash_is_http_500_not_a_hung_client(
+    sim: SimulatedHsm, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(raw: bytes) -> object:
+        raise RuntimeError("simulator bug")
+
+    monkeypatch.setattr(sim.device, "handle", boom)
+    r = requests.post(sim.url + "/connector/api", data=b"\x01\x00\x00", timeout=2)
+    assert r.status_code == 500
+    assert "simulator bug" in capsys.readouterr().err

@@ -98,3 +98,28 @@ def test_provisioning_refuses_duplicates_and_bad_ids() -> None:
         sim.device.put_ed25519_seed(0, SEED)
     with pytest.raises(ValueError):
         sim.device.put_wrap_key(1, b"short")
+
+
+def test_a_failed_state_write_is_storage_failed_and_rolls_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from yubihsm.defs import ERROR
+    from yubihsm.exceptions import YubiHsmDeviceError
+
+    from kms.sim.yubihsm.store import StateFile
+
+    with SimulatedHsm(state_file=tmp_path / "hsm.json") as sim:
+        session = connect(sim).create_session_derived(1, "password")
+
+        def disk_full(self: StateFile, doc: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(StateFile, "save", disk_full)
+        with pytest.raises(YubiHsmDeviceError) as e:
+            AsymmetricKey.put(
+                session, 9, "k", 1, CAPABILITY.SIGN_EDDSA, Ed25519PrivateKey.generate()
+            )
+        assert e.value.code == ERROR.STORAGE_FAILED
+        assert sim.device.get_object(9, OBJECT.ASYMMETRIC_KEY) is None
+        monkeypatch.undo()
+        AsymmetricKey.put(session, 9, "k", 1, CAPABILITY.SIGN_EDDSA, Ed25519PrivateKey.generate())
