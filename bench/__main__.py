@@ -1,0 +1,295 @@
+"""`python -m bench [--quick] [--json OUT]`: the kms benchmark suite in one run.
+
+Owns: running the sections in order (floor, softsign, tmkms, hsm, failover),
+computing the targets from the measured numbers, printing a short table for
+people and writing the JSON (keys floor, softsign, hsm, failover, tmkms, targets,
+meta; milliseconds unless a key says otherwise, signatures/s for hsm). Never
+changes anything outside its scratch directory.
+
+Targets (printed next to the numbers):
+- softsign p99 (1 chain) <= floor p99 + 1 ms; softsign p99 (50 chains x 2 links) <= 5 ms;
+- softsign p50 (1 chain) <= 1.25 x tmkms p50 (when tmkms is installed);
+- HSM throughput with N replicas >= 0.9 x N / 0.110 s;
+- failover <= 250 ms after a refused connection, <= 1.5 s after a hang.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Section, Target, jsonable, load_average
+from bench.floor import run_floor
+from bench.hsm import SIGN_LATENCY_MS, run_failover, run_hsm
+from bench.softsign import run_softsign, tmkms_path
+
+SECTIONS = ("floor", "softsign", "tmkms", "hsm", "failover")
+
+
+def _num(d: Any, *keys: str) -> float:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return math.nan
+        d = d[k]
+    return float(d) if isinstance(d, int | float) else math.nan
+
+
+def compute_targets(results: dict[str, Section]) -> list[Target]:
+    floor = results["floor"].data if "floor" in results else {}
+    soft = results["softsign"].data if "softsign" in results else {}
+    tm = results["tmkms"].data if "tmkms" in results else {}
+    hsm = results["hsm"].data if "hsm" in results else {}
+    fo = results["failover"].data if "failover" in results else {}
+    targets = [
+        Target(
+            "softsign p99, 1 chain (ms) <= floor p99 + 1",
+            _num(soft, "1x1", "p99"),
+            _num(floor, "p99") + 1.0,
+            "<=",
+        ),
+        Target("softsign p99, 50x2 (ms) <= 5", _num(soft, "50x2", "p99"), 5.0, "<="),
+        Target(
+            "softsign p50, 1 chain (ms) <= 1.25 x tmkms p50",
+            _num(soft, "1x1", "p50"),
+            1.25 * _num(tm, "1x1", "p50"),
+            "<=",
+        ),
+    ]
+    for n in sorted(hsm, key=lambda k: int(k) if k.isdigit() else 0):
+        if not n.isdigit():
+            continue
+        targets.append(
+            Target(
+                f"hsm {n} replica(s) (sig/s) >= 0.9 x {n} / {SIGN_LATENCY_MS / 1000:.3f} s",
+                _num(hsm, n, "signatures_per_s"),
+                0.9 * int(n) * 1000.0 / SIGN_LATENCY_MS,
+                ">=",
+            )
+        )
+    targets += [
+        Target(
+            "failover after refused connection (ms, max)", _num(fo, "refused", "max"), 250.0, "<="
+        ),
+        Target(
+            "failover after reset mid-signature (ms, max)", _num(fo, "reset", "max"), 250.0, "<="
+        ),
+        Target("failover after hang (ms, max)", _num(fo, "hang", "max"), 1500.0, "<="),
+    ]
+    return targets
+
+
+def _fmt(x: float, digits: int = 2) -> str:
+    return "-" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def table(results: dict[str, Section], targets: list[Target]) -> str:
+    rows: list[tuple[str, ...]] = [("measure", "p50 ms", "p99 ms", "max ms", "other")]
+    if "floor" in results:
+        f = results["floor"].data
+        rows.append(
+            (
+                "floor (fsync + sign)",
+                _fmt(_num(f, "p50")),
+                _fmt(_num(f, "p99")),
+                _fmt(_num(f, "max")),
+                f"fsync p50 {_fmt(_num(f, 'fsync', 'p50'))}, sign p50 "
+                f"{_fmt(_num(f, 'sign', 'p50'), 3)}, durable replace p50 "
+                f"{_fmt(_num(f, 'durable_replace', 'p50'))}",
+            )
+        )
+    for name in ("softsign", "tmkms"):
+        if name not in results:
+            continue
+        sec = results[name]
+        if sec.skipped:
+            rows.append((name, "-", "-", "-", f"skipped: {sec.skipped}"))
+            continue
+        for load in ("1x1", "50x2"):
+            d = sec.data.get(load, {})
+            if "error" in d:
+                rows.append((f"{name} {load}", "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+                continue
+            extra = (
+                f"cpu {_fmt(_num(d, 'cpu_ms_per_request'), 3)} ms/req, rss "
+                f"{_fmt(_num(d, 'peak_rss_mb'), 1)} MiB, {_fmt(_num(d, 'requests_per_s'), 0)} "
+                f"req/s, errors {sum(d.get('errors', {}).values())}"
+            )
+            if name == "tmkms":
+                extra += f", kms/tmkms p50 {_fmt(_num(d, 'kms_p50_ratio'))}"
+            rows.append(
+                (
+                    f"{name} {load}",
+                    _fmt(_num(d, "p50")),
+                    _fmt(_num(d, "p99")),
+                    _fmt(_num(d, "max")),
+                    extra,
+                )
+            )
+    if "hsm" in results:
+        for n, d in sorted(results["hsm"].data.items()):
+            if "error" in d:
+                rows.append((f"hsm {n} replica(s)", "-", "-", "-", f"error: {d['error'][:60]}"))
+                continue
+            rows.append(
+                (
+                    f"hsm {n} replica(s)",
+                    _fmt(_num(d, "p50")),
+                    _fmt(_num(d, "p99")),
+                    _fmt(_num(d, "max")),
+                    f"{_fmt(_num(d, 'signatures_per_s'), 1)} sig/s "
+                    f"(ideal {_fmt(_num(d, 'ideal_per_s'), 1)}), {d.get('chains')} chains",
+                )
+            )
+    if "failover" in results:
+        for mode, d in results["failover"].data.items():
+            rows.append(
+                (
+                    f"failover {mode}",
+                    _fmt(_num(d, "p50")),
+                    "-",
+                    _fmt(_num(d, "max")),
+                    f"{d.get('n')} trials" + (f", errors {d['errors']}" if d.get("errors") else ""),
+                )
+            )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("targets:")
+    lines += [f"  {t.line()}" for t in targets]
+    return "\n".join(lines)
+
+
+def _meta(quick: bool, workdir: Path) -> dict[str, Any]:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {
+        "quick": quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_start": load_average(),
+        "workdir": str(workdir),
+    }
+
+
+async def run_all(quick: bool, workdir: Path, only: set[str]) -> dict[str, Section]:
+    results: dict[str, Section] = {}
+
+    def step(name: str) -> bool:
+        if name in only:
+            print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+            return True
+        return False
+
+    if step("floor"):
+        results["floor"] = run_floor(workdir / "state", 300 if quick else 2000)
+    if step("softsign"):
+        results["softsign"] = await run_softsign(workdir / "softsign", quick, "kms")
+    if step("tmkms"):
+        exe = tmkms_path()
+        if exe is None:
+            sec = Section(
+                "tmkms", skipped="tmkms not on PATH (cargo install tmkms --features softsign)"
+            )
+        else:
+            sec = await run_softsign(workdir / "tmkms", quick, "tmkms", name="tmkms")
+            sec.data["binary"] = exe
+            with __import__("contextlib").suppress(OSError, subprocess.SubprocessError):
+                sec.data["version"] = subprocess.run(
+                    [exe, "version"], capture_output=True, text=True, timeout=10
+                ).stdout.strip()
+            soft = results.get("softsign")
+            for load in ("1x1", "50x2"):
+                d = sec.data.get(load)
+                if soft is not None and isinstance(d, dict) and "p50" in d:
+                    d["kms_p50_ratio"] = _num(soft.data, load, "p50") / d["p50"]
+                    d["kms_p99_ratio"] = _num(soft.data, load, "p99") / d["p99"]
+            sec.notes.append(
+                "tmkms 0.15 renames its state file without fsync (no durability barrier "
+                "per signature) and its v0.38 reply drops vote extensions and their "
+                "signature; the run sends empty extensions so its replies verify"
+            )
+        results["tmkms"] = sec
+    if step("hsm"):
+        results["hsm"] = await run_hsm(workdir / "hsm", quick)
+    if step("failover"):
+        results["failover"] = await run_failover(workdir / "failover", quick)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="short runs (< 2 minutes in total)")
+    ap.add_argument("--json", type=Path, default=None, help="write the results as JSON here")
+    ap.add_argument(
+        "--only",
+        default=",".join(SECTIONS),
+        help=f"comma-separated subset of {','.join(SECTIONS)}",
+    )
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="scratch directory (default: a new one under /var/tmp, on disk; removed after)",
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    args = ap.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+    base = Path("/var/tmp") if Path("/var/tmp").is_dir() else None
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kms-bench-", dir=base))
+    workdir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=str(workdir / "bench.log"),
+        level=logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    meta = _meta(args.quick, workdir)
+    t0 = time.monotonic()
+    try:
+        results = asyncio.run(run_all(args.quick, workdir, only))
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    meta["elapsed_s"] = time.monotonic() - t0
+    meta["load_average_end"] = load_average()
+    targets = compute_targets(results)
+    print(table(results, targets))
+    print(
+        f"\n{meta['elapsed_s']:.0f} s; load average {meta['load_average_start']:.2f} -> "
+        f"{meta['load_average_end']:.2f} on {meta['cpus']} CPUs"
+    )
+    for sec in results.values():
+        for note in sec.notes:
+            print(f"note ({sec.name}): {note}")
+    if args.json is not None:
+        doc: dict[str, Any] = {name: {} for name in SECTIONS}
+        doc.update({name: sec.as_dict() for name, sec in results.items()})
+        doc["targets"] = [t.as_dict() for t in targets]
+        doc["meta"] = jsonable(meta)
+        args.json.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
