@@ -22,6 +22,8 @@ class Cmd(IntEnum):
     DEVICE_INFO = 0x06
     RESET_DEVICE = 0x08
     CLOSE_SESSION = 0x40
+    PUT_OPAQUE = 0x42
+    GET_OPAQUE = 0x43
     PUT_AUTHENTICATION_KEY = 0x44
     PUT_ASYMMETRIC_KEY = 0x45
     GENERATE_ASYMMETRIC_KEY = 0x46
@@ -79,6 +81,8 @@ class ObjType(IntEnum):
 
 class Alg(IntEnum):
     AES128_CCM_WRAP = 29
+    OPAQUE_DATA = 30
+    OPAQUE_X509_CERTIFICATE = 31
     AES128_YUBICO_AUTHENTICATION = 38
     AES192_CCM_WRAP = 41
     AES256_CCM_WRAP = 42
@@ -107,6 +111,8 @@ class Origin(IntEnum):
 class Cap:
     """Capability bits (64-bit mask, big-endian on the wire)."""
 
+    GET_OPAQUE: Final = 1 << 0x00
+    PUT_OPAQUE: Final = 1 << 0x01
     PUT_AUTHENTICATION_KEY: Final = 1 << 0x02
     PUT_ASYMMETRIC: Final = 1 << 0x03
     GENERATE_ASYMMETRIC_KEY: Final = 1 << 0x04
@@ -136,6 +142,8 @@ class Cap:
 
 # Capability the *session* needs before a command runs (0: none needed).
 SESSION_CAPABILITY: Final[dict[int, int]] = {
+    Cmd.PUT_OPAQUE: Cap.PUT_OPAQUE,
+    Cmd.GET_OPAQUE: Cap.GET_OPAQUE,
     Cmd.PUT_AUTHENTICATION_KEY: Cap.PUT_AUTHENTICATION_KEY,
     Cmd.PUT_ASYMMETRIC_KEY: Cap.PUT_ASYMMETRIC,
     Cmd.GENERATE_ASYMMETRIC_KEY: Cap.GENERATE_ASYMMETRIC_KEY,

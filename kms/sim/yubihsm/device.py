@@ -534,6 +534,26 @@ class SimDevice:
         ctx.target = self._store_new(obj).id
         return struct.pack("!H", obj_id)
 
+    def _cmd_put_opaque(self, ctx: _Ctx, data: bytes) -> bytes:
+        obj_id, label, domains, caps, alg = self._parse_header(data)
+        content = data[HEADER_LEN:]
+        if alg not in (Alg.OPAQUE_DATA, Alg.OPAQUE_X509_CERTIFICATE) or not content:
+            raise _Refuse(Err.INVALID_DATA)
+        self._check_new(ctx.session, domains, caps)
+        obj_id = self._new_id(obj_id, ObjType.OPAQUE)
+        obj = SimObject(
+            obj_id, ObjType.OPAQUE, alg, label, domains, caps, 0, Origin.IMPORTED, 0, content
+        )
+        ctx.target = self._store_new(obj).id
+        return struct.pack("!H", obj_id)
+
+    def _cmd_get_opaque(self, ctx: _Ctx, data: bytes) -> bytes:
+        if len(data) != 2:
+            raise _Refuse(Err.WRONG_LENGTH)
+        (obj_id,) = struct.unpack("!H", data)
+        ctx.target = obj_id
+        return self._visible(ctx.session, obj_id, ObjType.OPAQUE).secret
+
     def _cmd_public_key(self, ctx: _Ctx, data: bytes) -> bytes:
         if len(data) == 2:
             (obj_id,), obj_type = struct.unpack("!H", data), int(ObjType.ASYMMETRIC_KEY)
@@ -748,6 +768,8 @@ class SimDevice:
         Cmd.GENERATE_ASYMMETRIC_KEY: _cmd_generate_asym,
         Cmd.PUT_ASYMMETRIC_KEY: _cmd_put_asym,
         Cmd.GET_PUBLIC_KEY: _cmd_public_key,
+        Cmd.PUT_OPAQUE: _cmd_put_opaque,
+        Cmd.GET_OPAQUE: _cmd_get_opaque,
         Cmd.SIGN_EDDSA: _cmd_sign_eddsa,
         Cmd.DELETE_OBJECT: _cmd_delete,
         Cmd.PUT_AUTHENTICATION_KEY: _cmd_put_auth,

@@ -51,6 +51,7 @@ class SimObject:
     - Ed25519 asymmetric key: the 32-byte seed, or the 96-byte expanded key when it
       arrived in a legacy wrap blob (no seed known)
     - wrap key: the AES key (16, 24 or 32 bytes)
+    - opaque: the data (1 byte or more)
     """
 
     id: int
@@ -122,6 +123,8 @@ class SimObject:
             secret = {"ed25519_seed": self.secret.hex()}
         elif self.is_ed25519:
             secret = {"ed25519_expanded": self.secret.hex()}
+        elif self.type == ObjType.OPAQUE:
+            secret = {"data": self.secret.hex()}
         else:
             secret = {"key": self.secret.hex()}
         return {
@@ -145,7 +148,7 @@ class SimObject:
                 secret = bytes.fromhex(s["enc"]) + bytes.fromhex(s["mac"])
             else:
                 secret = bytes.fromhex(
-                    s.get("ed25519_seed") or s.get("ed25519_expanded") or s["key"]
+                    s.get("ed25519_seed") or s.get("ed25519_expanded") or s.get("data") or s["key"]
                 )
             obj = cls(
                 id=int(d["id"]),
@@ -176,6 +179,9 @@ def validate_secret(obj_type: int, algorithm: int, secret: bytes) -> None:
             and (len(secret) == 32 or ed25519.expanded_is_consistent(secret))
         ),
         ObjType.WRAP_KEY: lambda: WRAP_KEY_LENGTHS.get(algorithm) == len(secret),
+        ObjType.OPAQUE: lambda: (
+            algorithm in (Alg.OPAQUE_DATA, Alg.OPAQUE_X509_CERTIFICATE) and len(secret) > 0
+        ),
     }
     check = checks.get(obj_type)
     ok = check is not None and check()
@@ -192,6 +198,8 @@ def wrap_body(obj: SimObject, fmt: int) -> bytes:
     """The plaintext body after the 59-byte header (YUBIHSM.md §4.13)."""
     if obj.type in (ObjType.AUTHENTICATION_KEY, ObjType.WRAP_KEY):
         return struct.pack("!Q", obj.delegated) + obj.secret
+    if obj.type == ObjType.OPAQUE:
+        return obj.secret
     if obj.is_ed25519:
         if fmt == WRAP_FORMAT_WITH_SEED and len(obj.secret) == 32:
             return obj.expanded + obj.secret
@@ -206,6 +214,8 @@ def _secret_from_body(obj_type: int, algorithm: int, body: bytes) -> tuple[bytes
             raise ObjectFormatError("short body")
         (delegated,) = struct.unpack("!Q", body[:8])
         return body[8:], delegated
+    if obj_type == ObjType.OPAQUE:
+        return body, 0
     if obj_type == ObjType.ASYMMETRIC_KEY and algorithm == Alg.EC_ED25519:
         if len(body) == 128:
             seed = body[96:]

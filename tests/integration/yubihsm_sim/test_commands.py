@@ -377,3 +377,22 @@ def test_unknown_session_command_is_invalid_command(session: AuthSession) -> Non
         session.send_secure_cmd(COMMAND.SIGN_PKCS1, b"\x00\x01abc")
     assert err_code(e) == ERROR.INVALID_COMMAND
     assert session.send_secure_cmd(COMMAND.ECHO, b"ok") == b"ok"
+
+
+def test_opaque_objects_put_get_and_need_the_session_capabilities(
+    hsm: YubiHsm, session: AuthSession
+) -> None:
+    from yubihsm.objects import Opaque
+
+    data = os.urandom(1968)
+    obj = Opaque.put(session, 0, "blob", 1, CAPABILITY.NONE, ALGORITHM.OPAQUE_DATA, data)
+    assert obj.get() == data
+    assert obj.get_info().size == len(data)
+    AuthenticationKey.put_derived(session, 12, "reader-less", 1, SIGN, CAPABILITY.NONE, "pw")
+    weak = hsm.create_session_derived(12, "pw")
+    with pytest.raises(YubiHsmDeviceError) as e:
+        Opaque(weak, obj.id).get()
+    assert err_code(e) == ERROR.INSUFFICIENT_PERMISSIONS
+    with pytest.raises(YubiHsmDeviceError) as e:
+        Opaque.put(weak, 0, "x", 1, CAPABILITY.NONE, ALGORITHM.OPAQUE_DATA, b"x")
+    assert err_code(e) == ERROR.INSUFFICIENT_PERMISSIONS
