@@ -8,7 +8,9 @@ closed loops at once.
 
 Reports, per replica count: signatures/s and p50/p99 latency; then, with two
 replicas under policy `primary` and a sequential stream of requests, the time
-from a replica failure (connection refused; hang) to the next good signature.
+from a replica failure (connection refused; hang) to the next good signature;
+finally, under the full spread load over three replicas, one replica fails a
+third of the way through: failed requests (should be 0) and worst latency.
 
     python bench/hsm_replicas.py [--seconds 5] [--latency-ms 110] [--chains 4]
                                  [--per-chain 3] [--replicas 1,2,3] [--json]
@@ -47,6 +49,16 @@ class Throughput:
     p50_ms: float
     p99_ms: float
     per_replica: dict[str, int]
+
+
+@dataclass(frozen=True)
+class LoadFailover:
+    fault: str
+    replicas: int
+    signatures: int
+    failed: int
+    p50_ms: float
+    max_ms: float  # worst request latency across the failure
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,57 @@ async def failover(
             s.stop()
 
 
+async def failover_under_load(
+    fault: str,
+    inject: Callable[[SimulatedHsm], None],
+    latency_ms: float,
+    chains: int,
+    per_chain: int,
+    seconds: float,
+) -> LoadFailover:
+    """Spread load over three replicas; one fails a third of the way through."""
+    sims = start_sims(3, latency_ms, chains)
+    sets = build(sims, chains, "spread")
+    latencies: list[float] = []
+    failed = 0
+    try:
+        for rs in sets:
+            await rs.open()
+        stop_at = time.monotonic() + seconds
+        counter = 0
+
+        async def worker(rs: ReplicaSet) -> None:
+            nonlocal counter, failed
+            while time.monotonic() < stop_at:
+                counter += 1
+                t0 = time.monotonic()
+                try:
+                    await rs.sign_traced(b"load-%d" % counter, timeout=5.0)
+                except Exception:
+                    failed += 1
+                latencies.append(time.monotonic() - t0)
+
+        async def breaker() -> None:
+            await asyncio.sleep(seconds / 3)
+            inject(sims[0])
+
+        await asyncio.gather(breaker(), *(worker(rs) for rs in sets for _ in range(per_chain)))
+        return LoadFailover(
+            fault,
+            3,
+            len(latencies) - failed,
+            failed,
+            round(statistics.median(latencies) * 1000, 1),
+            round(max(latencies) * 1000, 1),
+        )
+    finally:
+        sims[0].faults.release()
+        for rs in sets:
+            await rs.close()
+        for s in sims:
+            s.stop()
+
+
 async def main(argv: list[str]) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("--seconds", type=float, default=5.0)
@@ -204,6 +267,17 @@ async def main(argv: list[str]) -> dict[str, Any]:
             print(
                 f"failover on {f.fault:18s} (request_timeout {rt:.1f}s): next good signature "
                 f"after {f.gap_ms:7.1f} ms"
+            )
+    results["failover_under_load"] = []
+    for name, inject, _ in faults[:2]:
+        lf = await failover_under_load(
+            name, inject, args.latency_ms, args.chains, args.per_chain, args.seconds
+        )
+        results["failover_under_load"].append(asdict(lf))
+        if not args.json:
+            print(
+                f"3 replicas under load, one fails ({lf.fault}): {lf.signatures} signed, "
+                f"{lf.failed} failed, p50 {lf.p50_ms:.1f} ms, worst {lf.max_ms:.1f} ms"
             )
     if args.json:
         print(json.dumps(results, indent=2))

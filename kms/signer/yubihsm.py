@@ -476,6 +476,11 @@ class YubiHsmDevice:
 
     Shared by the signers of every key held on that device (one session per
     device, whatever the number of chains). Closed when its last user closes.
+
+    When a call fails at the transport level (connection error or timeout),
+    every request that was already queued behind it fails at once instead of
+    being sent to the broken device one after the other (with several chains
+    on one device, each would otherwise wait out its own timeout in turn).
     """
 
     def __init__(
@@ -509,6 +514,12 @@ class YubiHsmDevice:
         )
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._users = 0
+        self._transport_failures = 0  # bumped on connection errors and timeouts
+        self._failures_lock = threading.Lock()
+
+    def _transport_failed(self) -> None:
+        with self._failures_lock:
+            self._transport_failures += 1
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
@@ -535,11 +546,21 @@ class YubiHsmDevice:
             if not started.done():
                 started.set_result(None)
 
+        epoch = self._transport_failures
+
         def job() -> T:
             if abandoned.is_set():
                 raise HsmTimeoutError(f"{self.name}{what}: request abandoned before it ran")
+            if self._transport_failures != epoch:
+                raise HsmConnectionError(
+                    f"{self.name}{what}: the device failed while this request was queued"
+                )
             loop.call_soon_threadsafe(mark_started)
-            return self.session.call(fn, what)
+            try:
+                return self.session.call(fn, what)
+            except (HsmConnectionError, HsmTimeoutError):
+                self._transport_failed()
+                raise
 
         t0 = loop.time()
         fut = loop.run_in_executor(self._pool(), job)
@@ -556,6 +577,8 @@ class YubiHsmDevice:
             return await asyncio.wait_for(fut, max(0.0, limit))
         except TimeoutError:
             abandoned.set()
+            if started.done() and not fut.done():
+                self._transport_failed()  # stuck in a call: the device is not answering
             fut.cancel()
             waited = loop.time() - t0
             raise HsmTimeoutError(f"{self.name}{what}: no answer within {waited:.2f}s") from None

@@ -211,6 +211,8 @@ FAULTS = {
     "bad response MAC": lambda sim: sim.faults.corrupt_next_mac(1),
     "expired session": lambda sim: sim.device.expire_all_sessions(),
     "HTTP 500 from the connector": lambda sim: sim.faults.http_error_next(1, status=500),
+    "wrong signature in a valid envelope": lambda sim: sim.faults.corrupt_next_signature(1),
+    "lost reply after signing": lambda sim: sim.faults.drop_next(1, after_execute=True),
 }
 
 
@@ -375,21 +377,14 @@ async def test_requests_that_timed_out_in_the_queue_are_never_sent(sims: SimFact
     await s.close()
 
 
-async def test_signature_that_does_not_verify_is_refused(
-    sims: SimFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_signature_that_does_not_verify_is_refused(sims: SimFactory) -> None:
     (sim,) = sims(1)
     s = signer(sim, "hsm-a")
     await s.open()
-    real = s.device.session.call
-
-    def corrupt(fn, what=""):  # type: ignore[no-untyped-def]
-        out = real(fn, what)
-        return bytes(64) if what.endswith("sign") else out
-
-    monkeypatch.setattr(s.device.session, "call", corrupt)
+    sim.faults.corrupt_next_signature(1)
     with pytest.raises(HsmDeviceError, match="does not verify"):
         await s.sign(b"m")
+    assert await s.sign(b"m") == expected(b"m")
     await s.close()
 
 
@@ -443,3 +438,45 @@ async def test_concurrent_load_at_device_latency_survives_a_replica_dying_mid_st
     finally:
         reps[1].faults.release()
         await rs.close()
+
+
+async def test_device_shared_by_several_chains_hangs_and_no_chain_misses_its_deadline(
+    sims: SimFactory,
+) -> None:
+    reps = sims(2, latency_ms=110)
+    seeds = [bytes([c + 1]) * 32 for c in range(3)]
+    for sim in reps:
+        for c, seed in enumerate(seeds):
+            sim.device.put_ed25519_seed(20 + c, seed, domains=1)
+    creds = derive_credentials(SIGNER_AUTH_ID, SIGNER_PASSWORD)
+    devices = [
+        YubiHsmDevice(f"hsm-{i}", s.url, creds, connect_timeout=0.5, request_timeout=1.5)
+        for i, s in enumerate(reps)
+    ]
+    sets = [ReplicaSet(f"chain-{c}", [YubiHsmSigner(d, 20 + c) for d in devices]) for c in range(3)]
+    for rs in sets:
+        await rs.open()
+    deadline = 4.0
+    worst = 0.0
+
+    async def chain_load(c: int) -> None:
+        nonlocal worst
+        key = SigningKey(seeds[c])
+        for i in range(6):
+            msg = b"c%d-%d" % (c, i)
+            t0 = time.monotonic()
+            sig = await sets[c].sign_traced(msg, timeout=deadline)
+            worst = max(worst, time.monotonic() - t0)
+            key.verify_key.verify(msg, sig.signature)
+
+    async def hang_later() -> None:
+        await asyncio.sleep(0.3)
+        reps[0].faults.hang()
+
+    try:
+        await asyncio.gather(hang_later(), *(chain_load(c) for c in range(3) for _ in range(2)))
+        assert worst < deadline
+    finally:
+        reps[0].faults.release()
+        for rs in sets:
+            await rs.close()
