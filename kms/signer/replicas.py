@@ -263,6 +263,8 @@ class ReplicaSet(Signer):
     # --- signing -----------------------------------------------------------------------
 
     async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
+        if self._verify_key is None:
+            raise SignerError(f"replica set {self.name}: sign before open()")
         budget = self.default_timeout if timeout is None else timeout
         deadline = self._clock() + budget
         tried: set[int] = set()

@@ -324,3 +324,10 @@ async def test_busy_but_healthy_replica_is_not_marked_down_for_queueing() -> Non
     assert len(sigs) == 20
     assert rs.replica_health()["hsm-a"].healthy is True
     assert rs.stats.failovers == 0
+
+
+async def test_signing_before_open_is_refused() -> None:
+    from kms.errors import SignerError
+
+    with pytest.raises(SignerError, match="before open"):
+        await ReplicaSet("chain-1", make(1)).sign_traced(b"m")
