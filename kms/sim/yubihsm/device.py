@@ -3,8 +3,9 @@
 Owns: the device state (objects, per-(id, type) sequence counters, the 16
 session slots, the audit log, options), the SCP03 session life cycle
 (CREATE/AUTHENTICATE/SESSION_MESSAGE, C-MAC chain, counter, R-MAC, 30 s idle
-expiry on an injectable clock), every command's checks and effects, and the
-error codes. One `threading.RLock` (`device.lock`) serialises everything, as
+expiry on an injectable clock), the plaintext commands, dispatch of in-session
+commands to `commands.HANDLERS` with the session-capability, force-audit and
+audit-log steps around them, persistence and out-of-band provisioning. One `threading.RLock` (`device.lock`) serialises everything, as
 the single-threaded device and the connector's mutex do; the connector holds
 it across the modelled latency. Never touches sockets or HTTP (connector.py),
 and only writes the state file through `StateFile`.
@@ -14,15 +15,15 @@ session, bad C-MAC, bad padding) are plaintext `7F 00 01 code` and drop the
 session; command-level failures travel inside a valid encrypted, R-MACed
 envelope and the session stays usable (YUBIHSM.md §2.3, §3.5).
 
-Check order inside a command (YUBIHSM.md §5.3): length -> session capability
--> object lookup incl. domain visibility -> object capability -> delegation and
-domain subset for new objects -> duplicate (id, type) -> storage -> run -> log.
+Order for one in-session command (YUBIHSM.md §5.3): frame length -> session
+state -> C-MAC -> padding (these three are session-level) -> inner length ->
+LOG_FULL under force-audit -> session capability -> the command's own checks
+(commands.py) -> audit entry.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
 import os
 import struct
 import threading
@@ -33,13 +34,12 @@ from typing import Any
 
 from kms.sim.yubihsm import scp03
 from kms.sim.yubihsm.audit_log import AuditLog
+from kms.sim.yubihsm.commands import HANDLERS, Ctx, Refuse, error_frame, ok_frame
 from kms.sim.yubihsm.defs import (
     ADVERTISED_ALGORITHMS,
-    AUDITABLE_COMMANDS,
     DEFAULT_AUTH_KEY_ID,
     DEFAULT_AUTH_LABEL,
     DEFAULT_PASSWORD,
-    DELETE_CAPABILITY,
     LOG_CAPACITY,
     MAX_ID,
     MAX_SESSIONS,
@@ -52,36 +52,18 @@ from kms.sim.yubihsm.defs import (
     Cmd,
     Err,
     ObjType,
-    Option,
     Origin,
 )
 from kms.sim.yubihsm.faults import Faults
 from kms.sim.yubihsm.objects import (
-    WRAP_FORMAT_LEGACY,
-    WRAP_FORMAT_WITH_SEED,
-    WRAP_NONCE_LEN,
     ObjectFormatError,
     SimObject,
-    WrapAuthError,
     pack_label,
-    unwrap_object,
     validate_secret,
-    wrap_object,
 )
 from kms.sim.yubihsm.store import StateFile
 
 MAX_OBJECTS = 256
-HEADER_FORMAT = "!H40sHQB"  # id, label, domains, capabilities, algorithm (53 bytes)
-HEADER_LEN = struct.calcsize(HEADER_FORMAT)
-LIST_FILTER_SIZES = {0x01: 2, 0x02: 1, 0x03: 2, 0x04: 8, 0x05: 1, 0x06: 40}
-
-
-class _Refuse(Exception):
-    """Internal: end the current command with a device error code."""
-
-    def __init__(self, code: Err) -> None:
-        super().__init__(code.name)
-        self.code = code
 
 
 @dataclass(slots=True)
@@ -110,14 +92,6 @@ class Exchange:
     command: int
     error: int
     session_id: int | None = None
-
-
-def _error_frame(code: int) -> bytes:
-    return bytes((Cmd.ERROR, 0, 1, code))
-
-
-def _ok_frame(cmd: int, data: bytes) -> bytes:
-    return struct.pack("!BH", cmd | 0x80, len(data)) + data
 
 
 class SimDevice:
@@ -183,16 +157,16 @@ class SimDevice:
         with self.lock:
             self._expire_sessions()
             if len(raw) < 3:
-                return Exchange(_error_frame(Err.WRONG_LENGTH), 0, Err.WRONG_LENGTH)
+                return Exchange(error_frame(Err.WRONG_LENGTH), 0, Err.WRONG_LENGTH)
             cmd, length = struct.unpack("!BH", raw[:3])
             payload = raw[3:]
             if len(payload) != length or len(raw) > self.buffer_size:
-                return self._finish(Exchange(_error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH))
+                return self._finish(Exchange(error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH))
             if cmd == Cmd.SESSION_MESSAGE:
                 return self._finish(self._session_message(payload))
             injected = self.faults.take_error(cmd)
             if injected is not None:
-                return self._finish(Exchange(_error_frame(injected[0]), cmd, injected[0]))
+                return self._finish(Exchange(error_frame(injected[0]), cmd, injected[0]))
             plain = {
                 Cmd.ECHO: self._plain_echo,
                 Cmd.DEVICE_INFO: self._device_info,
@@ -201,13 +175,13 @@ class SimDevice:
             }.get(cmd)
             if plain is None:
                 return self._finish(
-                    Exchange(_error_frame(Err.INVALID_COMMAND), cmd, Err.INVALID_COMMAND)
+                    Exchange(error_frame(Err.INVALID_COMMAND), cmd, Err.INVALID_COMMAND)
                 )
             try:
-                resp = _ok_frame(cmd, plain(payload))
+                resp = ok_frame(cmd, plain(payload))
                 return self._finish(Exchange(resp, cmd, 0))
-            except _Refuse as r:
-                return self._finish(Exchange(_error_frame(r.code), cmd, r.code))
+            except Refuse as r:
+                return self._finish(Exchange(error_frame(r.code), cmd, r.code))
 
     def _finish(self, ex: Exchange) -> Exchange:
         self.counters[(ex.command, ex.error)] += 1
@@ -225,19 +199,19 @@ class SimDevice:
             ) + bytes(ADVERTISED_ALGORITHMS)
         if payload == b"\x01" and self.version >= (2, 4, 0):
             return self.part_number.encode("utf-8")
-        raise _Refuse(Err.INVALID_DATA)
+        raise Refuse(Err.INVALID_DATA)
 
     def _create_session(self, payload: bytes) -> bytes:
         if len(payload) != 10:
-            raise _Refuse(Err.WRONG_LENGTH)
+            raise Refuse(Err.WRONG_LENGTH)
         (key_id,) = struct.unpack("!H", payload[:2])
         host_challenge = payload[2:]
         key = self._objects.get((key_id, ObjType.AUTHENTICATION_KEY))
         if key is None:
-            raise _Refuse(Err.OBJECT_NOT_FOUND)
+            raise Refuse(Err.OBJECT_NOT_FOUND)
         free = [sid for sid in range(MAX_SESSIONS) if sid not in self._sessions]
         if not free:
-            raise _Refuse(Err.SESSIONS_FULL)
+            raise Refuse(Err.SESSIONS_FULL)
         card_challenge = self.random_bytes(8)
         context = host_challenge + card_challenge
         keys = scp03.session_keys(key.secret[:16], key.secret[16:], context)
@@ -260,18 +234,18 @@ class SimDevice:
 
     def _authenticate_session(self, payload: bytes) -> bytes:
         if len(payload) != 17:
-            raise _Refuse(Err.WRONG_LENGTH)
+            raise Refuse(Err.WRONG_LENGTH)
         sid, host_crypto, mac = payload[0], payload[1:9], payload[9:]
         s = self._sessions.get(sid)
         if s is None or s.authenticated:
-            raise _Refuse(Err.INVALID_SESSION)
+            raise Refuse(Err.INVALID_SESSION)
         full = scp03.authenticate_mac(s.keys.s_mac, sid, host_crypto)
         good = scp03.mac_ok(full[:8], mac) and scp03.mac_ok(
             scp03.host_cryptogram(s.keys.s_mac, s.context), host_crypto
         )
         if not good:
             del self._sessions[sid]
-            raise _Refuse(Err.AUTHENTICATION_FAILED)
+            raise Refuse(Err.AUTHENTICATION_FAILED)
         s.authenticated = True
         s.chain = full
         s.counter = 1
@@ -293,40 +267,40 @@ class SimDevice:
     def _session_message(self, payload: bytes) -> Exchange:
         cmd = Cmd.SESSION_MESSAGE
         if len(payload) < 1:
-            return Exchange(_error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH)
+            return Exchange(error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH)
         sid = payload[0]
         s = self._sessions.get(sid)
         if s is None or not s.authenticated:
-            return Exchange(_error_frame(Err.INVALID_SESSION), cmd, Err.INVALID_SESSION, sid)
+            return Exchange(error_frame(Err.INVALID_SESSION), cmd, Err.INVALID_SESSION, sid)
         ct, mac = payload[1:-8], payload[-8:]
         if len(payload) < 1 + 16 + 8 or len(ct) % 16:
             del self._sessions[sid]
-            return Exchange(_error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH, sid)
+            return Exchange(error_frame(Err.WRONG_LENGTH), cmd, Err.WRONG_LENGTH, sid)
         full = scp03.command_mac(s.keys.s_mac, s.chain, sid, ct)
         if not scp03.mac_ok(full[:8], mac):
             del self._sessions[sid]
             return Exchange(
-                _error_frame(Err.AUTHENTICATION_FAILED), cmd, Err.AUTHENTICATION_FAILED, sid
+                error_frame(Err.AUTHENTICATION_FAILED), cmd, Err.AUTHENTICATION_FAILED, sid
             )
         if self.max_session_messages is not None and s.messages >= self.max_session_messages:
             del self._sessions[sid]
-            return Exchange(_error_frame(Err.INVALID_SESSION), cmd, Err.INVALID_SESSION, sid)
+            return Exchange(error_frame(Err.INVALID_SESSION), cmd, Err.INVALID_SESSION, sid)
         iv = scp03.iv_for(s.keys.s_enc, s.counter)
         try:
             inner = scp03.unpad(scp03.cbc_decrypt(s.keys.s_enc, iv, ct))
         except scp03.PaddingError:
             del self._sessions[sid]
-            return Exchange(_error_frame(Err.INVALID_DATA), cmd, Err.INVALID_DATA, sid)
+            return Exchange(error_frame(Err.INVALID_DATA), cmd, Err.INVALID_DATA, sid)
         inner_cmd = inner[0] if inner else 0
         injected = self.faults.take_error(inner_cmd)
         if injected is not None and injected[1] == "outer":
             del self._sessions[sid]
-            return Exchange(_error_frame(injected[0]), inner_cmd, injected[0], sid)
+            return Exchange(error_frame(injected[0]), inner_cmd, injected[0], sid)
         s.last_used = self.clock()
         s.messages += 1
         after: Callable[[], None] | None = None
         if injected is not None:
-            inner_resp, error = _error_frame(injected[0]), injected[0]
+            inner_resp, error = error_frame(injected[0]), injected[0]
         else:
             inner_resp, error, after = self._run_inner(s, inner)
         resp = scp03.wrap_response(s.keys, s.counter, full, sid, inner_resp)
@@ -341,16 +315,16 @@ class SimDevice:
     def _run_inner(self, s: _Session, inner: bytes) -> tuple[bytes, int, Callable[[], None] | None]:
         """Run one decrypted command: (inner response, error code, action after replying)."""
         if len(inner) < 3:
-            return _error_frame(Err.WRONG_LENGTH), Err.WRONG_LENGTH, None
+            return error_frame(Err.WRONG_LENGTH), Err.WRONG_LENGTH, None
         cmd, length = struct.unpack("!BH", inner[:3])
         data = inner[3:]
         if len(data) != length:
-            return _error_frame(Err.WRONG_LENGTH), Err.WRONG_LENGTH, None
-        handler = self._handlers.get(cmd)
+            return error_frame(Err.WRONG_LENGTH), Err.WRONG_LENGTH, None
+        handler = HANDLERS.get(cmd)
         if handler is None:
-            return _error_frame(Err.INVALID_COMMAND), Err.INVALID_COMMAND, None
+            return error_frame(Err.INVALID_COMMAND), Err.INVALID_COMMAND, None
         need = SESSION_CAPABILITY.get(cmd, 0)
-        ctx = _Ctx(s, cmd, len(data))
+        ctx = Ctx(s, cmd, len(data))
         saved = (dict(self._objects), dict(self._sequences))
         try:
             if (
@@ -359,28 +333,28 @@ class SimDevice:
                 and self._log.full
                 and cmd not in (Cmd.GET_LOG_ENTRIES, Cmd.SET_LOG_INDEX)
             ):
-                raise _Refuse(Err.LOG_FULL)
+                raise Refuse(Err.LOG_FULL)
             if need and not s.capabilities & need:
-                raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+                raise Refuse(Err.INSUFFICIENT_PERMISSIONS)
             out = handler(self, ctx, data)
-            resp = _ok_frame(cmd, out)
+            resp = ok_frame(cmd, out)
             self._audit_ctx(ctx, cmd | 0x80)
             return resp, 0, ctx.after
-        except _Refuse as r:
+        except Refuse as r:
             self._audit_ctx(ctx, Cmd.ERROR)
-            return _error_frame(r.code), r.code, None
+            return error_frame(r.code), r.code, None
         except OSError:
             # The state file could not be written: like a flash write failure, the command
             # fails with STORAGE_FAILED and its object changes are rolled back.
             self._objects, self._sequences = saved
-            return _error_frame(Err.STORAGE_FAILED), Err.STORAGE_FAILED, None
+            return error_frame(Err.STORAGE_FAILED), Err.STORAGE_FAILED, None
 
     # ------------------------------------------------------------------ object helpers
 
     def _visible(self, s: _Session, obj_id: int, obj_type: int) -> SimObject:
         obj = self._objects.get((obj_id, obj_type))
         if obj is None or not obj.domains & s.domains:
-            raise _Refuse(Err.OBJECT_NOT_FOUND)
+            raise Refuse(Err.OBJECT_NOT_FOUND)
         return obj
 
     def _new_id(self, requested: int, obj_type: int) -> int:
@@ -389,22 +363,22 @@ class SimDevice:
                 candidate = int.from_bytes(self.random_bytes(2), "big")
                 if 1 <= candidate <= MAX_ID and (candidate, obj_type) not in self._objects:
                     return candidate
-            raise _Refuse(Err.STORAGE_FAILED)
+            raise Refuse(Err.STORAGE_FAILED)
         if requested > MAX_ID:
-            raise _Refuse(Err.INVALID_ID)
+            raise Refuse(Err.INVALID_ID)
         if (requested, obj_type) in self._objects:
-            raise _Refuse(Err.OBJECT_EXISTS)
+            raise Refuse(Err.OBJECT_EXISTS)
         return requested
 
     def _check_new(self, s: _Session, domains: int, caps: int, delegated: int = 0) -> None:
         if domains == 0:
-            raise _Refuse(Err.INVALID_DATA)
+            raise Refuse(Err.INVALID_DATA)
         if (caps | delegated) & ~s.delegated or domains & ~s.domains:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
+            raise Refuse(Err.INSUFFICIENT_PERMISSIONS)
 
     def _store_new(self, obj: SimObject) -> SimObject:
         if len(self._objects) >= MAX_OBJECTS:
-            raise _Refuse(Err.STORAGE_FAILED)
+            raise Refuse(Err.STORAGE_FAILED)
         obj = replace(obj, sequence=self._sequences.get(obj.handle, 0))
         self._objects[obj.handle] = obj
         self._persist()
@@ -414,375 +388,6 @@ class SimDevice:
         del self._objects[obj.handle]
         self._sequences[obj.handle] = (self._sequences.get(obj.handle, 0) + 1) & 0xFF
         self._persist()
-
-    # ------------------------------------------------------------------ session commands
-
-    def _cmd_echo(self, ctx: _Ctx, data: bytes) -> bytes:
-        return data
-
-    def _cmd_device_info(self, ctx: _Ctx, data: bytes) -> bytes:
-        return self._device_info(data)
-
-    def _cmd_close_session(self, ctx: _Ctx, data: bytes) -> bytes:
-        if data:
-            raise _Refuse(Err.WRONG_LENGTH)
-        sid = ctx.session.sid
-
-        def free_slot() -> None:
-            self._sessions.pop(sid, None)
-
-        ctx.after = free_slot
-        return b""
-
-    def _cmd_reset(self, ctx: _Ctx, data: bytes) -> bytes:
-        if data:
-            raise _Refuse(Err.WRONG_LENGTH)
-
-        def reset() -> None:
-            self.factory_reset()
-            if self.on_reset is not None:
-                self.on_reset()
-
-        ctx.after = reset
-        return b""
-
-    def _cmd_pseudo_random(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != 2:
-            raise _Refuse(Err.WRONG_LENGTH)
-        (n,) = struct.unpack("!H", data)
-        if n > self.max_inner_data:
-            raise _Refuse(Err.WRONG_LENGTH)
-        return self.random_bytes(n)
-
-    def _cmd_list(self, ctx: _Ctx, data: bytes) -> bytes:
-        filters: dict[int, bytes] = {}
-        i = 0
-        while i < len(data):
-            tag = data[i]
-            size = LIST_FILTER_SIZES.get(tag)
-            if size is None:
-                raise _Refuse(Err.INVALID_DATA)
-            if i + 1 + size > len(data):
-                raise _Refuse(Err.WRONG_LENGTH)
-            filters[tag] = data[i + 1 : i + 1 + size]
-            i += 1 + size
-
-        def match(o: SimObject) -> bool:
-            tests: dict[int, Callable[[bytes], bool]] = {
-                0x01: lambda v: o.id == struct.unpack("!H", v)[0],
-                0x02: lambda v: o.type == v[0],
-                0x03: lambda v: bool(o.domains & struct.unpack("!H", v)[0]),
-                0x04: lambda v: bool(o.capabilities & struct.unpack("!Q", v)[0]),
-                0x05: lambda v: o.algorithm == v[0],
-                0x06: lambda v: o.label == v,
-            }
-            return all(tests[tag](value) for tag, value in filters.items())
-
-        s = ctx.session
-        found = [o for _, o in sorted(self._objects.items()) if o.domains & s.domains and match(o)]
-        return b"".join(struct.pack("!HBB", o.id, o.type, o.sequence) for o in found)
-
-    def _cmd_object_info(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != 3:
-            raise _Refuse(Err.WRONG_LENGTH)
-        obj_id, obj_type = struct.unpack("!HB", data)
-        ctx.target = obj_id
-        return self._visible(ctx.session, obj_id, obj_type).info_bytes()
-
-    def _parse_header(self, data: bytes) -> tuple[int, bytes, int, int, int]:
-        if len(data) < HEADER_LEN:
-            raise _Refuse(Err.WRONG_LENGTH)
-        obj_id, label, domains, caps, alg = struct.unpack(HEADER_FORMAT, data[:HEADER_LEN])
-        return obj_id, label, domains, caps, alg
-
-    def _cmd_generate_asym(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != HEADER_LEN:
-            raise _Refuse(Err.WRONG_LENGTH)
-        obj_id, label, domains, caps, alg = self._parse_header(data)
-        if alg != Alg.EC_ED25519:
-            raise _Refuse(Err.INVALID_DATA)
-        self._check_new(ctx.session, domains, caps)
-        obj_id = self._new_id(obj_id, ObjType.ASYMMETRIC_KEY)
-        seed = self.random_bytes(32)
-        obj = SimObject(
-            obj_id, ObjType.ASYMMETRIC_KEY, alg, label, domains, caps, 0, Origin.GENERATED, 0, seed
-        )
-        ctx.target = self._store_new(obj).id
-        return struct.pack("!H", obj_id)
-
-    def _cmd_put_asym(self, ctx: _Ctx, data: bytes) -> bytes:
-        obj_id, label, domains, caps, alg = self._parse_header(data)
-        material = data[HEADER_LEN:]
-        if alg != Alg.EC_ED25519:
-            raise _Refuse(Err.INVALID_DATA)
-        if len(material) != 32:
-            raise _Refuse(Err.WRONG_LENGTH)
-        self._check_new(ctx.session, domains, caps)
-        obj_id = self._new_id(obj_id, ObjType.ASYMMETRIC_KEY)
-        obj = SimObject(
-            obj_id,
-            ObjType.ASYMMETRIC_KEY,
-            alg,
-            label,
-            domains,
-            caps,
-            0,
-            Origin.IMPORTED,
-            0,
-            material,
-        )
-        ctx.target = self._store_new(obj).id
-        return struct.pack("!H", obj_id)
-
-    def _cmd_put_opaque(self, ctx: _Ctx, data: bytes) -> bytes:
-        obj_id, label, domains, caps, alg = self._parse_header(data)
-        content = data[HEADER_LEN:]
-        if alg not in (Alg.OPAQUE_DATA, Alg.OPAQUE_X509_CERTIFICATE) or not content:
-            raise _Refuse(Err.INVALID_DATA)
-        self._check_new(ctx.session, domains, caps)
-        obj_id = self._new_id(obj_id, ObjType.OPAQUE)
-        obj = SimObject(
-            obj_id, ObjType.OPAQUE, alg, label, domains, caps, 0, Origin.IMPORTED, 0, content
-        )
-        ctx.target = self._store_new(obj).id
-        return struct.pack("!H", obj_id)
-
-    def _cmd_get_opaque(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != 2:
-            raise _Refuse(Err.WRONG_LENGTH)
-        (obj_id,) = struct.unpack("!H", data)
-        ctx.target = obj_id
-        return self._visible(ctx.session, obj_id, ObjType.OPAQUE).secret
-
-    def _cmd_public_key(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) == 2:
-            (obj_id,), obj_type = struct.unpack("!H", data), int(ObjType.ASYMMETRIC_KEY)
-        elif len(data) == 3:
-            obj_id, obj_type = struct.unpack("!HB", data)
-        else:
-            raise _Refuse(Err.WRONG_LENGTH)
-        ctx.target = obj_id
-        obj = self._visible(ctx.session, obj_id, obj_type)
-        if not obj.is_ed25519:
-            raise _Refuse(Err.INVALID_DATA)
-        return bytes([obj.algorithm]) + obj.public_key()
-
-    def _cmd_sign_eddsa(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) < 2:
-            raise _Refuse(Err.WRONG_LENGTH)
-        (obj_id,) = struct.unpack("!H", data[:2])
-        ctx.target = obj_id
-        obj = self._visible(ctx.session, obj_id, ObjType.ASYMMETRIC_KEY)
-        if not obj.capabilities & Cap.SIGN_EDDSA:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
-        if not obj.is_ed25519:
-            raise _Refuse(Err.INVALID_DATA)
-        message = data[2:]
-        self.signed.append((obj_id, hashlib.sha256(message).digest()))
-        signature = obj.sign_eddsa(message)
-        if self.faults.take_corrupt_signature():
-            signature = bytes([signature[0] ^ 0x01]) + signature[1:]
-        return signature
-
-    def _cmd_delete(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != 3:
-            raise _Refuse(Err.WRONG_LENGTH)
-        obj_id, obj_type = struct.unpack("!HB", data)
-        ctx.target = obj_id
-        need = DELETE_CAPABILITY.get(obj_type)
-        if need is None:
-            raise _Refuse(Err.INVALID_DATA)
-        if not ctx.session.capabilities & need:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
-        self._remove(self._visible(ctx.session, obj_id, obj_type))
-        return b""
-
-    def _cmd_put_auth(self, ctx: _Ctx, data: bytes) -> bytes:
-        obj_id, label, domains, caps, alg = self._parse_header(data)
-        rest = data[HEADER_LEN:]
-        if alg != Alg.AES128_YUBICO_AUTHENTICATION:
-            raise _Refuse(Err.INVALID_DATA)
-        if len(rest) != 8 + 32:
-            raise _Refuse(Err.WRONG_LENGTH)
-        (delegated,) = struct.unpack("!Q", rest[:8])
-        self._check_new(ctx.session, domains, caps, delegated)
-        obj_id = self._new_id(obj_id, ObjType.AUTHENTICATION_KEY)
-        obj = SimObject(
-            obj_id,
-            ObjType.AUTHENTICATION_KEY,
-            alg,
-            label,
-            domains,
-            caps,
-            delegated,
-            Origin.IMPORTED,
-            0,
-            rest[8:],
-        )
-        ctx.target = self._store_new(obj).id
-        return struct.pack("!H", obj_id)
-
-    def _cmd_change_auth(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != 3 + 32:
-            raise _Refuse(Err.WRONG_LENGTH)
-        obj_id, alg = struct.unpack("!HB", data[:3])
-        ctx.target = obj_id
-        if obj_id != ctx.session.auth_key_id:
-            raise _Refuse(Err.INVALID_ID)
-        obj = self._visible(ctx.session, obj_id, ObjType.AUTHENTICATION_KEY)
-        if alg != obj.algorithm:
-            raise _Refuse(Err.INVALID_DATA)
-        self._objects[obj.handle] = replace(obj, secret=data[3:])
-        self._persist()
-        return struct.pack("!H", obj_id)
-
-    def _wrap_key_common(self, ctx: _Ctx, data: bytes, generate: bool) -> bytes:
-        obj_id, label, domains, caps, alg = self._parse_header(data)
-        rest = data[HEADER_LEN:]
-        key_len = WRAP_KEY_LENGTHS.get(alg)
-        if key_len is None:
-            raise _Refuse(Err.INVALID_DATA)
-        if len(rest) != 8 + (0 if generate else key_len):
-            raise _Refuse(Err.WRONG_LENGTH if generate else Err.INVALID_DATA)
-        (delegated,) = struct.unpack("!Q", rest[:8])
-        self._check_new(ctx.session, domains, caps, delegated)
-        obj_id = self._new_id(obj_id, ObjType.WRAP_KEY)
-        secret = self.random_bytes(key_len) if generate else rest[8:]
-        origin = Origin.GENERATED if generate else Origin.IMPORTED
-        obj = SimObject(
-            obj_id, ObjType.WRAP_KEY, alg, label, domains, caps, delegated, origin, 0, secret
-        )
-        ctx.target = self._store_new(obj).id
-        return struct.pack("!H", obj_id)
-
-    def _cmd_put_wrap(self, ctx: _Ctx, data: bytes) -> bytes:
-        return self._wrap_key_common(ctx, data, generate=False)
-
-    def _cmd_generate_wrap(self, ctx: _Ctx, data: bytes) -> bytes:
-        return self._wrap_key_common(ctx, data, generate=True)
-
-    def _cmd_export(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) == 5:
-            wrap_id, obj_type, obj_id = struct.unpack("!HBH", data)
-            fmt = WRAP_FORMAT_LEGACY
-        elif len(data) == 6:
-            wrap_id, obj_type, obj_id, fmt = struct.unpack("!HBHB", data)
-        else:
-            raise _Refuse(Err.WRONG_LENGTH)
-        ctx.target, ctx.second = wrap_id, obj_id
-        if fmt not in (WRAP_FORMAT_LEGACY, WRAP_FORMAT_WITH_SEED):
-            raise _Refuse(Err.INVALID_DATA)
-        s = ctx.session
-        wrap_key = self._visible(s, wrap_id, ObjType.WRAP_KEY)
-        obj = self._visible(s, obj_id, obj_type)
-        if not wrap_key.capabilities & Cap.EXPORT_WRAPPED:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
-        if not obj.capabilities & Cap.EXPORTABLE_UNDER_WRAP:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
-        if obj.capabilities & ~wrap_key.delegated:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
-        try:
-            return wrap_object(wrap_key, obj, fmt, self.random_bytes(WRAP_NONCE_LEN))
-        except ObjectFormatError as e:
-            raise _Refuse(Err.INVALID_DATA) from e
-
-    def _cmd_import(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) < 2:
-            raise _Refuse(Err.WRONG_LENGTH)
-        (wrap_id,) = struct.unpack("!H", data[:2])
-        ctx.target = wrap_id
-        wrap_key = self._visible(ctx.session, wrap_id, ObjType.WRAP_KEY)
-        if not wrap_key.capabilities & Cap.IMPORT_WRAPPED:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
-        try:
-            obj = unwrap_object(wrap_key, data[2:])
-        except (WrapAuthError, ObjectFormatError) as e:
-            raise _Refuse(Err.INVALID_DATA) from e
-        ctx.second = obj.id
-        if obj.capabilities & ~wrap_key.delegated:
-            raise _Refuse(Err.INSUFFICIENT_PERMISSIONS)
-        if obj.id == 0 or obj.id > MAX_ID:
-            raise _Refuse(Err.INVALID_ID)
-        if obj.handle in self._objects:
-            raise _Refuse(Err.OBJECT_EXISTS)
-        obj = replace(obj, origin=(obj.origin & 0x0F) | Origin.IMPORTED_WRAPPED)
-        obj = self._store_new(obj)
-        return struct.pack("!BH", obj.type, obj.id)
-
-    def _cmd_get_log(self, ctx: _Ctx, data: bytes) -> bytes:
-        if data:
-            raise _Refuse(Err.WRONG_LENGTH)
-        return self._log.response()
-
-    def _cmd_set_log_index(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != 2:
-            raise _Refuse(Err.WRONG_LENGTH)
-        (index,) = struct.unpack("!H", data)
-        if not self._log.set_index(index):
-            raise _Refuse(Err.INVALID_DATA)
-        self._persist()
-        return b""
-
-    def _cmd_set_option(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) < 3:
-            raise _Refuse(Err.WRONG_LENGTH)
-        option, length = struct.unpack("!BH", data[:3])
-        value = data[3:]
-        if len(value) != length:
-            raise _Refuse(Err.WRONG_LENGTH)
-        if option == Option.FORCE_AUDIT and len(value) == 1 and value[0] in (0, 1, 2):
-            if self._force_audit == Audit.FIXED:
-                raise _Refuse(Err.INVALID_DATA)
-            self._force_audit = Audit(value[0])
-        elif option == Option.COMMAND_AUDIT and len(value) % 2 == 0 and value:
-            pairs = [(value[i], value[i + 1]) for i in range(0, len(value), 2)]
-            if any(c not in AUDITABLE_COMMANDS or v not in (0, 1, 2) for c, v in pairs):
-                raise _Refuse(Err.INVALID_DATA)
-            for c, v in pairs:
-                if self._command_audit.get(c) != Audit.FIXED:
-                    self._command_audit[c] = Audit(v)
-        else:
-            raise _Refuse(Err.INVALID_DATA)
-        self._persist()
-        return b""
-
-    def _cmd_get_option(self, ctx: _Ctx, data: bytes) -> bytes:
-        if len(data) != 1:
-            raise _Refuse(Err.WRONG_LENGTH)
-        if data[0] == Option.FORCE_AUDIT:
-            return bytes([self._force_audit])
-        if data[0] == Option.COMMAND_AUDIT:
-            return b"".join(
-                bytes([c, self._command_audit.get(c, Audit.OFF)]) for c in AUDITABLE_COMMANDS
-            )
-        raise _Refuse(Err.INVALID_DATA)
-
-    _handlers: dict[int, Callable[[SimDevice, _Ctx, bytes], bytes]] = {
-        Cmd.ECHO: _cmd_echo,
-        Cmd.DEVICE_INFO: _cmd_device_info,
-        Cmd.CLOSE_SESSION: _cmd_close_session,
-        Cmd.RESET_DEVICE: _cmd_reset,
-        Cmd.GET_PSEUDO_RANDOM: _cmd_pseudo_random,
-        Cmd.LIST_OBJECTS: _cmd_list,
-        Cmd.GET_OBJECT_INFO: _cmd_object_info,
-        Cmd.GENERATE_ASYMMETRIC_KEY: _cmd_generate_asym,
-        Cmd.PUT_ASYMMETRIC_KEY: _cmd_put_asym,
-        Cmd.GET_PUBLIC_KEY: _cmd_public_key,
-        Cmd.PUT_OPAQUE: _cmd_put_opaque,
-        Cmd.GET_OPAQUE: _cmd_get_opaque,
-        Cmd.SIGN_EDDSA: _cmd_sign_eddsa,
-        Cmd.DELETE_OBJECT: _cmd_delete,
-        Cmd.PUT_AUTHENTICATION_KEY: _cmd_put_auth,
-        Cmd.CHANGE_AUTHENTICATION_KEY: _cmd_change_auth,
-        Cmd.PUT_WRAP_KEY: _cmd_put_wrap,
-        Cmd.GENERATE_WRAP_KEY: _cmd_generate_wrap,
-        Cmd.EXPORT_WRAPPED: _cmd_export,
-        Cmd.IMPORT_WRAPPED: _cmd_import,
-        Cmd.GET_LOG_ENTRIES: _cmd_get_log,
-        Cmd.SET_LOG_INDEX: _cmd_set_log_index,
-        Cmd.SET_OPTION: _cmd_set_option,
-        Cmd.GET_OPTION: _cmd_get_option,
-    }
 
     # ------------------------------------------------------------------ audit log
 
@@ -805,7 +410,7 @@ class SimDevice:
             self._log.unlogged_auth += 1
         self._persist()
 
-    def _audit_ctx(self, ctx: _Ctx, result: int) -> None:
+    def _audit_ctx(self, ctx: Ctx, result: int) -> None:
         self._audit(
             ctx.command, ctx.length, ctx.session.auth_key_id, ctx.target, ctx.second, result
         )
@@ -1012,15 +617,3 @@ class SimDevice:
     def kill_session(self, sid: int) -> None:
         with self.lock:
             self._sessions.pop(sid, None)
-
-
-@dataclass(slots=True)
-class _Ctx:
-    """Per-command bookkeeping: who ran it, and what the audit log records."""
-
-    session: _Session
-    command: int
-    length: int
-    target: int = 0xFFFF
-    second: int = 0xFFFF
-    after: Callable[[], None] | None = None
