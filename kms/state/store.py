@@ -125,7 +125,7 @@ def encode_state(state: SignState) -> bytes:
 # --- decoding --------------------------------------------------------------------
 
 
-class _Bad(Exception):
+class _Bad(ValueError):
     """A shape error inside the decoder; turned into StateFileError with the file name."""
 
 
