@@ -1,16 +1,18 @@
 """The floor: what one signature must cost at least, measured on this machine in this run.
 
-Owns: timing one fsync of a small file in the state directory plus one Ed25519
-signature (libsodium through PyNaCl, as the softsign signer does), each alone and
-back to back. Also times the full durable-state sequence the daemon performs
-(write temp, fsync, rename, fsync directory) so the softsign numbers can be read
-against it. Never touches kms state files: it writes its own scratch file.
+Owns: timing one fsync of a small new file in the state directory plus one
+Ed25519 signature (libsodium through PyNaCl, as the softsign signer does), each
+alone and back to back. Also times other ways to make a state write durable (the
+daemon's temp + fsync + rename + directory fsync; an O_TRUNC rewrite; an in-place
+same-size overwrite + fdatasync) so the softsign numbers can be read against them.
+Never touches kms state files: it writes its own scratch files.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -42,33 +44,57 @@ def _durable_replace(path: Path, payload: bytes) -> None:
         os.close(dfd)
 
 
+def _fsync_new(path: Path, payload: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, payload)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _time_ms(fn: Callable[[int], object], n: int) -> list[float]:
+    out: list[float] = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
 def run_floor(state_dir: Path, iterations: int) -> Section:
-    """p50/p99 (ms) of fsync, sign, fsync+sign, and the durable replace sequence."""
+    """p50/p99 (ms) of the floor and of the write patterns a state store could use."""
     state_dir.mkdir(parents=True, exist_ok=True)
     scratch = state_dir / "bench-floor.json"
     key = SigningKey(os.urandom(32))
-    for _ in range(20):  # warm the page cache, the journal and libsodium
-        _fsync_once(scratch, _STATE)
+    for i in range(20):  # warm the page cache, the journal and libsodium
+        _fsync_new(scratch.with_name(f".bench-warm-{i}"), _STATE)
+        scratch.with_name(f".bench-warm-{i}").unlink()
         key.sign(_MESSAGE)
     fsync_ms: list[float] = []
     sign_ms: list[float] = []
     both_ms: list[float] = []
-    replace_ms: list[float] = []
     clock = time.perf_counter
     for i in range(iterations):
+        tmp = scratch.with_name(f".bench-floor-{i}")
         payload = _STATE[:-10] + f"{i:010d}".encode()
         t0 = clock()
-        _fsync_once(scratch, payload)
+        _fsync_new(tmp, payload)
         t1 = clock()
         key.sign(_MESSAGE + payload[-10:])
         t2 = clock()
+        tmp.unlink()
         fsync_ms.append((t1 - t0) * 1e3)
         sign_ms.append((t2 - t1) * 1e3)
         both_ms.append((t2 - t0) * 1e3)
-    for i in range(max(iterations // 2, 10)):
-        t0 = clock()
-        _durable_replace(scratch, _STATE[:-10] + f"{i:010d}".encode())
-        replace_ms.append((clock() - t0) * 1e3)
+    extra = max(iterations // 2, 10)
+    replace_ms = _time_ms(lambda i: _durable_replace(scratch, _STATE[:-10] + b"%010d" % i), extra)
+    rewrite_ms = _time_ms(lambda i: _fsync_once(scratch, _STATE[:-10] + b"%010d" % i), extra)
+    fd = os.open(scratch, os.O_RDWR)
+    try:
+        inplace_ms = _time_ms(lambda i: _pwrite_datasync(fd, _STATE[:-10] + b"%010d" % i), extra)
+    finally:
+        os.close(fd)
     for p in (scratch, scratch.with_name(scratch.name + ".tmp")):
         p.unlink(missing_ok=True)
     floor = summarize_ms(both_ms)
@@ -81,11 +107,21 @@ def run_floor(state_dir: Path, iterations: int) -> Section:
         "fsync": summarize_ms(fsync_ms).as_dict(),
         "sign": summarize_ms(sign_ms).as_dict(),
         "durable_replace": summarize_ms(replace_ms).as_dict(),
+        "rewrite_truncate_fsync": summarize_ms(rewrite_ms).as_dict(),
+        "pwrite_fdatasync_in_place": summarize_ms(inplace_ms).as_dict(),
         "state_dir": str(state_dir),
     }
     sec.notes.append(
-        "floor = one write+fsync of a small file in the state directory followed by one "
-        "Ed25519 signature (PyNaCl), timed together; durable_replace = temp write + fsync "
-        "+ rename + directory fsync (what the daemon does per signature)"
+        "floor = create + write + fsync of a small new file in the state directory, then "
+        "one Ed25519 signature (PyNaCl), timed together. For reading the softsign numbers: "
+        "durable_replace = temp file + fsync + rename over + directory fsync (what kms does "
+        "per signature); rewrite_truncate_fsync = O_TRUNC rewrite + fsync; "
+        "pwrite_fdatasync_in_place = same-size overwrite of an allocated block + fdatasync "
+        "(no metadata change, what a two-slot in-place state file would cost)"
     )
     return sec
+
+
+def _pwrite_datasync(fd: int, payload: bytes) -> None:
+    os.pwrite(fd, payload, 0)
+    os.fdatasync(fd)
