@@ -248,3 +248,17 @@ def test_idle_keep_alive_sockets_are_closed_and_the_library_reconnects() -> None
         session = hsm.create_session_derived(1, "password")
         time.sleep(0.4)
         assert session.send_secure_cmd(COMMAND.ECHO, b"after idle") == b"after idle"
+
+
+def test_control_route_still_answers_while_the_device_hangs(sim: SimulatedHsm) -> None:
+    hsm = connect(sim, read_timeout=0.5)
+
+    def control(action: str) -> None:
+        r = requests.post(sim.url + "/sim/fault", json={"action": action}, timeout=2)
+        assert r.status_code == 200
+
+    control("hang")
+    with pytest.raises(YubiHsmConnectionError):
+        hsm.send_cmd(COMMAND.ECHO, b"x")
+    control("release")
+    assert hsm.send_cmd(COMMAND.ECHO, b"y") == b"y"
