@@ -30,7 +30,10 @@ Rules:
   deadline. When a replica is marked down, every other request waiting on it
   (queued behind the failed one on the device) moves on at once instead of
   timing out one by one. When no healthy replica is left, down replicas are
-  tried as a last resort (they may have recovered since the last probe). A
+  tried as a last resort (they may have recovered since the last probe), and
+  when every replica has failed once, each gets one more try while the
+  deadline allows (a session rebuilt after a lost reply or an expired session
+  usually works; with a single device there is nowhere else to go). A
   replica that reported a different key is never used again.
 - Time: each attempt gets the rest of the request's deadline as its budget.
   A signer is expected to bound its own execution (YubiHsmSigner: the HTTP
@@ -269,8 +272,15 @@ class ReplicaSet(Signer):
         deadline = self._clock() + budget
         tried: set[int] = set()
         failures: list[str] = []
+        second_round = False
         while True:
             idx = choose_replica([r.view() for r in self._replicas], self.policy, frozenset(tried))
+            if idx is None and not second_round and failures:
+                # every replica failed once; a rebuilt session often works (a lost reply,
+                # an expired session), and with one device there is nowhere else to go
+                second_round = True
+                tried.clear()
+                idx = choose_replica([r.view() for r in self._replicas], self.policy)
             remaining = deadline - self._clock()
             if idx is None or remaining <= 0:
                 self._exhausted += 1

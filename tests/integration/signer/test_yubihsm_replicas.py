@@ -480,3 +480,15 @@ async def test_device_shared_by_several_chains_hangs_and_no_chain_misses_its_dea
         reps[0].faults.release()
         for rs in sets:
             await rs.close()
+
+
+@pytest.mark.parametrize("fault", ["expired session", "lost reply after signing"])
+async def test_single_device_recovers_within_the_same_request(sims: SimFactory, fault: str) -> None:
+    (sim,) = sims(1)
+    rs = await replica_set([sim])
+    try:
+        FAULTS[fault](sim)
+        sig = await rs.sign_traced(b"only-device", timeout=3.0)
+        assert sig.signature == expected(b"only-device")
+    finally:
+        await rs.close()

@@ -42,6 +42,7 @@ class FakeReplica(Signer):
         self.in_flight = 0
         self.max_in_flight = 0
         self.on_sign: Callable[[], None] | None = None
+        self.fail_next = 0  # the next N signatures fail with a device error, then "ok"
 
     @property
     def public_key(self) -> bytes:
@@ -78,6 +79,9 @@ class FakeReplica(Signer):
         try:
             if self.on_sign:
                 self.on_sign()
+            if self.fail_next:
+                self.fail_next -= 1
+                raise HsmDeviceError(f"{self.name}: device error INVALID_SESSION")
             await self._misbehave()
             if self.latency:
                 await asyncio.sleep(self.latency)

@@ -331,3 +331,26 @@ async def test_signing_before_open_is_refused() -> None:
 
     with pytest.raises(SignerError, match="before open"):
         await ReplicaSet("chain-1", make(1)).sign_traced(b"m")
+
+
+async def test_single_replica_gets_a_second_try_after_a_transient_failure() -> None:
+    reps = make(1)
+    rs = ReplicaSet("chain-1", reps)
+    await rs.open()
+    reps[0].fail_next = 1
+    sig = await rs.sign_traced(b"m", timeout=1.0)
+    assert sig.signature == expected_sig(b"m")
+    reps[0].fail_next = 2  # a second failure is final: no endless retry loop
+    with pytest.raises(NoHealthyReplicaError):
+        await rs.sign_traced(b"m2", timeout=1.0)
+
+
+async def test_every_replica_failing_once_gets_one_more_round() -> None:
+    reps = make(2)
+    rs = ReplicaSet("chain-1", reps, policy="primary")
+    await rs.open()
+    reps[0].fail_next = 1
+    reps[1].fail_next = 1
+    sig = await rs.sign_traced(b"m", timeout=1.0)
+    assert sig.by == "hsm-a"
+    assert rs.stats.failovers == 2
