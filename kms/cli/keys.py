@@ -542,6 +542,10 @@ def _specs(
     ), None
 
 
+_OBJECT_ID = click.IntRange(1, 0xFFFE)
+_DOMAINS = click.IntRange(1, 0xFFFF)
+
+
 def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
     opts = [
         click.option(
@@ -553,7 +557,9 @@ def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
             multiple=True,
             help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
         ),
-        click.option("--auth-key", type=int, help="auth key id with --connector [default: 1]"),
+        click.option(
+            "--auth-key", type=_OBJECT_ID, help="auth key id with --connector [default: 1]"
+        ),
         click.option(
             "--password-file",
             type=click.Path(path_type=Path, dir_okay=False),
@@ -583,9 +589,11 @@ def _report(public_key: bytes, devices: Sequence[Device], what: str) -> None:
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the new key (1..65534)")
 @click.option("--label", default=DEFAULT_LABEL, show_default=True)
-@click.option("--domains", type=int, default=DEFAULT_DOMAINS, show_default=True, help="bitmask")
+@click.option(
+    "--domains", type=_DOMAINS, default=DEFAULT_DOMAINS, show_default=True, help="bitmask"
+)
 @click.option("--non-exportable", is_flag=True, help="never exportable (no replicas, no backup)")
-@click.option("--wrap-key-id", type=int, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
 @click.option("--backup", type=click.Path(path_type=Path, dir_okay=False), help="wrapped backup")
 @click.option(
     "--softsign",
@@ -638,7 +646,7 @@ def keygen(
 @_hsm_options
 @click.option("--key-id", type=int, help="object id to import into (1..65534)")
 @click.option("--label", default=DEFAULT_LABEL, show_default=True)
-@click.option("--domains", type=int, default=DEFAULT_DOMAINS, show_default=True)
+@click.option("--domains", type=_DOMAINS, default=DEFAULT_DOMAINS, show_default=True)
 @click.option("--non-exportable", is_flag=True, help="do not allow export under wrap")
 @click.option("--force", is_flag=True, help="replace a different key with the same id")
 @click.option(
@@ -690,7 +698,7 @@ def import_cmd(
 @click.command("export")
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the key to back up")
-@click.option("--wrap-key-id", type=int, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def export_cmd(
     config: Path | None,
