@@ -42,8 +42,15 @@ NOTICE = """\
     show_default=True,
     help="Time of one Ed25519 signature (110 ~ a real YubiHSM2); other commands cost less.",
 )
-@click.option("--serial", type=click.IntRange(1, 0xFFFFFFFF), default=1000001, show_default=True)
-def hsm_sim(port: int, host: str, state: Path | None, latency_ms: float, serial: int) -> None:
+@click.option(
+    "--serial",
+    type=click.IntRange(1, 0xFFFFFFFF),
+    default=None,
+    help="Device serial (default: the state file's, else 1000001); tells replicas apart.",
+)
+def hsm_sim(
+    port: int, host: str, state: Path | None, latency_ms: float, serial: int | None
+) -> None:
     """Run a YubiHSM2 + connector simulator until SIGINT/SIGTERM."""
     from kms.sim.yubihsm import SimulatedHsm
     from kms.sim.yubihsm.objects import ObjectFormatError

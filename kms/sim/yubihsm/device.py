@@ -5,8 +5,9 @@ session slots, the audit log, options), the SCP03 session life cycle
 (CREATE/AUTHENTICATE/SESSION_MESSAGE, C-MAC chain, counter, R-MAC, 30 s idle
 expiry on an injectable clock), the plaintext commands, dispatch of in-session
 commands to `commands.HANDLERS` with the session-capability, force-audit and
-audit-log steps around them, persistence and out-of-band provisioning. One `threading.RLock` (`device.lock`) serialises everything, as
-the single-threaded device and the connector's mutex do; the connector holds
+audit-log steps around them, persistence and out-of-band provisioning.
+One `threading.RLock` (`device.lock`) serialises everything, as the
+single-threaded device and the connector's mutex do; the connector holds
 it across the modelled latency. Never touches sockets or HTTP (connector.py),
 and only writes the state file through `StateFile`.
 
@@ -64,6 +65,7 @@ from kms.sim.yubihsm.objects import (
 from kms.sim.yubihsm.store import StateFile
 
 MAX_OBJECTS = 256
+DEFAULT_SERIAL = 1000001
 
 
 @dataclass(slots=True)
@@ -100,7 +102,7 @@ class SimDevice:
     def __init__(
         self,
         *,
-        serial: int = 1000001,
+        serial: int | None = None,
         version: tuple[int, int, int] = (2, 4, 0),
         part_number: str = "SIM-YubiHSM2",
         clock: Callable[[], float] = time.monotonic,
@@ -118,7 +120,7 @@ class SimDevice:
         self.faults = faults if faults is not None else Faults()
         self._state_file = state_file
         self.on_reset: Callable[[], None] | None = None
-        self.serial = serial
+        self.serial = serial if serial is not None else DEFAULT_SERIAL
         self.version = version
         self.part_number = part_number
         self._boot_time = clock()
@@ -136,7 +138,7 @@ class SimDevice:
             self._factory_state()
             self._persist()
         else:
-            self._restore(doc)
+            self._restore(doc, serial)
             self._log.boot(force=self._force_audit != Audit.OFF)
             self._persist()
 
@@ -464,10 +466,11 @@ class SimDevice:
                 "log": self._log.to_json(),
             }
 
-    def _restore(self, doc: dict[str, Any]) -> None:
+    def _restore(self, doc: dict[str, Any], serial: int | None) -> None:
         try:
             dev = doc.get("device", {})
-            self.serial = int(dev.get("serial", self.serial))
+            if serial is None:  # an explicit serial wins over the file's
+                self.serial = int(dev.get("serial", self.serial))
             self.version = tuple(int(v) for v in dev.get("version", self.version))  # type: ignore[assignment]
             self.part_number = str(dev.get("part_number", self.part_number))
             opts = doc.get("options", {})

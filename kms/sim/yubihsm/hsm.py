@@ -29,7 +29,7 @@ class SimulatedHsm:
         latency_ms: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         *,
-        serial: int = 1000001,
+        serial: int | None = None,
         version: tuple[int, int, int] = (2, 4, 0),
         session_timeout: float = SESSION_TIMEOUT_S,
         max_session_messages: int | None = None,

@@ -40,14 +40,16 @@ def test_replicas_started_from_copies_of_one_file_sign_identically(tmp_path: Pat
     sigs = []
     for path, serial in ((a_path, 11), (b_path, 12)):
         with SimulatedHsm(state_file=path, serial=serial) as sim:
-            session = connect(sim).create_session_derived(2, "validator-pw")
+            hsm = connect(sim)
+            assert hsm.get_device_info().serial == serial  # explicit serial beats the file's
+            session = hsm.create_session_derived(2, "validator-pw")
             sigs.append(AsymmetricKey(session, 4).sign_eddsa(b"vote"))
     assert sigs[0] == sigs[1] == Ed25519PrivateKey.from_private_bytes(SEED).sign(b"vote")
 
 
 def test_changes_made_through_the_library_survive_a_restart(tmp_path: Path) -> None:
     path = tmp_path / "hsm.json"
-    with SimulatedHsm(state_file=path) as sim:
+    with SimulatedHsm(state_file=path, serial=77) as sim:
         session = connect(sim).create_session_derived(1, "password")
         AsymmetricKey.put(
             session, 9, "kept", 1, CAPABILITY.SIGN_EDDSA, Ed25519PrivateKey.generate()
@@ -59,6 +61,7 @@ def test_changes_made_through_the_library_survive_a_restart(tmp_path: Path) -> N
         log_before = session.get_log_entries().entries
         session.set_log_index(log_before[-1].number)
     with SimulatedHsm(state_file=path) as sim:
+        assert sim.device.serial == 77  # the file's serial when none is given
         assert sim.device.active_sessions() == []  # sessions are never persisted
         session = connect(sim).create_session_derived(1, "password")
         info = AsymmetricKey(session, 9).get_info()
