@@ -43,12 +43,19 @@ sleep=time.sleep, reboot_window_s=0.0, idle_timeout_s=5.0)`:
   `fail_next(n, error_code, layer="inner"|"outer", commands=None)`, `hang()`/`release()`,
   `drop_connections()`, `drop_next(n, after_execute=False)`, `corrupt_next_mac(n)`,
   `http_error_next(n, status=500)`, `set_no_device(on)`, `unavailable_for(seconds)`,
-  `corrupt_next_signature(n)`, `listener_down()`/`listener_up()`, `clear()`. Over HTTP (loopback peers only): `POST /sim/fault` with JSON
+  `corrupt_next_signature(n)`, `listener_down()`/`listener_up()`, `clear()`.
+  Over HTTP (loopback peers only): `POST /sim/fault` with JSON
   `{"action": "<name>", ...}` (see `connector.apply_control`), e.g.
   `{"action": "fail_next", "n": 2, "error_code": 11}` or
   `{"action": "listener_down", "seconds": 2}`.
 
-Command line: `kms hsm-sim --port P [--host H] [--state FILE] [--latency-ms MS]`.
+Command line: `kms hsm-sim --port P [--host H] [--state FILE] [--latency-ms MS] [--serial N]`.
+
+Modules: scp03 (secure channel), ed25519 (expanded-key signing), objects (object
+encodings, wrap codec), audit_log, commands (in-session commands), device
+(sessions, dispatch, state), faults, latency, connector (HTTP), store (state
+file), hsm (`SimulatedHsm`). Not implemented: EC/RSA/HMAC/OTP/AES keys, asymmetric
+authentication, attestation; they answer INVALID_DATA / INVALID_COMMAND.
 """
 
 from __future__ import annotations
