@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from kms.config import ChainConfig
 from kms.errors import CodecError, SignerError, StateFileError
@@ -54,6 +55,7 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_SIZE = 64
 SignCallback = Callable[[bytes], Awaitable[Signature]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class ChainGuard:
             raise
         self._lock = asyncio.Lock()
         self._needs_verify = False
-        self._inflight: asyncio.Future[None] | None = None
+        self._inflight: asyncio.Future[Any] | None = None
 
     @classmethod
     def open(cls, chain: ChainConfig) -> ChainGuard:
@@ -192,12 +194,16 @@ class ChainGuard:
                 "signed", sig.signature, cand.timestamp, cand.sign_bytes, None, 0, sig.by
             )
 
-    async def _persist(self, new_state: SignState) -> None:
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._executor, self.store.save, new_state)
+    async def _offload(self, fn: Callable[[], T]) -> T:
+        """Run file work in the executor; on any failure or cancellation, re-verify later.
+
+        The future is shielded and remembered: a cancelled caller does not stop
+        the write, and the next request waits for it before reading the file.
+        """
+        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn)
         self._inflight = fut
         try:
-            await asyncio.shield(fut)
+            result = await asyncio.shield(fut)
         except BaseException as e:
             # The file now holds the old or the new state; find out before signing again.
             self._needs_verify = True
@@ -205,13 +211,16 @@ class ChainGuard:
                 log.error("chain %s: %s; not signing until it reads back", self.chain_id, e)
             raise
         self._inflight = None
+        return result
+
+    async def _persist(self, new_state: SignState) -> None:
+        await self._offload(functools.partial(self.store.save, new_state))
 
     async def _reverify(self) -> None:
-        loop = asyncio.get_running_loop()
         if self._inflight is not None:
             await asyncio.wait([self._inflight])  # an interrupted write: let it finish
             self._inflight = None
-        disk = await loop.run_in_executor(self._executor, self.store.load)
+        disk = await self._offload(self.store.load)
         if disk.hrs < self._state.hrs:
             raise StateFileError(
                 f"state file {self.store.path} went backwards: it holds "
@@ -220,7 +229,7 @@ class ChainGuard:
             )
         # What we read may be only in the page cache (a failed fsync): write it
         # again, durably, before anything is signed or reused on top of it.
-        await loop.run_in_executor(self._executor, self.store.save, disk)
+        await self._offload(functools.partial(self.store.save, disk))
         self._state = disk
         self._needs_verify = False
         log.warning(
