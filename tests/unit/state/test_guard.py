@@ -15,7 +15,7 @@ from kms.config import ChainConfig, KeyFormat
 from kms.errors import SignerError, StateFileError
 from kms.privval import canonical
 from kms.signer.base import Signature
-from kms.state.audit import read_audit
+from kms.state.audit import AuditEntry, AuditLog, read_audit
 from kms.state.guard import ChainGuard
 from kms.state.machine import CODE_DOUBLE_SIGN, CODE_INVALID, CODE_MAX_HEIGHT, SignState
 from kms.state.store import FileOps, StateStore
@@ -269,3 +269,25 @@ async def test_broken_audit_log_does_not_block_signing(state_path: Path, tmp_pat
         assert r.outcome == "signed" and time.monotonic() - t0 < 2
     finally:
         g.close()
+
+
+async def test_audit_line_is_written_only_after_the_state_is_persisted(state_path: Path) -> None:
+    seen: list[tuple[int, int, int]] = []
+
+    def append(path: str, text: str) -> None:
+        # every line describes a signature the state file already holds
+        on_disk = StateStore(state_path).load()
+        for line in text.splitlines():
+            e = AuditEntry.from_line(line)
+            assert on_disk.hrs >= (e.height, e.round, e.step)
+            seen.append((e.height, e.round, e.step))
+
+    audit = AuditLog(state_path.parent / "audit.jsonl", append=append)
+    g = ChainGuard(CHAIN, StateStore(state_path), audit=audit)
+    try:
+        for h in range(1, 20):
+            await g.sign_vote(vote(PREVOTE, h, 0, A), SoftSigner())
+            await g.sign_vote(vote(PRECOMMIT, h, 0, A), SoftSigner())
+    finally:
+        g.close()
+    assert len(seen) == 38 and not audit.failing
