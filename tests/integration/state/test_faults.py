@@ -147,3 +147,19 @@ async def test_state_file_that_went_backwards_stops_the_chain(
         await guard.sign_vote(vote(PREVOTE, 10, 0, A), SoftSigner())
     with pytest.raises(StateFileError, match="went backwards"):
         await guard.sign_vote(vote(PREVOTE, 3, 0, A), SoftSigner())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+async def test_real_read_only_directory(tmp_path: Path) -> None:
+    path = tmp_path / "ro" / "chain.json"
+    StateStore.create(path, SignState.initial())
+    guard = ChainGuard(CHAIN, StateStore(path))
+    try:
+        os.chmod(path.parent, 0o500)
+        with pytest.raises(StatePersistError, match="EACCES"):
+            await guard.sign_vote(vote(PREVOTE, 4, 0, A), SoftSigner())
+        os.chmod(path.parent, 0o700)
+        assert (await guard.sign_vote(vote(PREVOTE, 4, 0, A), SoftSigner())).outcome == "signed"
+    finally:
+        os.chmod(path.parent, 0o700)
+        guard.close()
