@@ -33,10 +33,13 @@ For a request (H, R, S) with block ID B and sign bytes X against the stored
 
 Why these and no more: CometBFT's slashing conditions are about two signatures
 from one validator for the same (height, round, type) with different block IDs
-(DuplicateVoteEvidence). Rules 2-4 make that monotone: the watermark only moves
-up, and at the watermark at most one canonical message (modulo a vote's
-timestamp, for which we hand back the original) is ever signed. So at most one
-block ID is signed per (H, R, S), which is exactly the slashing condition.
+(DuplicateVoteEvidence; nil versus a block counts). Rules 2-4 make that
+monotone: the watermark only moves up, so once we are past (H, R, S) nothing is
+ever signed there again; and at the watermark itself exactly one vote message is
+ever signed (a new timestamp gets the original back), and proposals only ever
+for one block ID and POL round. So at most one block ID is signed per (H, R, S),
+which is exactly the slashing condition, without refusing anything that is not
+needed for it (proposals have no evidence type; their re-signing is harmless).
 
 What we deliberately do NOT copy from tmkms: its cross-step rule refuses, at the
 same (H, R), a precommit for block B after a prevote for block A (and any other
