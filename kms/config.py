@@ -133,7 +133,7 @@ class HsmPolicy:
     policy: Literal["spread", "primary"] = "spread"
     health_interval: float = 10.0  # seconds
     connect_timeout: float = 1.0  # seconds, per HTTP connection attempt
-    request_timeout: float = 2.0  # seconds, one device command (a signature is ~0.11-0.15 s)
+    request_timeout: float = 1.0  # seconds, one device command (a signature is ~0.11-0.15 s)
 
 
 @dataclass(frozen=True, slots=True)

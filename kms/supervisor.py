@@ -32,6 +32,7 @@ from kms.metrics import Metrics, run_metrics
 from kms.service import Chain, SignService
 from kms.signer.base import Signer
 from kms.signer.factory import build_signers
+from kms.signer.replicas import ReplicaSet
 from kms.state.guard import ChainGuard
 
 log = logging.getLogger("kms.supervisor")
@@ -141,6 +142,9 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
         for c in config.chains:
             guards[c.id] = ChainGuard.open(c)
         signers = build_signers(config)
+        for signer in signers.values():
+            if isinstance(signer, ReplicaSet):
+                signer.observer = metrics
         for chain_id, signer in signers.items():
             await signer.open()
             opened.append(signer)

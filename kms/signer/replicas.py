@@ -177,8 +177,31 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+class ReplicaObserver(Protocol):
+    """What a replica set reports (implemented by `kms.metrics.Metrics`)."""
+
+    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None: ...
+
+    def hsm_health(self, replica: str, healthy: bool) -> None: ...
+
+    def failover(self, chain: str, from_replica: str, to_replica: str) -> None: ...
+
+
+class _NoObserver:
+    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None:
+        pass
+
+    def hsm_health(self, replica: str, healthy: bool) -> None:
+        pass
+
+    def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
+        pass
+
+
 class ReplicaSet(Signer):
     """Signers holding the same key; see the module docstring for the rules."""
+
+    observer: ReplicaObserver = _NoObserver()
 
     def __init__(
         self,
@@ -272,6 +295,7 @@ class ReplicaSet(Signer):
         deadline = self._clock() + budget
         tried: set[int] = set()
         failures: list[str] = []
+        last_failed = ""
         second_round = False
         while True:
             idx = choose_replica([r.view() for r in self._replicas], self.policy, frozenset(tried))
@@ -292,6 +316,7 @@ class ReplicaSet(Signer):
             tried.add(idx)
             if failures:
                 self._failovers += 1
+                self.observer.failover(self.name, last_failed, r.name)
                 log.warning("%s: failing over to %s", self.name, r.name)
             if self.attempt_timeout is not None:
                 remaining = min(remaining, self.attempt_timeout)
@@ -301,8 +326,10 @@ class ReplicaSet(Signer):
                 raise
             except _FailedMeanwhile as e:
                 failures.append(f"{r.name}: {e}")
+                last_failed = r.name
             except Exception as e:
                 failures.append(f"{r.name}: {_describe(e)}")
+                last_failed = r.name
                 self._mark_down(r, e)
 
     async def _sign_on(self, r: _Replica, message: bytes, timeout: float) -> Signature:
@@ -322,14 +349,18 @@ class ReplicaSet(Signer):
                     raise _FailedMeanwhile("marked down while this request waited")
                 raise TimeoutError
             sig = attempt.result()
+            self._verify(r, message, sig.signature)
+        except BaseException:
+            self.observer.hsm_request(r.name, self._clock() - start, False)
+            raise
         finally:
             r.outstanding -= 1
             watcher.cancel()
             if not attempt.done():
                 attempt.cancel()
-        self._verify(r, message, sig.signature)
         r.signatures += 1
         r.last_latency = self._clock() - start
+        self.observer.hsm_request(r.name, r.last_latency, True)
         return Signature(sig.signature, r.name)
 
     def _verify(self, r: _Replica, message: bytes, signature: bytes) -> None:
@@ -349,6 +380,7 @@ class ReplicaSet(Signer):
             log.error("%s: replica %s marked down: %s", self.name, r.name, r.last_error)
         if r.state != "mismatch":
             r.state = "down"
+        self.observer.hsm_health(r.name, False)
         r.down_event.set()
         r.last_probe = self._clock()
 
@@ -356,6 +388,7 @@ class ReplicaSet(Signer):
         if r.state != "up":
             r.down_event = asyncio.Event()
         r.state, r.last_error = "up", ""
+        self.observer.hsm_health(r.name, True)
 
     # --- health --------------------------------------------------------------------------
 
