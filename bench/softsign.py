@@ -53,7 +53,7 @@ class Load:
     heights: int | None = None  # back-to-back heights (closed loop), or
     duration: float | None = None  # seconds of paced heights
     block_time: float = 1.0
-    warmup_heights: int = 3
+    warmup_heights: int = 20
 
     @property
     def label(self) -> str:
@@ -424,3 +424,24 @@ async def run_softsign(
         "1x1 back to back, 50x2 paced at one height per second per chain"
     )
     return sec
+
+
+async def paired_ratio(workdir: Path, rounds: int, heights: int) -> dict[str, Any]:
+    """kms and tmkms 1x1 runs interleaved (kms, tmkms, kms, ...): the p50 ratio per pair
+    and its median, so a noisy neighbour hits both signers alike."""
+    load = Load(1, 1, heights=heights)
+    pairs: list[tuple[float, float]] = []
+    for _ in range(rounds):
+        k = await run_load("kms", load, workdir / "paired")
+        t = await run_load("tmkms", load, workdir / "paired")
+        pairs.append((float(k["p50"]), float(t["p50"])))
+    ratios = sorted(k / t for k, t in pairs)
+    mid = len(ratios) // 2
+    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+    return {
+        "rounds": rounds,
+        "heights": heights,
+        "kms_p50": [k for k, _ in pairs],
+        "tmkms_p50": [t for _, t in pairs],
+        "median_ratio": median,
+    }

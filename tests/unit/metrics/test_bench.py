@@ -58,7 +58,10 @@ def _sections(soft_p99: float, tm_p50: float, hsm3: float, hang_ms: float) -> di
             "softsign",
             {"1x1": {"p50": 1.6, "p99": soft_p99, "max": 9.0}, "50x2": {"p50": 3.0, "p99": 4.0}},
         ),
-        "tmkms": Section("tmkms", {"1x1": {"p50": tm_p50, "p99": 2.0}}),
+        "tmkms": Section(
+            "tmkms",
+            {"1x1": {"p50": tm_p50, "p99": 2.0}, "paired_1x1": {"median_ratio": 1.6 / tm_p50}},
+        ),
         "hsm": Section(
             "hsm",
             {"1": {"signatures_per_s": 9.0}, "3": {"signatures_per_s": hsm3}},
@@ -79,8 +82,8 @@ def test_targets_are_computed_from_the_same_run() -> None:
     soft1 = by_label["softsign p99, 1 chain (ms) <= floor p99 + 1"]
     assert (soft1.value, soft1.limit, soft1.met) == (4.5, 5.0, True)
     assert by_label["softsign p99, 50x2 (ms) <= 5"].met is True
-    ratio = by_label["softsign p50, 1 chain (ms) <= 1.25 x tmkms p50"]
-    assert ratio.limit == pytest.approx(1.5) and ratio.met is False
+    ratio = by_label["softsign p50 / tmkms p50, 1 chain, paired runs (median) <= 1.25"]
+    assert ratio.value == pytest.approx(1.6 / 1.2) and ratio.met is False
     hsm3 = next(t for t in by_label.values() if t.label.startswith("hsm 3"))
     assert hsm3.limit == pytest.approx(0.9 * 3 / 0.110) and hsm3.met is True
     assert by_label["failover after hang (ms, max)"].met is True
