@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from kms import __version__
 from kms.config import MetricsConfig
@@ -162,7 +162,10 @@ def _format_le(bound: float) -> str:
 def _label_block(names: Sequence[str], values: Sequence[str]) -> str:
     if not names:
         return ""
-    inner = ",".join(f'{n}="{_escape_label_value(v)}"' for n, v in zip(names, values, strict=True))
+    inner = ",".join(
+        f'{n}="{_escape_label_value(v if isinstance(v, str) else str(v))}"'
+        for n, v in zip(names, values, strict=True)
+    )
     return "{" + inner + "}"
 
 
@@ -226,7 +229,7 @@ class _Scalar(_Family):
         items: list[tuple[LabelValues, float]] = snap
         return self._header() + [
             f"{self.name}{_label_block(self.labelnames, k)} {_format_value(v)}"
-            for k, v in sorted(items)
+            for k, v in sorted(items, key=_series_order)
         ]
 
 
@@ -295,8 +298,8 @@ class Histogram(_Family):
         self._states: dict[LabelValues, _HistState] = {}
 
     def observe(self, labels: LabelValues, value: float) -> None:
-        if math.isnan(value):
-            return
+        if not isinstance(value, int | float) or math.isnan(value):
+            return  # a caller bug must not reach the signer's hot path as an exception
         i = bisect.bisect_left(self._finite, value)  # first bound >= value ("le")
         with self._lock:
             st = self._states.get(labels)
@@ -323,7 +326,7 @@ class Histogram(_Family):
         lines = self._header()
         names = (*self.labelnames, "le")
         les = [_format_le(b) for b in self.bounds]
-        for key, buckets, total, count in sorted(series):
+        for key, buckets, total, count in sorted(series, key=_series_order):
             for le, cum in zip(les, _cumulative(buckets), strict=True):
                 block = _label_block(names, (*key, le))
                 lines.append(f"{self.name}_bucket{block} {cum}")
@@ -331,6 +334,11 @@ class Histogram(_Family):
             lines.append(f"{self.name}_sum{block} {_format_value(total)}")
             lines.append(f"{self.name}_count{block} {count}")
         return lines
+
+
+def _series_order(item: tuple[Any, ...]) -> tuple[str, ...]:
+    """Sort series (label values first) by their label values as text, whatever their type."""
+    return tuple(v if isinstance(v, str) else str(v) for v in item[0])
 
 
 def _cumulative(counts: Iterable[int]) -> list[int]:

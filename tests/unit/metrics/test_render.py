@@ -283,3 +283,19 @@ def test_render_is_deterministic_and_sorted() -> None:
     lines = [x for x in m.render().splitlines() if x.startswith("kms_refusals_total{")]
     assert lines == sorted(lines)
     assert 'chain="alpha"' in lines[0]
+
+
+def test_caller_mistakes_do_not_raise_or_break_rendering() -> None:
+    m = Metrics()
+    m.signature(None, "prevote", "signed", None, None)  # type: ignore[arg-type]
+    m.signature("c", "prevote", "signed", float("nan"), None)
+    m.refusal(7, "regression")  # type: ignore[arg-type]
+    m.refusal("c", "regression")
+    fams = parse(m.render())
+    assert fams["kms_signatures_total"].value(chain="None", type="prevote", outcome="signed") == 1
+    assert fams["kms_refusals_total"].value(chain="7", reason="regression") == 1
+    assert fams["kms_refusals_total"].value(chain="c", reason="regression") == 1
+    with pytest.raises(KeyError):  # neither None nor NaN was observed as a latency
+        fams["kms_sign_latency_seconds"].value(
+            "kms_sign_latency_seconds_count", chain="c", type="prevote"
+        )
