@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Union
 
 GO_ZERO_TIME_SECONDS = -62135596800
 """Go's `time.Time{}` (0001-01-01T00:00:00Z) as protobuf seconds; what a missing timestamp means."""
@@ -166,14 +165,14 @@ class SignRawBytesRequest:
     unique_id: str
 
 
-Request = Union[
-    PubKeyRequest,
-    SignVoteRequest,
-    SignProposalRequest,
-    PingRequest,
-    SignBytesRequest,
-    SignRawBytesRequest,
-]
+Request = (
+    PubKeyRequest
+    | SignVoteRequest
+    | SignProposalRequest
+    | PingRequest
+    | SignBytesRequest
+    | SignRawBytesRequest
+)
 
 # --- responses (kms -> node) ----------------------------------------------------------
 
@@ -219,13 +218,13 @@ class SignedRawBytesResponse:
     error: RemoteSignerError | None = None
 
 
-Response = Union[
-    PubKeyResponse,
-    SignedVoteResponse,
-    SignedProposalResponse,
-    PingResponse,
-    SignBytesResponse,
-    SignedRawBytesResponse,
-]
+Response = (
+    PubKeyResponse
+    | SignedVoteResponse
+    | SignedProposalResponse
+    | PingResponse
+    | SignBytesResponse
+    | SignedRawBytesResponse
+)
 
-Message = Union[Request, Response]
+Message = Request | Response
