@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Literal, NoReturn, TypeVar
 
 from kms.errors import ConfigError, KeyFileError
-from kms.identity import load_identity_key, read_secret_file
+from kms.identity import load_identity_key
+from kms.keys import read_secret_file
 from kms.privval.messages import Dialect
 
 

@@ -26,50 +26,16 @@ import base64
 import binascii
 import json
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
 from kms.errors import KeyFileError
+from kms.keys import read_secret_file, write_secret_file
 
 SEED_LEN = 32
 _MAX_FILE_LEN = 4096  # identity files are tiny; refuse to slurp anything big
-
-
-def check_secret_file(path: Path) -> os.stat_result:
-    """Stat `path` and require a regular file with no group/world permission bits.
-
-    Raises KeyFileError naming the path, the problem and the fix.
-    """
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: file does not exist") from None
-    except OSError as e:
-        raise KeyFileError(f"{path}: cannot stat: {e.strerror or e}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(f"{path}: not a regular file")
-    if st.st_mode & 0o077:
-        mode = stat.S_IMODE(st.st_mode)
-        raise KeyFileError(
-            f"{path}: permissions {mode:04o} let other users read a secret; run: chmod 600 {path}"
-        )
-    return st
-
-
-def read_secret_file(path: Path, *, max_len: int = _MAX_FILE_LEN) -> bytes:
-    """Read a small secret file after `check_secret_file`; KeyFileError on any failure."""
-    check_secret_file(path)
-    try:
-        with path.open("rb") as f:
-            data = f.read(max_len + 1)
-    except OSError as e:
-        raise KeyFileError(f"{path}: cannot read: {e.strerror or e}") from None
-    if len(data) > max_len:
-        raise KeyFileError(f"{path}: file is larger than {max_len} bytes; not a key file")
-    return data
 
 
 def _seed_from_64(path: Path, raw: bytes) -> bytes:
@@ -140,7 +106,7 @@ def load_identity_key(path: Path) -> bytes:
 
     Raises KeyFileError (missing, unreadable, permissive mode, malformed).
     """
-    return parse_identity_key(path, read_secret_file(path))
+    return parse_identity_key(path, read_secret_file(path, max_len=_MAX_FILE_LEN))
 
 
 def identity_public_key(seed: bytes) -> bytes:
@@ -148,37 +114,6 @@ def identity_public_key(seed: bytes) -> bytes:
     if len(seed) != SEED_LEN:
         raise ValueError("identity seed must be 32 bytes")
     return bytes(SigningKey(seed).verify_key)
-
-
-def write_secret_file(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600 (never overwriting) holding `data`, fsync file and directory."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError:
-        raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") from None
-    except OSError as e:
-        raise KeyFileError(f"{path}: cannot create: {e.strerror or e}") from None
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        path.unlink(missing_ok=True)  # ours (O_EXCL): never leave a half-written key behind
-        raise KeyFileError(f"{path}: write failed: {e.strerror or e}") from None
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as e:
-        raise KeyFileError(f"{path}: written, but syncing its directory failed: {e}") from None
 
 
 def write_identity_key(

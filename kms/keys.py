@@ -27,12 +27,15 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
-from kms.config import KeyFormat
 from kms.errors import KeyFileError
+from kms.fsutil import fsync_dir, write_all
+
+if TYPE_CHECKING:  # kms.config imports this module (through kms.identity)
+    from kms.config import KeyFormat
 
 ED25519_SEED_LEN = 32
 ED25519_PUBKEY_LEN = 32
@@ -158,6 +161,8 @@ _FORMATTERS: dict[str, Callable[[bytes, KeyFormat], str]] = {
 
 def format_public_key(public_key: bytes, key_format: KeyFormat | str) -> str:
     """Render a consensus public key in a chain's key format (or 'base64'/'hex')."""
+    from kms.config import KeyFormat
+
     _check_pubkey(public_key)
     fmt = key_format if isinstance(key_format, KeyFormat) else None
     name = key_format.type if isinstance(key_format, KeyFormat) else key_format
@@ -212,68 +217,79 @@ def generate_seed(randbytes: Callable[[int], bytes] = os.urandom) -> bytes:
 # --- secret files ---------------------------------------------------------------------
 
 
-def check_private_mode(path: Path) -> None:
-    """Refuse a secret file that anyone but its owner can read, write or execute."""
+MAX_SECRET_FILE_LEN = 65536
+"""Secret files (keys, passwords, priv_validator_key.json) are tiny; refuse to slurp big ones."""
+
+
+def check_private_mode(path: Path) -> os.stat_result:
+    """Require a regular file that no one but its owner can read, write or execute.
+
+    Raises KeyFileError naming the path, the problem and the fix.
+    """
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise KeyFileError(f"{path}: key file not found") from None
+        raise KeyFileError(f"{path}: file does not exist") from None
     except OSError as e:
-        raise KeyFileError(f"{path}: cannot stat key file: {e.strerror or e}") from None
+        raise KeyFileError(f"{path}: cannot stat: {e.strerror or e}") from None
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(f"{path}: not a regular file")
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
         raise KeyFileError(
-            f"{path}: key file mode is {mode:04o}, readable by group or others; "
-            f"fix it with `chmod 600 {path}`"
+            f"{path}: permissions {mode:04o} let group or other users read a secret; "
+            f"run: chmod 600 {path}"
         )
+    return st
 
 
-def read_secret_file(path: Path) -> bytes:
-    """Read a secret file after checking its mode (see `check_private_mode`)."""
+def read_secret_file(path: Path, *, max_len: int = MAX_SECRET_FILE_LEN) -> bytes:
+    """Read a small secret file after `check_private_mode`; KeyFileError on any failure."""
     path = Path(path)
     check_private_mode(path)
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read(max_len + 1)
     except OSError as e:
-        raise KeyFileError(f"{path}: cannot read key file: {e.strerror or e}") from None
+        raise KeyFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > max_len:
+        raise KeyFileError(f"{path}: file is larger than {max_len} bytes; not a key file")
+    return data
 
 
 def write_secret_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write `data` to a new file created with mode 0600, fsync it and its directory.
+    """Write `data` to a file created with mode 0600 (never chmod-ed), fsync it and its directory.
 
-    Refuses to replace an existing file unless `overwrite` (then the existing
-    file must itself already be 0600: its mode is never changed here).
+    Refuses to replace an existing file unless `overwrite` (then the existing file
+    must itself already be 0600). Never follows a symlink. A file this call
+    created is removed again if the write fails: no half-written key is left.
     """
     path = Path(path)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_CREAT | nofollow | (os.O_TRUNC if overwrite else os.O_EXCL)
     if overwrite and path.exists():
         check_private_mode(path)
+    created = not path.exists()
     try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError:
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") from None
     except OSError as e:
-        raise KeyFileError(f"{path}: cannot create key file: {e.strerror or e}") from None
+        raise KeyFileError(f"{path}: cannot create: {e.strerror or e}") from None
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    except OSError as e:
-        raise KeyFileError(f"{path}: cannot write key file: {e.strerror or e}") from None
-    finally:
-        os.close(fd)
-    try:
-        dfd = os.open(path.parent if str(path.parent) else Path("."), os.O_RDONLY)
         try:
-            os.fsync(dfd)
+            write_all(fd, data)
+            os.fsync(fd)
         finally:
-            os.close(dfd)
-    except OSError:
-        pass  # best effort: some filesystems refuse fsync on directories
+            os.close(fd)
+    except OSError as e:
+        if created:
+            path.unlink(missing_ok=True)
+        raise KeyFileError(f"{path}: write failed: {e.strerror or e}") from None
+    try:
+        fsync_dir(path.parent)
+    except OSError as e:
+        raise KeyFileError(f"{path}: write failed: {e.strerror or e}") from None
 
 
 # --- base64 seed files -----------------------------------------------------------------

@@ -48,6 +48,7 @@ from typing import Any, Literal
 from kms import __version__
 from kms.config import MetricsConfig
 from kms.errors import KmsError
+from kms.fsutil import write_all
 
 log = logging.getLogger(__name__)
 
@@ -617,10 +618,7 @@ class TextfileWriter:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)

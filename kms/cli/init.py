@@ -32,7 +32,8 @@ from pathlib import Path
 import click
 
 from kms.errors import KmsError
-from kms.identity import write_identity_key, write_secret_file
+from kms.identity import write_identity_key
+from kms.keys import write_secret_file
 
 CONFIG_NAME = "tmkms.toml"
 IDENTITY_KEY = Path("secrets") / "kms-identity.key"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from kms.identity import write_identity_key, write_secret_file
+from kms.identity import write_identity_key
+from kms.keys import write_secret_file
 
 IDENTITY = "secrets/id.key"
 SOFT_KEY = "secrets/chain-a.key"

@@ -16,7 +16,8 @@ from kms.cli.init import VALIDATOR_ADDR_PLACEHOLDER
 from kms.cli.main import cli
 from kms.config import load_config
 from kms.errors import ConfigError
-from kms.identity import load_identity_key, write_secret_file
+from kms.identity import load_identity_key
+from kms.keys import write_secret_file
 
 
 def run(*args: str) -> Result:
