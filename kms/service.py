@@ -174,68 +174,27 @@ class SignService:
 
     async def _sign_vote(self, req: SignVoteRequest, chain: Chain, link: LinkInfo) -> Response:
         start = self._clock()
-        cid = chain.config.id
         vote = req.vote
         kind = _vote_kind(vote)
-        problem = self._check_chain(req.chain_id, cid) or canonical.validate_vote(
-            vote, link.dialect
-        )
-        if problem is not None or vote is None:
-            reason = problem or "missing vote"
-            return self._refuse_vote(
-                chain,
-                link,
-                kind,
-                vote,
-                reason,
-                CODE_GENERIC,
-                start,
-                "chain_id" if req.chain_id != cid else "invalid",
-            )
         try:
-            result = await chain.guard.sign_vote(vote, self._signer_call(chain.signer))
-        except (SignerError, StateError) as e:
-            return self._refuse_vote(
-                chain,
-                link,
-                kind,
-                vote,
-                f"unable to sign vote: {e}",
-                CODE_GENERIC,
-                start,
-                _error_slug(e),
-                error=True,
+            self._admit(req.chain_id, chain, canonical.validate_vote(vote, link.dialect))
+            if vote is None:  # validate_vote already refuses this; kept for the type checker
+                raise _Refusal("missing vote", "invalid")
+            result = await self._guarded(
+                chain, "vote", chain.guard.sign_vote(vote, self._sign(chain))
             )
-        if result.outcome == "refused":
-            return self._refuse_vote(
-                chain,
-                link,
-                kind,
-                vote,
-                result.reason or "refused",
-                result.error_code,
-                start,
-                _refusal_slug(result),
-            )
-        ext_sig = b""
-        if self._wants_extension_signature(vote, req, chain, link.dialect):
-            try:
-                ext = await chain.signer.sign_traced(
-                    canonical.vote_extension_sign_bytes(cid, vote), timeout=self._sign_timeout
-                )
-            except SignerError as e:
-                return self._refuse_vote(
-                    chain,
-                    link,
-                    kind,
-                    vote,
-                    f"unable to sign vote extension: {e}",
-                    CODE_GENERIC,
-                    start,
-                    "signer_error",
-                    error=True,
-                )
-            ext_sig = ext.signature
+            ext_sig = b""
+            if self._wants_extension_signature(vote, req, chain, link.dialect):
+                ext_bytes = canonical.vote_extension_sign_bytes(chain.config.id, vote)
+                try:
+                    ext_sig = await chain.signer.sign(ext_bytes, timeout=self._sign_timeout)
+                except SignerError as e:
+                    raise _Refusal(
+                        f"unable to sign vote extension: {e}", "signer_error", error=True
+                    ) from e
+        except _Refusal as r:
+            self._log_refusal(chain, link, kind, vote, r, start)
+            return SignedVoteResponse(error=RemoteSignerError(r.code, r.reason))
         signed = dataclasses.replace(
             vote,
             timestamp=result.timestamp,
@@ -257,85 +216,49 @@ class SignService:
             and not (dialect is Dialect.V1 and req.skip_extension_signing)
         )
 
-    def _refuse_vote(
-        self,
-        chain: Chain,
-        link: LinkInfo,
-        kind: str,
-        vote: Vote | None,
-        reason: str,
-        code: int,
-        start: float,
-        slug: str,
-        *,
-        error: bool = False,
-    ) -> SignedVoteResponse:
-        h, r = (vote.height, vote.round) if vote is not None else (0, 0)
-        self._log_refusal(chain, link, kind, h, r, reason, slug, start, error=error)
-        return SignedVoteResponse(error=RemoteSignerError(code, reason))
-
     # --- proposals ------------------------------------------------------------------
 
     async def _sign_proposal(
         self, req: SignProposalRequest, chain: Chain, link: LinkInfo
     ) -> Response:
         start = self._clock()
-        cid = chain.config.id
         prop = req.proposal
-        problem = self._check_chain(req.chain_id, cid) or canonical.validate_proposal(prop)
-        if problem is not None or prop is None:
-            reason = problem or "missing proposal"
-            return self._refuse_proposal(
-                chain,
-                link,
-                prop,
-                reason,
-                CODE_GENERIC,
-                start,
-                "chain_id" if req.chain_id != cid else "invalid",
-            )
         try:
-            result = await chain.guard.sign_proposal(prop, self._signer_call(chain.signer))
-        except (SignerError, StateError) as e:
-            return self._refuse_proposal(
-                chain,
-                link,
-                prop,
-                f"unable to sign proposal: {e}",
-                CODE_GENERIC,
-                start,
-                _error_slug(e),
-                error=True,
+            self._admit(req.chain_id, chain, canonical.validate_proposal(prop))
+            if prop is None:  # validate_proposal already refuses this
+                raise _Refusal("missing proposal", "invalid")
+            result = await self._guarded(
+                chain, "proposal", chain.guard.sign_proposal(prop, self._sign(chain))
             )
-        if result.outcome == "refused":
-            return self._refuse_proposal(
-                chain,
-                link,
-                prop,
-                result.reason or "refused",
-                result.error_code,
-                start,
-                _refusal_slug(result),
-            )
+        except _Refusal as r:
+            self._log_refusal(chain, link, "proposal", prop, r, start)
+            return SignedProposalResponse(error=RemoteSignerError(r.code, r.reason))
         signed = dataclasses.replace(prop, timestamp=result.timestamp, signature=result.signature)
         self._log_outcome(chain, link, "proposal", prop.height, prop.round, result, start)
         return SignedProposalResponse(proposal=signed)
 
-    def _refuse_proposal(
-        self,
-        chain: Chain,
-        link: LinkInfo,
-        prop: Proposal | None,
-        reason: str,
-        code: int,
-        start: float,
-        slug: str,
-        *,
-        error: bool = False,
-    ) -> SignedProposalResponse:
-        h, r = (prop.height, prop.round) if prop is not None else (0, 0)
-        self._log_refusal(chain, link, "proposal", h, r, reason, slug, start, error=error)
-        return SignedProposalResponse(error=RemoteSignerError(code, reason))
+    # --- shared by votes and proposals ---------------------------------------------------
+
+    def _admit(self, requested_chain: str, chain: Chain, invalid: str | None) -> None:
+        """Chain ID first, then the request's own validity; raise _Refusal for either."""
+        mismatch = self._check_chain(requested_chain, chain.config.id)
+        if mismatch is not None:
+            raise _Refusal(mismatch, "chain_id")
+        if invalid is not None:
+            raise _Refusal(invalid, "invalid")
+
+    @staticmethod
+    async def _guarded(chain: Chain, what: str, call: Awaitable[GuardResult]) -> GuardResult:
+        """Run the guard; a refusal or a signer/state failure becomes a _Refusal."""
+        try:
+            result = await call
+        except (SignerError, StateError) as e:
+            raise _Refusal(f"unable to sign {what}: {e}", _error_slug(e), error=True) from e
+        if result.outcome == "refused":
+            raise _Refusal(
+                result.reason or "refused", _refusal_slug(result), code=result.error_code
+            )
+        return result
 
     # --- raw bytes --------------------------------------------------------------------
 
@@ -347,27 +270,24 @@ class SignService:
         make: Callable[..., Response] = (
             SignBytesResponse if isinstance(req, SignBytesRequest) else SignedRawBytesResponse
         )
-        reason: str | None = None
-        if chain.config.raw_bytes != "prefixed":
-            reason = (
-                f'raw-bytes signing is disabled for chain {cid!r} (set raw_bytes = "prefixed" '
-                "in its [[chain]] section to sign with a domain-separation prefix)"
-            )
-        elif isinstance(req, SignRawBytesRequest):
-            reason = self._check_chain(req.chain_id, cid)
-        if reason is not None:
-            self._log_refusal(chain, link, "raw_bytes", 0, 0, reason, "raw_bytes", start)
-            return make(error=RemoteSignerError(CODE_GENERIC, reason))
         try:
-            sig = await chain.signer.sign_traced(
-                raw_bytes_sign_bytes(req, link.dialect), timeout=self._sign_timeout
-            )
-        except SignerError as e:
-            reason = f"unable to sign raw bytes: {e}"
-            self._log_refusal(
-                chain, link, "raw_bytes", 0, 0, reason, "signer_error", start, error=True
-            )
-            return make(error=RemoteSignerError(CODE_GENERIC, reason))
+            if chain.config.raw_bytes != "prefixed":
+                raise _Refusal(
+                    f'raw-bytes signing is disabled for chain {cid!r} (set raw_bytes = "prefixed" '
+                    "in its [[chain]] section to sign with a domain-separation prefix)",
+                    "raw_bytes",
+                )
+            if isinstance(req, SignRawBytesRequest):
+                self._admit(req.chain_id, chain, None)
+            try:
+                sig = await chain.signer.sign_traced(
+                    raw_bytes_sign_bytes(req, link.dialect), timeout=self._sign_timeout
+                )
+            except SignerError as e:
+                raise _Refusal(f"unable to sign raw bytes: {e}", "signer_error", error=True) from e
+        except _Refusal as r:
+            self._log_refusal(chain, link, "raw_bytes", None, r, start)
+            return make(error=RemoteSignerError(r.code, r.reason))
         log.info(
             "signed raw bytes",
             extra={"fields": {"chain": cid, "link": link.name, "replica": sig.by}},
@@ -382,8 +302,8 @@ class SignService:
             return f"chain id mismatch: request is for {requested!r}, this signer serves {configured!r}"
         return None
 
-    def _signer_call(self, signer: Signer) -> Callable[[bytes], Awaitable[Signature]]:
-        timeout = self._sign_timeout
+    def _sign(self, chain: Chain) -> Callable[[bytes], Awaitable[Signature]]:
+        signer, timeout = chain.signer, self._sign_timeout
 
         async def call(message: bytes) -> Signature:
             return await signer.sign_traced(message, timeout=timeout)
@@ -424,32 +344,44 @@ class SignService:
         chain: Chain,
         link: LinkInfo,
         kind: str,
-        height: int,
-        round_: int,
-        reason: str,
-        slug: str,
+        msg: Vote | Proposal | None,
+        refusal: _Refusal,
         start: float,
-        *,
-        error: bool = False,
     ) -> None:
         latency = self._clock() - start
         cid = chain.config.id
-        self._metrics.signature(cid, kind, "error" if error else "refused", latency, None)
-        self._metrics.refusal(cid, slug)
-        (log.error if error else log.warning)(
+        outcome = "error" if refusal.error else "refused"
+        self._metrics.signature(cid, kind, outcome, latency, None)
+        self._metrics.refusal(cid, refusal.slug)
+        (log.error if refusal.error else log.warning)(
             "refused",
             extra={
                 "fields": {
                     "chain": cid,
                     "type": kind,
-                    "height": height,
-                    "round": round_,
-                    "reason": reason,
+                    "height": msg.height if msg is not None else 0,
+                    "round": msg.round if msg is not None else 0,
+                    "reason": refusal.reason,
                     "latency_ms": round(latency * 1000, 2),
                     "link": link.name,
                 }
             },
         )
+
+
+class _Refusal(Exception):
+    """Why a request gets a RemoteSignerError instead of a signature (internal to this module).
+
+    `slug` is the metrics reason; `error` marks failures (signer, state) as opposed
+    to refusals the rules call for.
+    """
+
+    def __init__(self, reason: str, slug: str, *, code: int = CODE_GENERIC, error: bool = False):
+        super().__init__(reason)
+        self.reason = reason
+        self.slug = slug
+        self.code = code
+        self.error = error
 
 
 def raw_bytes_sign_bytes(req: SignBytesRequest | SignRawBytesRequest, dialect: Dialect) -> bytes:
