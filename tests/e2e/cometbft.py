@@ -464,6 +464,46 @@ class Node:
             time.sleep(0.2)
 
 
+class HeightClock:
+    """Polls a node's height every 50 ms and remembers when each height was first seen.
+
+    Block header times are not wall-clock time (v0.34 forces at least `time_iota_ms` = 1 s
+    between blocks), so delays are measured here, on our clock.
+    """
+
+    def __init__(self, node: Node, interval: float = 0.05) -> None:
+        self.node = node
+        self.interval = interval
+        self.first_seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"clock-{node.name}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            h = self.node.height()
+            if h and h not in self.first_seen:
+                self.first_seen[h] = time.monotonic()
+            self._stop.wait(self.interval)
+
+    def start(self) -> HeightClock:
+        self._thread.start()
+        return self
+
+    def stop(self, sig: int = 0, timeout: float = 5) -> int | None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return None
+
+    def intervals(self) -> dict[int, float]:
+        """Height -> seconds since the previous height was first seen (when both were)."""
+        seen = self.first_seen
+        return {h: seen[h] - seen[h - 1] for h in sorted(seen) if h - 1 in seen}
+
+    def describe(self) -> str:
+        return f"--- height clock of {self.node.name}: {len(self.first_seen)} heights seen"
+
+
 def _killpg(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)

@@ -10,7 +10,6 @@ like an operator would do it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -47,21 +46,6 @@ def kms_cli(*args: str, timeout: float = 60, cwd: Path | None = None) -> str:
             f"kms {' '.join(args)} exited {res.returncode}:\n{res.stderr[-3000:]}{res.stdout[-1000:]}"
         )
     return res.stdout
-
-
-def cli_available(command: str) -> bool:
-    """Whether `kms COMMAND` is implemented yet (its module exists)."""
-    module = {"state": "kms.cli.state"}[command]
-    return importlib.util.find_spec(module) is not None
-
-
-def _state_import_without_cli(dest: Path, source: Path) -> str:
-    """What `kms state import` does, through the state store, while the command is missing."""
-    from kms.state.store import StateStore, decode_foreign_state
-
-    state, fmt = decode_foreign_state(source.read_bytes())
-    StateStore.create(dest, state)
-    return f"imported {fmt} state (without the CLI)"
 
 
 def _killpg(pid: int, sig: int) -> None:
@@ -103,12 +87,19 @@ class _Process:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def send_signal(self, sig: int) -> None:
+        """Send `sig` to the process group (SIGSTOP freezes it, SIGCONT thaws it)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} is not running")
+        _killpg(self.proc.pid, sig)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         """Signal the process group and wait; escalates to SIGKILL. Idempotent."""
         proc, self.proc = self.proc, None
         if proc is None:
             return None
         if proc.poll() is None:
+            _killpg(proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
             _killpg(proc.pid, sig)
             try:
                 proc.wait(timeout)
@@ -325,22 +316,7 @@ class KmsHost(_Process):
 
     def state_import(self, source: Path) -> str:
         """`kms state import STATE --from SOURCE` (a CometBFT or kms/tmkms state file)."""
-        if not cli_available("state"):
-            return _state_import_without_cli(self.state_file, source)
         return kms_cli("state", "import", str(self.state_file), "--from", str(source))
-
-    def state_set(self, height: int, round_: int = 0, step: int = 0) -> str:
-        return kms_cli(
-            "state",
-            "set",
-            str(self.state_file),
-            "--height",
-            str(height),
-            "--round",
-            str(round_),
-            "--step",
-            str(step),
-        )
 
     def read_state(self) -> tuple[int, int, int]:
         doc = json.loads(self.state_file.read_text())

@@ -24,7 +24,6 @@ from .cometbft import (
     shared_genesis,
 )
 from .kmsproc import HsmSim, KmsHost
-from .verify import parse_timestamp
 
 
 class ShortDir:
@@ -213,17 +212,6 @@ def network(
 def commit_rounds(node: Node, heights: Sequence[int]) -> dict[int, int]:
     """Height -> the round its block was committed in (> 0 means a timeout happened)."""
     return {h: int(node.commit(h)["signed_header"]["commit"]["round"]) for h in heights}
-
-
-def block_intervals(node: Node, heights: Sequence[int]) -> dict[int, float]:
-    """Height -> seconds between the previous block's time and this block's time."""
-    times: dict[int, float] = {}
-    for h in [heights[0] - 1, *heights]:
-        if h < 1:
-            continue
-        ts = parse_timestamp(node.commit(h)["signed_header"]["header"]["time"])
-        times[h] = ts.seconds + ts.nanos / 1e9
-    return {h: times[h] - times[h - 1] for h in heights if h - 1 in times}
 
 
 def longest_run(heights: Sequence[int]) -> int:
