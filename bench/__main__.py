@@ -86,6 +86,18 @@ def compute_targets(results: dict[str, Section]) -> list[Target]:
             "failover after reset mid-signature (ms, max)", _num(fo, "reset", "max"), 250.0, "<="
         ),
         Target("failover after hang (ms, max)", _num(fo, "hang", "max"), 1500.0, "<="),
+        Target(
+            "failed requests, 3 replicas, one refused under load",
+            _num(fo, "under_load_refused", "failed_requests"),
+            0.0,
+            "<=",
+        ),
+        Target(
+            "failed requests, 3 replicas, one hung under load",
+            _num(fo, "under_load_hang", "failed_requests"),
+            0.0,
+            "<=",
+        ),
     ]
     return targets
 
@@ -169,14 +181,16 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
             )
     if "failover" in results:
         for mode, d in results["failover"].data.items():
-            rows.append(
-                (
-                    f"failover {mode}",
-                    _fmt(_num(d, "p50")),
-                    "-",
-                    _fmt(_num(d, "max")),
-                    f"{d.get('n')} trials" + (f", errors {d['errors']}" if d.get("errors") else ""),
+            if "error" in d:
+                other = f"error: {str(d['error'])[:60]}"
+            elif "failed_requests" in d:
+                other = f"{d.get('n')} requests, {d['failed_requests']} failed"
+            else:
+                other = f"{d.get('n')} trials" + (
+                    f", errors {d['errors']}" if d.get("errors") else ""
                 )
+            rows.append(
+                (f"failover {mode}", _fmt(_num(d, "p50")), "-", _fmt(_num(d, "max")), other)
             )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
