@@ -278,7 +278,7 @@ async def run_hsm(workdir: Path, quick: bool, max_replicas: int = 3) -> Section:
     template = workdir / "hsm-template.json"
     provision_state(template, bytes(SigningKey.generate()))
     sec = Section("hsm")
-    duration = 6.0 if quick else 30.0
+    duration = 5.0 if quick else 30.0
     for n in range(1, max_replicas + 1):
         try:
             sec.data[str(n)] = await measure_throughput(template, workdir, n, duration)
@@ -361,7 +361,7 @@ async def run_failover(workdir: Path, quick: bool) -> Section:
         "110 ms); refused = killed while idle, reset = killed mid-signature, hang = "
         "SIGSTOP mid-signature; the [hsm] defaults unless the label says otherwise"
     )
-    await _under_load(sec, 3.0 if quick else 10.0)
+    await _under_load(sec, 2.5 if quick else 10.0)
     return sec
 
 

@@ -404,7 +404,7 @@ async def run_load(
 
 def loads(quick: bool) -> tuple[Load, Load]:
     if quick:
-        return Load(1, 1, heights=400), Load(50, 2, duration=12.0, block_time=1.0)
+        return Load(1, 1, heights=400), Load(50, 2, duration=10.0, block_time=1.0)
     return Load(1, 1, heights=2000), Load(50, 2, duration=60.0, block_time=1.0)
 
 
