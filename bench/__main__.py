@@ -33,9 +33,10 @@ from typing import Any
 from bench.common import Section, Target, jsonable, load_average
 from bench.floor import run_floor
 from bench.hsm import SIGN_LATENCY_MS, run_failover, run_hsm
-from bench.softsign import paired_ratio, run_softsign, tmkms_path
+from bench.softsign import paired_ratio, run_diagnose, run_softsign, tmkms_path
 
 SECTIONS = ("floor", "softsign", "tmkms", "hsm", "failover")
+OPTIONAL = ("diagnose",)  # only with --diagnose or --only
 
 
 def _num(d: Any, *keys: str) -> float:
@@ -164,6 +165,23 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
                 f"(kms p50s {', '.join(_fmt(x) for x in kp)}; tmkms {', '.join(_fmt(x) for x in tp)})",
             )
         )
+    if "diagnose" in results:
+        diag = results["diagnose"]
+        if diag.skipped:
+            rows.append(("diagnose", "-", "-", "-", f"skipped: {diag.skipped}"))
+        for label, d in diag.data.items():
+            if "error" in d:
+                rows.append((label, "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+                continue
+            rows.append(
+                (
+                    label,
+                    _fmt(_num(d, "p50")),
+                    _fmt(_num(d, "p99")),
+                    _fmt(_num(d, "max")),
+                    f"cpu {_fmt(_num(d, 'cpu_ms_per_request'), 3)} ms/req",
+                )
+            )
     if "hsm" in results:
         for n, d in sorted(results["hsm"].data.items()):
             if "error" in d:
@@ -271,6 +289,8 @@ async def run_all(quick: bool, workdir: Path, only: set[str]) -> dict[str, Secti
         results["hsm"] = await run_hsm(workdir / "hsm", quick)
     if step("failover"):
         results["failover"] = await run_failover(workdir / "failover", quick)
+    if step("diagnose"):
+        results["diagnose"] = await run_diagnose(quick)
     return results
 
 
@@ -290,9 +310,16 @@ def main(argv: list[str] | None = None) -> int:
         help="scratch directory (default: a new one under /var/tmp, on disk; removed after)",
     )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    ap.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also rerun the softsign loads with state on tmpfs (where does the time go)",
+    )
     args = ap.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
-    unknown = only - set(SECTIONS)
+    if args.diagnose:
+        only.add("diagnose")
+    unknown = only - set(SECTIONS) - set(OPTIONAL)
     if unknown:
         ap.error(f"unknown section(s): {', '.join(sorted(unknown))}")
     base = Path("/var/tmp") if Path("/var/tmp").is_dir() else None

@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,3 +446,38 @@ async def paired_ratio(workdir: Path, rounds: int, heights: int) -> dict[str, An
         "tmkms_p50": [t for _, t in pairs],
         "median_ratio": median,
     }
+
+
+async def run_diagnose(quick: bool, scratch: Path | None = None) -> Section:
+    """The softsign loads again with the signer's home (state files) on tmpfs: what is
+    left when the disk costs nothing, i.e. the signer's own request path."""
+    sec = Section("diagnose")
+    base = scratch or Path("/dev/shm")
+    if not base.is_dir():
+        sec.skipped = f"{base} does not exist (no tmpfs to compare with)"
+        return sec
+    workdir = Path(tempfile.mkdtemp(prefix="kms-bench-tmpfs-", dir=base))
+    heights = 300 if quick else 1000
+    runs: list[tuple[str, Flavor, Load]] = [
+        ("kms_1x1_tmpfs", "kms", Load(1, 1, heights=heights)),
+        ("kms_50x2_tmpfs", "kms", Load(50, 2, duration=10.0 if quick else 30.0)),
+    ]
+    if tmkms_path() is not None:
+        runs.insert(1, ("tmkms_1x1_tmpfs", "tmkms", Load(1, 1, heights=heights)))
+    try:
+        for label, flavor, load in runs:
+            try:
+                r = await run_load(flavor, load, workdir)
+            except Exception as e:
+                sec.data[label] = {"error": f"{type(e).__name__}: {e}"[:300]}
+                continue
+            sec.data[label] = {
+                k: r[k] for k in ("p50", "p99", "max", "n", "cpu_ms_per_request", "errors")
+            }
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    sec.notes.append(
+        "diagnose: the same loads with the signer's state on tmpfs; softsign minus these "
+        "numbers is what the durable state write costs on the real disk"
+    )
+    return sec
