@@ -1,5 +1,9 @@
 """`python -m bench [--quick] [--json OUT]`: the kms benchmark suite in one run.
 
+Also: `--only floor,softsign,...` (a subset), `--diagnose` (rerun the softsign loads
+with the signer's state on tmpfs, to separate the disk's cost from the request path's),
+`--workdir DIR --keep` (keep configs, signer logs and state files for inspection).
+
 Owns: running the sections in order (floor, softsign, tmkms, hsm, failover),
 computing the targets from the measured numbers, printing a short table for
 people and writing the JSON (keys floor, softsign, hsm, failover, tmkms, targets,
