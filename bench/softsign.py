@@ -194,6 +194,9 @@ class SignerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
                 self.proc.wait(5)
+        # the signer runs in its own session: end anything it (or a wrapper) left behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self._log.close()
         return self.proc.returncode
 
