@@ -30,6 +30,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
+from kms.config import HsmPolicy
 from kms.signer.replicas import ReplicaSet
 from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner, derive_credentials
 from kms.sim.yubihsm import Cap, SimulatedHsm
@@ -84,7 +85,7 @@ def build(
     sims: list[SimulatedHsm],
     chains: int,
     policy: str,
-    request_timeout: float = 2.0,
+    request_timeout: float = HsmPolicy().request_timeout,
 ) -> list[ReplicaSet]:
     creds = derive_credentials(AUTH_ID, PASSWORD)
     devices = [

@@ -54,3 +54,9 @@ class Signer(abc.ABC):
 
     def health(self) -> Health:
         return Health(True)
+
+    @property
+    def load(self) -> int | None:
+        """Requests in flight on the device behind this signer, from every chain that
+        shares it (queued or running); None when the signer cannot tell."""
+        return None

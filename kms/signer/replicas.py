@@ -23,7 +23,9 @@ Rules:
   key's public half must be known and verified before serving.
 - Policy `spread`: the healthy replica with the least outstanding work (ties:
   the one given fewest requests so far, then config order), so N replicas give
-  about N devices' throughput. Policy `primary`: the first healthy replica in
+  about N devices' throughput. Outstanding work is counted per device (the
+  signer's `load`, which includes other chains' requests on the same device)
+  when the signer reports it, else per replica set. Policy `primary`: the first healthy replica in
   config order.
 - A connection error, timeout, device error or bad signature marks the replica
   down and the same message goes to the next replica, within the request's
@@ -164,7 +166,11 @@ class _Replica:
         return self.signer.name
 
     def view(self) -> ReplicaView:
-        return ReplicaView(self.index, self.state, self.outstanding, self.assigned)
+        # the device's own queue when the signer knows it: several chains (each with its
+        # own ReplicaSet) share one device, and spread must see all of their work
+        device_load = self.signer.load
+        load = self.outstanding if device_load is None else device_load
+        return ReplicaView(self.index, self.state, load, self.assigned)
 
 
 class _FailedMeanwhile(Exception):

@@ -514,6 +514,7 @@ class YubiHsmDevice:
         )
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._users = 0
+        self.pending = 0  # run() calls queued or running, from every signer on this device
         self._transport_failures = 0  # bumped on connection errors and timeouts
         self._failures_lock = threading.Lock()
 
@@ -564,6 +565,7 @@ class YubiHsmDevice:
 
         t0 = loop.time()
         fut = loop.run_in_executor(self._pool(), job)
+        self.pending += 1
         try:
             first: set[asyncio.Future[Any]] = {started, fut}
             done, _ = await asyncio.wait(
@@ -586,6 +588,8 @@ class YubiHsmDevice:
             abandoned.set()
             fut.cancel()
             raise
+        finally:
+            self.pending -= 1
 
     def acquire(self) -> None:
         self._users += 1
@@ -643,6 +647,10 @@ class YubiHsmSigner(Signer):
     @property
     def sessions_created(self) -> int:
         return self.device.session.sessions_created
+
+    @property
+    def load(self) -> int | None:
+        return self.device.pending
 
     async def _run(self, fn: Callable[[AuthSession], T], timeout: float | None, what: str) -> T:
         try:
