@@ -177,7 +177,8 @@ class Link:
         dialect = self.cfg.protocol_version
         while not self._stopping:
             if not pending:
-                data = await asyncio.wait_for(transport.read(), self.idle_timeout)
+                async with asyncio.timeout(self.idle_timeout):  # no extra task, unlike wait_for
+                    data = await transport.read()
                 self._busy = True
                 pending.extend(reader.feed(data))
                 if not pending:
@@ -189,7 +190,8 @@ class Link:
                 request = decode_request(body, dialect)
                 response = await self._service.handle(request, self.info)
                 out = frame(encode(response, dialect))
-                await asyncio.wait_for(transport.write(out), self.cfg.timeout)
+                async with asyncio.timeout(self.cfg.timeout):
+                    await transport.write(out)
                 self.requests_served += 1
             finally:
                 self._busy = bool(pending)
