@@ -27,7 +27,7 @@ from .results import Result
 from .scenarios import Solo, commit_rounds, solo_chain
 from .test_single_validator import assert_chain_signed_by_us
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # ~20-25 s per line
 
 LATENCY_MS = 110
 WARMUP = 8  # heights before the first failure
