@@ -274,7 +274,11 @@ class KmsHost(_Process):
                 "[[validator]]",
                 f"chain_id = {q(self.chain_id)}",
                 f"addr = {q(v.addr)}",
-                f"secret_key = {q(str(self.identity_key))}",
+                *(
+                    [f"secret_key = {q(str(self.identity_key))}"]
+                    if v.addr.startswith("tcp:")
+                    else []
+                ),
                 f"protocol_version = {q(v.protocol_version)}",
                 "reconnect = true",
                 "",

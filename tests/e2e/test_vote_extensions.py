@@ -25,16 +25,30 @@ ENABLE_HEIGHT = 2
 BLOCKS = 20
 
 
+@pytest.mark.parametrize(
+    ("transport", "hsms"), [("tcp", 0), ("unix", 2)], ids=["tcp-softsign", "unix-hsm"]
+)
 def test_chain_with_vote_extensions_keeps_committing(
     cometbft: CometBFT,
     make_node: Callable[[str], Node],
     procs: Procs,
     tmp_path: Path,
     record: Result,
+    transport: str,
+    hsms: int,
 ) -> None:
-    record.scenario = "vote-extensions-softsign-tcp"
-    record.transport, record.signer, record.extensions = "tcp", "softsign", True
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, vote_extensions_height=ENABLE_HEIGHT)
+    signer = f"hsm-sim x{hsms}" if hsms else "softsign"
+    record.scenario = f"vote-extensions-{'hsm' if hsms else 'softsign'}-{transport}"
+    record.transport, record.signer, record.extensions = transport, signer, True
+    solo = solo_chain(
+        cometbft,
+        make_node,
+        procs,
+        tmp_path,
+        transport=transport,
+        hsms=hsms,
+        vote_extensions_height=ENABLE_HEIGHT,
+    )
     record.notes["seconds_to_height"] = round(solo.wait(BLOCKS + 1, timeout=120), 1)
     section, key = cometbft.vote_extensions_param or ("", "")
     params = solo.node.rpc("consensus_params", height=BLOCKS)["consensus_params"]
