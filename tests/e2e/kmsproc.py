@@ -322,6 +322,25 @@ class KmsHost(_Process):
         """`kms state import STATE --from SOURCE` (a CometBFT or kms/tmkms state file)."""
         return kms_cli("state", "import", str(self.state_file), "--from", str(source))
 
+    def state_show(self) -> dict[str, Any]:
+        """`kms state show STATE --json`."""
+        doc: dict[str, Any] = json.loads(kms_cli("state", "show", str(self.state_file), "--json"))
+        return doc
+
+    def state_set(self, height: int, round_: int, step: str) -> str:
+        """`kms state set STATE --height H --round R --step S` (creates or raises the mark)."""
+        return kms_cli(
+            "state",
+            "set",
+            str(self.state_file),
+            "--height",
+            str(height),
+            "--round",
+            str(round_),
+            "--step",
+            step,
+        )
+
     def read_state(self) -> tuple[int, int, int]:
         doc = json.loads(self.state_file.read_text())
         return int(doc["height"]), int(doc["round"]), int(doc["step"])

@@ -2,8 +2,9 @@
 
 A 3-validator network where "ours" has enough power to matter but not to halt the chain
 when it is absent (10 + 10 + 5: the two others make > 2/3). The operator's story from
-DESIGN.md §1: stop kms on host A, let a block pass, carry the watermark to host B with
-`kms state import`, start kms there. Host B must resume signing within a few blocks,
+DESIGN.md §1: stop kms on host A, let a block pass, carry the watermark to host B (with
+`kms state import` of A's file, or `kms state show` on A + `kms state set` on B), start
+kms there. Host B must resume signing within a few blocks,
 never below A's watermark, and no block may carry evidence.
 """
 
@@ -25,14 +26,16 @@ pytestmark = pytest.mark.e2e
 MAX_GAP = 6  # blocks without our signature around the hand-over
 
 
+@pytest.mark.parametrize("carry", ["import", "set"])
 def test_migration_to_another_host_with_the_watermark_carried(
     cometbft: CometBFT,
     make_node: Callable[[str], Node],
     procs: Procs,
     tmp_path: Path,
     record: Result,
+    carry: str,
 ) -> None:
-    record.scenario = "migration"
+    record.scenario = f"migration-{carry}"
     record.transport, record.signer = "tcp", "softsign"
     laddr = signer_laddr(procs, "tcp")
     net = network(
@@ -65,7 +68,11 @@ def test_migration_to_another_host_with_the_watermark_carried(
     # 3. carry the watermark to host B (its own home, key and identity)
     host_b = new_kms_host(tmp_path, procs, "host-b", net.chain_id)
     host_b.add_validator(laddr, cometbft.protocol_version)
-    host_b.state_import(host_a.state_file)
+    if carry == "import":  # copy A's state file over and import it
+        host_b.state_import(host_a.state_file)
+    else:  # read A's watermark and type it in on B
+        shown = host_a.state_show()
+        host_b.state_set(shown["height"], shown["round"], shown["step_name"])
     host_b.use_softsign(key.path)
     assert host_b.read_state() == a_state
     # 4. start host B and wait until our signature is back in a commit
