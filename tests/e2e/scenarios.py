@@ -180,7 +180,9 @@ def network(
     remote: node name -> (validator name, power) for nodes whose key kms serves; several
     nodes may name the same validator (they share one key). The key of the first node
     naming a validator is that validator's key; it is moved to tmp_path/keys/<validator>.json.
-    remote_laddrs: node name -> priv_validator_laddr.
+    remote_laddrs: node name -> priv_validator_laddr. A `remote` node without one signs with
+    a plain copy of the validator's key file instead (two such nodes double-sign for real:
+    the control that our evidence check can see evidence).
     """
     nodes = {name: make_node(name) for name in [*own_key, *remote]}
     keys: dict[str, ValidatorKey] = {}
@@ -192,8 +194,9 @@ def network(
         if validator not in keys:
             keys[validator] = take_key(nodes[name], tmp_path / "keys" / f"{validator}.json")
             powers[validator] = power
-        else:
-            nodes[name].key_path.unlink()
+        nodes[name].key_path.unlink(missing_ok=True)
+        if name not in remote_laddrs:  # no signer: a plain copy of the key file (FilePV)
+            shutil.copy(keys[validator].path, nodes[name].key_path)
     first = next(iter(nodes.values()))
     genesis = shared_genesis(
         first.genesis(), first.chain_id, [(v, keys[v], powers[v]) for v in keys]

@@ -2,27 +2,63 @@
 
 A 4-validator network on loopback: three validators sign with their own key files, the
 fourth ("ours") is run by two nodes that both use kms as their signer. Both nodes ask
-kms to sign the same votes; kms must sign each (height, round, step) for one block
+kms to sign the same votes, and (fed different transactions) propose different blocks
+when "ours" is the proposer; kms must sign each (height, round, step) for one block
 only, so no block may ever carry duplicate-vote evidence, and the chain keeps going.
+The control test runs the same network with the key file copied to both nodes instead
+of kms, and the evidence check must then find the double sign.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, Node, Procs
+from .cometbft import CometBFT, Node, Procs, RpcError, edit_toml
 from .kmsproc import conflicting_signatures
 from .results import Result
 from .scenarios import network, new_kms_host, signer_laddr
-from .verify import check_commits, evidence_in
+from .verify import Evidence, check_commits, evidence_in
 
 pytestmark = pytest.mark.e2e
 
 BLOCKS = 20
+
+
+def diverge(a: Node, b: Node) -> None:
+    """Make the two nodes sharing a key propose different blocks at the same height.
+
+    Identical empty blocks would give identical votes (v0.34 takes block times from the
+    last commit, not the clock), which never tests a conflict. With mempool gossip off on
+    both, transactions sent to `a` (see `send_tx`) stay in `a`'s proposals only.
+    """
+    for node in (a, b):
+        node.config_path.write_text(
+            edit_toml(node.config_path.read_text(), {"mempool": {"broadcast": False}})
+        )
+
+
+def send_tx(node: Node, n: int) -> None:
+    with contextlib.suppress(RpcError):
+        node.rpc("broadcast_tx_async", tx=f'"k{n}=v{n}"')
+
+
+def feed_until(
+    node: Node, watcher: Node, height: int, timeout: float, alive: Callable[[], None]
+) -> None:
+    """Keep sending transactions to `node` until `watcher` has committed `height`."""
+    deadline, n = time.monotonic() + timeout, 0
+    while watcher.height() < height:
+        assert time.monotonic() < deadline, f"{watcher.name} stuck at {watcher.height()}"
+        alive()
+        n += 1
+        send_tx(node, n)
+        time.sleep(0.2)
 
 
 def test_one_key_on_two_nodes_never_double_signs(
@@ -44,17 +80,19 @@ def test_one_key_on_two_nodes_never_double_signs(
         remote_laddrs=laddrs,
     )
     ours = net.keys["ours"]
+    ours_a = net.node("ours-a")
+    diverge(ours_a, net.node("ours-b"))
     kms = new_kms_host(tmp_path, procs, "kms", net.chain_id)
     for laddr in laddrs.values():
         kms.add_validator(laddr, cometbft.protocol_version)
-    kms.state_import(net.node("ours-a").state_path)
+    kms.state_import(ours_a.state_path)
     kms.use_softsign(ours.path)
     kms.start()
     net.start()
-    net.wait(BLOCKS + 1, timeout=150, alive=[kms.assert_alive])
-    # Evidence is committed a block or two after it is seen: look a little further.
     watcher = net.node("v1")
-    watcher.wait_for_height(BLOCKS + 4, timeout=60, also_alive=[kms.assert_alive])
+    # Evidence is committed a block or two after it is seen: run a little further.
+    feed_until(ours_a, watcher, BLOCKS + 4, timeout=150, alive=kms.assert_alive)
+    net.wait(BLOCKS + 1, timeout=60, alive=[kms.assert_alive])
     last = watcher.height()
 
     report = check_commits(
@@ -74,7 +112,52 @@ def test_one_key_on_two_nodes_never_double_signs(
     assert not report.bad, report.summary()
     assert len(report.signed) >= BLOCKS // 2, report.summary()
     assert set(links) == set(laddrs.values()), f"both nodes must be served: {links}"
+    # The two nodes asked for conflicting signatures (different proposals) and kms refused.
+    refusals = [e for e in kms.audit_entries() if e["outcome"] == "refused"]
+    assert refusals, "the nodes never disagreed: this run did not test double-sign protection"
     for node in net.nodes:
         evidence = evidence_in(node, range(1, min(last, node.height()) + 1))
         assert evidence == [], f"{node.name}: {evidence}"
     assert conflicting_signatures(kms.audit_entries()) == []
+
+
+def test_evidence_check_sees_a_real_double_sign(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+) -> None:
+    """Control for the test above: the same network, but the two nodes sharing the key
+    each sign with a copy of the key file (no kms). They double-sign when they propose
+    different blocks, and the evidence check must find it in a committed block."""
+    record.scenario = "negative-copied-key-double-signs"
+    record.transport, record.signer = "own-key", "key file copied to two nodes"
+    net = network(
+        cometbft,
+        make_node,
+        tmp_path,
+        own_key={"v1": 10, "v2": 10, "v3": 10},
+        remote={"twin-a": ("twin", 10), "twin-b": ("twin", 10)},
+        remote_laddrs={},
+    )
+    twin = net.keys["twin"]
+    twin_a = net.node("twin-a")
+    diverge(twin_a, net.node("twin-b"))
+    net.start()
+    watcher = net.node("v1")
+    found: list[Evidence] = []
+    checked, deadline = 0, time.monotonic() + 90
+    n = 0
+    while not found:
+        assert time.monotonic() < deadline, f"no evidence in {checked} blocks"
+        n += 1
+        send_tx(twin_a, n)
+        top = watcher.height()
+        found = [e for e in evidence_in(watcher, range(checked + 1, top + 1)) if e.addresses]
+        checked = max(checked, top)
+        time.sleep(0.5)
+    record.notes["evidence_at_height"] = found[0].height
+    record.notes["evidence_type"] = found[0].type
+    record.blocks = checked
+    assert twin.address in found[0].addresses, found[0].raw
