@@ -201,7 +201,9 @@ class SignService:
             signature=result.signature,
             extension_signature=ext_sig,
         )
-        self._log_outcome(chain, link, kind, vote.height, vote.round, result, start)
+        self._log_outcome(
+            chain, link, kind, vote.height, vote.round, result, start, ext_signed=bool(ext_sig)
+        )
         return SignedVoteResponse(vote=signed)
 
     @staticmethod
@@ -319,6 +321,8 @@ class SignService:
         round_: int,
         result: GuardResult,
         start: float,
+        *,
+        ext_signed: bool = False,
     ) -> None:
         latency = self._clock() - start
         cid = chain.config.id
@@ -334,6 +338,7 @@ class SignService:
                     "round": round_,
                     "latency_ms": round(latency * 1000, 2),
                     "replica": result.replica or "-",
+                    "extension_signed": ext_signed,
                     "link": link.name,
                 }
             },

@@ -312,5 +312,7 @@ async def test_log_lines_carry_chain_height_round_step_outcome_latency(tmp_path:
     for x in signed:
         assert x["chain"] == CHAIN and "height" in x and "round" in x and "latency_ms" in x
         assert x["replica"] == "softsign"
+        # v0.38: the non-nil precommit carries an extension signature, nothing else does
+        assert x["extension_signed"] is (x["type"] == "precommit")
     text = kms.log()
     assert home.seed.hex() not in text
