@@ -20,11 +20,22 @@ from pathlib import Path
 
 import click
 
+from kms.cli.demo_cometbft import run_with_cometbft
+from kms.cli.demo_setup import DemoSetup
+from kms.keys import bech32_consensus_pubkey
 from kms.logs import fields_of, setup_logging
 from kms.privval.messages import Dialect, SignedMsgType, Vote
+from kms.sim.validator import (
+    HeightReport,
+    SignerRefused,
+    SimulatedValidator,
+    ValidatorSimError,
+    now_timestamp,
+    random_block_id,
+)
+from kms.supervisor import build
 
 DEMO_CHAIN = "kms-demo-1"
-DEMO_KEY_ID = 1
 
 
 class _ReplicaTally(logging.Handler):
@@ -131,13 +142,9 @@ async def _demo(
     cometbft: Path | None,
     tally: _ReplicaTally,
 ) -> int:
-    from kms.cli.demo_setup import DemoSetup
-
     setup = DemoSetup(root, replicas=replicas, latency_ms=latency_ms)
     try:
         if cometbft is not None:
-            from kms.cli.demo_cometbft import run_with_cometbft
-
             return await run_with_cometbft(setup, cometbft, heights, transport, tally.counts, _say)
         setup.start_hsms()
         return await _with_simulated_node(setup, heights, dialect, transport, tally)
@@ -146,21 +153,8 @@ async def _demo(
 
 
 async def _with_simulated_node(
-    setup: object, heights: int, dialect: Dialect, transport: str, tally: _ReplicaTally
+    setup: DemoSetup, heights: int, dialect: Dialect, transport: str, tally: _ReplicaTally
 ) -> int:
-    from kms.cli.demo_setup import DemoSetup
-    from kms.keys import bech32_consensus_pubkey
-    from kms.sim.validator import (
-        HeightReport,
-        SignerRefused,
-        SimulatedValidator,
-        ValidatorSimError,
-        now_timestamp,
-        random_block_id,
-    )
-    from kms.supervisor import build
-
-    assert isinstance(setup, DemoSetup)
     node = SimulatedValidator(
         DEMO_CHAIN,
         dialect,

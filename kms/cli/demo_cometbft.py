@@ -27,6 +27,7 @@ from typing import Any
 from kms.cli.demo_setup import DemoSetup
 from kms.keys import read_priv_validator_key
 from kms.privval.messages import Dialect
+from kms.supervisor import build
 
 FAST_CONSENSUS = {
     "timeout_propose": '"1s"',
@@ -84,8 +85,6 @@ async def run_with_cometbft(
     counts: Counter[str],
     say: Callable[[str], None],
 ) -> int:
-    from kms.supervisor import build
-
     version = subprocess.run(
         [str(binary), "version"], capture_output=True, text=True, timeout=30
     ).stdout.strip()

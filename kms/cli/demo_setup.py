@@ -57,11 +57,10 @@ class DemoSetup:
         lines = [
             "kms demo (simulated YubiHSM2s hold the key UNPROTECTED: never use a real key here)"
         ]
-        for name, hsm in zip(self.names, self.hsms, strict=True):
+        for hsm in self.hsms:
             lines.append(
                 f"  replica:    {hsm.url} (key id {DEMO_KEY_ID}, {hsm.latency_ms:g} ms/signature)"
             )
-            _ = name
         return "\n".join(lines)
 
     def write_config(
