@@ -616,14 +616,8 @@ def keygen(
     """Generate a consensus key on the first replica and clone it to the others."""
     with _errors():
         if softsign is not None:
-            if config or connectors or key_id is not None:
-                raise KeyCommandError("--softsign takes no device options")
-            seed = generate_seed()
-            write_base64_seed(softsign, seed)
-            pub = public_key_from_seed(seed)
-            click.echo(f"wrote {softsign}")
-            click.echo(f"public key (base64): {base64.b64encode(pub).decode()}")
-            click.echo(f"validator address:   {validator_address(pub)}")
+            _no_device_options(config, connectors, key_id)
+            _write_softsign(softsign, generate_seed())
             return
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
@@ -640,6 +634,22 @@ def keygen(
             _report(pub, devices, f"generated key {kid};")
             if backup is not None:
                 click.echo(f"wrapped backup:      {backup}")
+
+
+def _no_device_options(
+    config: Path | None, connectors: tuple[str, ...], key_id: int | None
+) -> None:
+    if config or connectors or key_id is not None:
+        raise KeyCommandError("--softsign takes no device options")
+
+
+def _write_softsign(path: Path, seed: bytes) -> None:
+    """Write a software key file (base64 seed, 0600) and say what it holds."""
+    write_base64_seed(path, seed)
+    pub = public_key_from_seed(seed)
+    click.echo(f"wrote {path}")
+    click.echo(f"public key (base64): {base64.b64encode(pub).decode()}")
+    click.echo(f"validator address:   {validator_address(pub)}")
 
 
 @click.command("import")
@@ -672,13 +682,10 @@ def import_cmd(
     with _errors():
         source = read_key_source(file)
         if softsign is not None:
-            if config or connectors or key_id is not None:
-                raise KeyCommandError("--softsign takes no device options")
+            _no_device_options(config, connectors, key_id)
             if not isinstance(source, SeedSource):
                 raise KeyCommandError(f"{file}: a wrapped backup can only go into a device")
-            write_base64_seed(softsign, source.seed)
-            click.echo(f"wrote {softsign}")
-            click.echo(f"validator address:   {validator_address(source.public_key)}")
+            _write_softsign(softsign, source.seed)
             return
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
