@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 S = TypeVar("S", bound="Stoppable")
 
@@ -472,28 +472,27 @@ class Node:
             time.sleep(0.2)
 
 
-class HeightClock:
-    """Polls a node's height every 50 ms and remembers when each height was first seen.
+class Poller:
+    """A daemon thread that calls `poll()` every `interval` seconds until `stop()`.
 
-    Block header times are not wall-clock time (v0.34 forces at least `time_iota_ms` = 1 s
-    between blocks), so delays are measured here, on our clock.
+    `stop` has the signature of a process's, so pollers go into `Procs` and are stopped
+    with everything else in cleanup.
     """
 
-    def __init__(self, node: Node, interval: float = 0.05) -> None:
-        self.node = node
+    def __init__(self, name: str, interval: float = 0.05) -> None:
         self.interval = interval
-        self.first_seen: dict[int, float] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"clock-{node.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def poll(self) -> None:
+        raise NotImplementedError
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            h = self.node.height()
-            if h and h not in self.first_seen:
-                self.first_seen[h] = time.monotonic()
+            self.poll()
             self._stop.wait(self.interval)
 
-    def start(self) -> HeightClock:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
@@ -502,6 +501,24 @@ class HeightClock:
         if self._thread.is_alive():
             self._thread.join(timeout)
         return None
+
+
+class HeightClock(Poller):
+    """Polls a node's height every 50 ms and remembers when each height was first seen.
+
+    Block header times are not wall-clock time (v0.34 forces at least `time_iota_ms` = 1 s
+    between blocks), so delays are measured here, on our clock.
+    """
+
+    def __init__(self, node: Node, interval: float = 0.05) -> None:
+        super().__init__(f"clock-{node.name}", interval)
+        self.node = node
+        self.first_seen: dict[int, float] = {}
+
+    def poll(self) -> None:
+        h = self.node.height()
+        if h and h not in self.first_seen:
+            self.first_seen[h] = time.monotonic()
 
     def intervals(self) -> dict[int, float]:
         """Height -> seconds since the previous height was first seen (when both were)."""

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .cometbft import Poller
+
 KMS = [sys.executable, "-m", "kms"]
 HSM_PASSWORD = "password"  # the simulator's factory auth key 1 password, as on a new YubiHSM2
 
@@ -378,7 +380,7 @@ class KmsHost(_Process):
 # --- watching the state file -------------------------------------------------------------
 
 
-class StateWatcher:
+class StateWatcher(Poller):
     """Polls a state file and remembers every (height, round, step) it saw, in order.
 
     A regression (a later reading lower than an earlier one) is recorded, never ignored.
@@ -386,12 +388,10 @@ class StateWatcher:
     """
 
     def __init__(self, path: Path, interval: float = 0.05) -> None:
+        super().__init__("state-watcher", interval)
         self.path = path
-        self.interval = interval
         self.seen: list[tuple[int, int, int]] = []
         self.regressions: list[tuple[tuple[int, int, int], tuple[int, int, int]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="state-watcher", daemon=True)
 
     def _read(self) -> tuple[int, int, int] | None:
         try:
@@ -400,25 +400,13 @@ class StateWatcher:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            hrs = self._read()
-            if hrs is not None:
-                if self.seen and hrs < self.seen[-1]:
-                    self.regressions.append((self.seen[-1], hrs))
-                if not self.seen or hrs != self.seen[-1]:
-                    self.seen.append(hrs)
-            self._stop.wait(self.interval)
-
-    def start(self) -> StateWatcher:
-        self._thread.start()
-        return self
-
-    def stop(self, sig: int = 0, timeout: float = 5) -> int | None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return None
+    def poll(self) -> None:
+        hrs = self._read()
+        if hrs is not None:
+            if self.seen and hrs < self.seen[-1]:
+                self.regressions.append((self.seen[-1], hrs))
+            if not self.seen or hrs != self.seen[-1]:
+                self.seen.append(hrs)
 
     def describe(self) -> str:
         return f"--- state watcher {self.path}: {len(self.seen)} readings, last {self.seen[-3:]}"
