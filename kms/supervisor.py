@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Callable, Coroutine
@@ -103,19 +104,16 @@ class Daemon:
             g.close()
 
     def _background_jobs(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
-        jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = []
-        for chain_id, signer in self.signers.items():
-            health = getattr(signer, "run_health", None)
-            if health is not None:
-                stop = self.stop_event
-
-                def job(h: Any = health, s: asyncio.Event = stop) -> Coroutine[Any, Any, None]:
-                    return h(s)  # type: ignore[no-any-return]
-
-                jobs.append((f"health {chain_id}", job))
+        jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            (f"health {chain_id}", functools.partial(signer.run_health, self.stop_event))
+            for chain_id, signer in self.signers.items()
+            if isinstance(signer, ReplicaSet)
+        ]
         m = self.config.metrics
         if m.textfile is not None or m.listen is not None:
-            jobs.append(("metrics", lambda: run_metrics(self.metrics, m, self.stop_event)))
+            jobs.append(
+                ("metrics", functools.partial(run_metrics, self.metrics, m, self.stop_event))
+            )
         return jobs
 
     async def _supervise(self, name: str, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:

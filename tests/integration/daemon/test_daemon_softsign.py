@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -316,3 +317,35 @@ async def test_log_lines_carry_chain_height_round_step_outcome_latency(tmp_path:
         assert x["extension_signed"] is (x["type"] == "precommit")
     text = kms.log()
     assert home.seed.hex() not in text
+
+
+async def test_metrics_textfile_and_loopback_listener_report_signatures(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "kms", [CHAIN])
+    prom = tmp_path / "kms.prom"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    async with SimulatedValidator(CHAIN, Dialect.V0_38) as node:
+        cfg = softsign_config(home, [node.addr], "v0.38")
+        cfg.write_text(
+            cfg.read_text()
+            + f'\n[metrics]\ntextfile = "{prom}"\nlisten = "127.0.0.1:{port}"\ninterval = 0.2\n'
+        )
+        kms = KmsProcess(cfg)
+        try:
+            await node.run_heights(3)
+            await asyncio.sleep(0.6)
+            text = prom.read_text()
+            assert (
+                f'kms_signatures_total{{chain="{CHAIN}",type="precommit",outcome="signed"}} 3'
+                in text
+            )
+            assert f'kms_last_signed_height{{chain="{CHAIN}"}} 3' in text
+            assert "kms_link_up{" in text
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            body = (await asyncio.wait_for(reader.read(), 5)).decode()
+            writer.close()
+            assert body.startswith("HTTP/1.1 200") and "kms_signatures_total" in body
+        finally:
+            assert kms.terminate() == 0, kms.log()
