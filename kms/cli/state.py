@@ -116,21 +116,37 @@ def show(file: Path, as_json: bool) -> None:
 
 @state.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_one_line_errors
-def check(file: Path) -> None:
+def check(file: Path, as_json: bool) -> None:
     """Exit 0 only if FILE is a valid state file."""
     s = StateStore(file).load()
+    if as_json:
+        doc = {
+            "file": str(file),
+            "ok": True,
+            "height": s.height,
+            "round": s.round,
+            "step": s.step,
+            "step_name": _STEP_NAMES[s.step],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     click.echo(f"{file}: ok ({_hrs(s)})")
 
 
 @state.command()
 @click.argument("audit_log", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--height", "height", type=click.IntRange(0), help="Only this height.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
 @_one_line_errors
-def history(audit_log: Path, height: int | None) -> None:
+def history(audit_log: Path, height: int | None, as_json: bool) -> None:
     """List the signatures and refusals recorded in AUDIT_LOG."""
     for e in read_audit(audit_log):
         if height is not None and e.height != height:
+            continue
+        if as_json:
+            click.echo(e.to_line(), nl=False)
             continue
         block = e.block_id.get("hash") or "<nil>"
         parts = [
@@ -203,7 +219,14 @@ def import_cmd(file: Path, source: Path) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--height", required=True, type=click.IntRange(0, MAX_HEIGHT))
 @click.option("--round", "round_", default=0, show_default=True, type=click.IntRange(0, MAX_ROUND))
-@click.option("--step", default="precommit", show_default=True, type=_StepType())
+@click.option(
+    "--step",
+    default="precommit",
+    show_default=True,
+    type=_StepType(),
+    help="proposal, prevote or precommit (or kms/tmkms numbers 0, 1, 2; CometBFT's"
+    " priv_validator_state.json numbers them 1, 2, 3: use the names).",
+)
 @click.option("--force", is_flag=True, help="Allow lowering the watermark (asks to confirm).")
 @_one_line_errors
 def set_cmd(file: Path, height: int, round_: int, step: int, force: bool) -> None:
