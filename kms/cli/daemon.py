@@ -65,20 +65,21 @@ def start(config_path: Path | None, log_format: str, log_level: str) -> None:
         "kms starting", extra={"fields": {"version": __version__, "config": str(path.absolute())}}
     )
     config = load_config(path)
+    daemon = asyncio.run(_run(config))
+    report_unwritten_audit(daemon)
+
+
+async def _run(config: Config) -> Daemon:
+    from kms.supervisor import build
+
     try:
-        asyncio.run(_run(config))
+        daemon = await build(config)
     except KmsError as e:
         log.error("start-up refused: %s", e)
         raise
-
-
-async def _run(config: Config) -> None:
-    from kms.supervisor import build
-
-    daemon = await build(config)
     log_starting_point(daemon)
     await daemon.run()
-    report_unwritten_audit(daemon)
+    return daemon
 
 
 def report_unwritten_audit(daemon: Daemon) -> None:
@@ -91,6 +92,7 @@ def report_unwritten_audit(daemon: Daemon) -> None:
         if g.audit is not None and g.audit.not_written
     }
     if lost:
+        log.error("audit records were lost to their files", extra={"fields": lost})
         raise AuditLogError(
             "audit records not written to their file: "
             + ", ".join(f"chain {cid}: {n}" for cid, n in lost.items())
