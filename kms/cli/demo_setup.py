@@ -60,9 +60,10 @@ class DemoSetup:
 
     def signature_counts(self, counts: Mapping[str, int]) -> str:
         """`replica 1 (host:port): 3 signatures, ...` (or `-` when there are none)."""
+        order = {name: i for i, name in enumerate(self.names)}
         parts = [
             f"{self.replica_label(k)}: {v} signature{'s' if v != 1 else ''}"
-            for k, v in sorted(counts.items())
+            for k, v in sorted(counts.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
             if v
         ]
         return ", ".join(parts) or "-"
