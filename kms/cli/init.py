@@ -292,10 +292,7 @@ def init(
         fresh_state=fresh_state,
         prefixes=_prefixes(chain, account_prefix, consensus_prefix),
     )
-    try:
-        notes = run_init(plan)
-    except InitError as e:
-        raise click.ClickException(str(e)) from None
+    notes = run_init(plan)
     for f in plan.files:
         click.echo(f"created {f}")
     for n in notes:

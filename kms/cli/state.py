@@ -4,42 +4,24 @@ Owns: the operator commands around state files and audit logs. Thin: parsing and
 validation live in `kms.state.store` / `kms.state.audit`. Never signs, never
 lowers a watermark without `--force` and a confirmation, and takes the state
 file's lock before writing, so it refuses to touch a file a running kms owns.
-Every failure is one line on stderr and a non-zero exit code.
+Failures are raised; `kms.cli.errors` turns them into one line and the exit code.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
-from kms.errors import KmsError, StateFileError
+from kms.errors import StateFileError
 from kms.state.audit import read_audit
 from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step, block_id_text
 from kms.state.store import StateStore, decode_foreign_state, encode_block_id, format_time
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 _STEP_NAMES = {int(s): s.name.lower() for s in Step}
-
-
-def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn KmsError into `error: ...` on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except KmsError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 class _StepType(click.ParamType[int]):
@@ -69,7 +51,6 @@ def state() -> None:
 @state.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_one_line_errors
 def show(file: Path, as_json: bool) -> None:
     """Show what FILE says was last signed."""
     s = StateStore(file).load()
@@ -117,7 +98,6 @@ def show(file: Path, as_json: bool) -> None:
 @state.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_one_line_errors
 def check(file: Path, as_json: bool) -> None:
     """Exit 0 only if FILE is a valid state file."""
     s = StateStore(file).load()
@@ -139,7 +119,6 @@ def check(file: Path, as_json: bool) -> None:
 @click.argument("audit_log", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--height", "height", type=click.IntRange(0), help="Only this height.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
-@_one_line_errors
 def history(audit_log: Path, height: int | None, as_json: bool) -> None:
     """List the signatures and refusals recorded in AUDIT_LOG."""
     for e in read_audit(audit_log):
@@ -173,7 +152,6 @@ def history(audit_log: Path, height: int | None, as_json: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="CometBFT priv_validator_state.json, a tmkms state file, or a kms state file.",
 )
-@_one_line_errors
 def import_cmd(file: Path, source: Path) -> None:
     """Carry the watermark from another signer's state file into FILE (never lowers it)."""
     try:
@@ -228,7 +206,6 @@ def import_cmd(file: Path, source: Path) -> None:
     " priv_validator_state.json numbers them 1, 2, 3: use the names).",
 )
 @click.option("--force", is_flag=True, help="Allow lowering the watermark (asks to confirm).")
-@_one_line_errors
 def set_cmd(file: Path, height: int, round_: int, step: int, force: bool) -> None:
     """Set FILE's watermark to HEIGHT/ROUND/STEP (upward only unless --force).
 

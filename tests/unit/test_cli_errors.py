@@ -3,6 +3,7 @@ never a traceback. Run as an operator runs it (`python -m kms ...` in a subproce
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -111,11 +112,22 @@ CASES: list[tuple[str, list[str], int]] = [
 ]
 
 
-@pytest.mark.parametrize(("args", "code"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.fixture(scope="module")
+def results(junk: Path) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every case run once, a few at a time (each is a fresh interpreter, as an operator's is)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            name: pool.submit(kms, *[a.format(d=junk) for a in args], cwd=junk)
+            for name, args, _ in CASES
+        }
+        return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.mark.parametrize(("name", "code"), [(c[0], c[2]) for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_error_line_and_the_documented_exit_code(
-    junk: Path, args: list[str], code: int
+    results: dict[str, subprocess.CompletedProcess[str]], name: str, code: int
 ) -> None:
-    r = kms(*[a.format(d=junk) for a in args], cwd=junk)
+    r = results[name]
     assert "Traceback" not in r.stderr + r.stdout
     errors = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, r.stderr
