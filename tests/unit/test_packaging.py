@@ -104,3 +104,39 @@ def test_systemd_accepts_the_unit_and_rates_it_well(tmp_path: Path) -> None:
     if security.returncode != 0 or m is None:
         pytest.skip(f"systemd-analyze security --offline unsupported: {security.stderr[:200]}")
     assert float(m[1]) <= 2.0, security.stdout
+
+
+DOCKERFILE = REPO_ROOT / "packaging" / "docker" / "Dockerfile"
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        pending += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            word, _, rest = pending.strip().partition(" ")
+            out.append((word.upper(), rest.strip()))
+            pending = ""
+    return out
+
+
+def test_container_runs_kms_start_unprivileged_and_listens_on_nothing() -> None:
+    import json
+
+    steps = dockerfile_instructions(DOCKERFILE.read_text())
+    final = steps[max(i for i, (w, _) in enumerate(steps) if w == "FROM") :]  # last stage
+    words = [w for w, _ in final]
+    assert "EXPOSE" not in [w for w, _ in steps]  # outbound only
+    users = [a for w, a in final if w == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    assert words.index("USER") < words.index("ENTRYPOINT")
+    entry = json.loads(next(a for w, a in final if w == "ENTRYPOINT"))
+    assert entry[:2] == ["/opt/kms/bin/kms", "start"] and "-c" in entry
+    assert ("STOPSIGNAL", "SIGTERM") in final
+    made = next(a for w, a in final if w == "RUN")
+    assert "-m 0700" in made and "/var/lib/kms/state" in made and "/var/lib/kms/audit" in made
