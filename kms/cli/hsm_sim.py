@@ -62,8 +62,7 @@ def hsm_sim(
         sim = SimulatedHsm(state_file=state, latency_ms=latency_ms, serial=serial)
         sim.start(host=host, port=port)
     except (StateFileError, ObjectFormatError, OSError) as e:
-        click.echo(f"kms hsm-sim: {e}", err=True)
-        sys.exit(1)
+        raise click.ClickException(f"kms hsm-sim: {e}") from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

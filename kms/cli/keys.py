@@ -48,8 +48,10 @@ from typing import Any, NoReturn, TypeVar
 import click
 from yubihsm.defs import ERROR
 
+from kms.chains import public_key_forms, render_forms
+from kms.cli.errors import EXIT_REFUSED
 from kms.config import Config, KeyFormat, load_config
-from kms.errors import HsmDeviceError, KmsError
+from kms.errors import ConfigError, HsmDeviceError, KmsError
 from kms.keys import (
     check_private_mode,
     decode_base64_key,
@@ -160,7 +162,7 @@ def specs_from_flags(
         try:
             conn = parse_connector(text)
         except ValueError as e:
-            raise KeyCommandError(str(e)) from None
+            raise click.BadParameter(str(e), param_hint="'--connector'") from None
         specs.append(DeviceSpec(connector_name(conn), conn, auth_key, password))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -496,6 +498,9 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
             if k.public_key is not None:
                 item["public_key"] = format_public_key(k.public_key, fmt)
                 item["address"] = validator_address(k.public_key)
+                item["forms"] = public_key_forms(
+                    k.public_key, fmt if isinstance(fmt, KeyFormat) else None
+                )
                 seen.setdefault(k.key_id, {})[spec.name] = k.public_key
             entry["keys"].append(item)
     for kid, holders in sorted(seen.items()):
@@ -506,20 +511,49 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
     return Listing(devices, problems)
 
 
+def list_softsign(config: Config) -> Listing:
+    """The softsign keys of a config, listed like devices (a file instead of a device)."""
+    from kms.signer.softsign import load_softsign
+
+    devices: list[dict[str, Any]] = []
+    problems: list[str] = []
+    chains = {c.id: c for c in config.chains}
+    for p in config.softsign:
+        entry: dict[str, Any] = {"device": f"softsign {p.path}", "keys": []}
+        devices.append(entry)
+        try:
+            public_key = load_softsign(p.path, p.key_format).public_key
+        except KmsError as e:
+            entry["error"] = str(e)
+            problems.append(f"softsign {p.path}: unreadable ({e})")
+            continue
+        fmt = next((chains[c].key_format for c in p.chain_ids if c in chains), None)
+        entry["keys"].append(
+            {
+                "id": None,
+                "label": p.path.name,
+                "algorithm": "ed25519",
+                "capabilities": [],
+                "key_type": p.key_type,
+                "chains": list(p.chain_ids),
+                "public_key": format_public_key(public_key, fmt or "base64"),
+                "address": validator_address(public_key),
+                "forms": public_key_forms(public_key, fmt),
+            }
+        )
+    return Listing(devices, problems)
+
+
 # --- command line --------------------------------------------------------------------
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    """KmsError passes through to `kms.cli.errors`; a library ValueError becomes a KmsError."""
     try:
         yield
-    except (KmsError, ValueError) as e:
-        _fail(str(e))
+    except ValueError as e:
+        raise KeyCommandError(str(e)) from None
 
 
 def _specs(
@@ -527,16 +561,21 @@ def _specs(
     connectors: tuple[str, ...],
     auth_key: int | None,
     password_file: Path | None,
+    *,
+    allow_empty: bool = False,
 ) -> tuple[list[DeviceSpec], Config | None]:
     if config is not None and connectors:
-        raise KeyCommandError("give either -c CONFIG or --connector, not both")
+        raise click.UsageError("give either -c CONFIG or --connector, not both")
     if config is not None:
         if auth_key is not None or password_file is not None:
-            raise KeyCommandError("--auth-key/--password-file go with --connector, not -c")
+            raise click.UsageError("--auth-key/--password-file go with --connector, not -c")
         cfg = load_config(config, check_files=False)
-        return specs_from_config(cfg), cfg
+        specs = specs_from_config(cfg)
+        if not specs and not allow_empty:
+            raise ConfigError(f"{config}: no [[providers.yubihsm]] sections: no device to use")
+        return specs, cfg
     if not connectors:
-        raise KeyCommandError("give -c CONFIG or --connector URL (repeat for replicas)")
+        raise click.UsageError("give -c CONFIG or --connector URL (repeat for replicas)")
     return specs_from_flags(
         connectors, auth_key if auth_key is not None else 1, password_file
     ), None
@@ -573,16 +612,42 @@ def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _key_id(value: int | None) -> int:
     if value is None:
-        raise KeyCommandError("--key-id is required")
+        raise click.UsageError("--key-id is required")
     if not 1 <= value <= 0xFFFE:
-        raise KeyCommandError(f"--key-id {value}: expected 1..65534")
+        raise click.BadParameter(f"{value}: expected 1..65534", param_hint="'--key-id'")
     return value
 
 
-def _report(public_key: bytes, devices: Sequence[Device], what: str) -> None:
-    click.echo(f"{what} key on {', '.join(d.name for d in devices)}")
-    click.echo(f"public key (base64): {base64.b64encode(public_key).decode()}")
-    click.echo(f"validator address:   {validator_address(public_key)}")
+_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def _key_format_for(devices: Sequence[Device], key_id: int | None) -> KeyFormat | None:
+    for d in devices:
+        if key_id is not None and key_id in d.spec.key_formats:
+            return d.spec.key_formats[key_id]
+    return None
+
+
+def _report(
+    public_key: bytes,
+    *,
+    what: str,
+    where: list[str],
+    as_json: bool,
+    key_format: KeyFormat | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """The outcome of keygen/import: every form of the public key, as text or JSON."""
+    forms = public_key_forms(public_key, key_format)
+    if as_json:
+        doc = {"result": what, "written_to": where, "public_key": forms, **(extra or {})}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"{what} on {', '.join(where)}")
+    for line in render_forms(forms):
+        click.echo(line)
+    for k, v in (extra or {}).items():
+        click.echo(f"{k.replace('_', ' ') + ':':<21} {v}")
 
 
 @click.command()
@@ -600,6 +665,7 @@ def _report(public_key: bytes, devices: Sequence[Device], what: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="write a new software key (base64 seed, 0600) instead",
 )
+@_JSON_OPTION
 def keygen(
     config: Path | None,
     connectors: tuple[str, ...],
@@ -612,12 +678,13 @@ def keygen(
     wrap_key_id: int,
     backup: Path | None,
     softsign: Path | None,
+    as_json: bool,
 ) -> None:
     """Generate a consensus key on the first replica and clone it to the others."""
     with _errors():
         if softsign is not None:
             _no_device_options(config, connectors, key_id)
-            _write_softsign(softsign, generate_seed())
+            _write_softsign(softsign, generate_seed(), "generated software key", as_json)
             return
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
@@ -631,25 +698,27 @@ def keygen(
                 wrap_key_id=wrap_key_id,
                 backup=backup,
             )
-            _report(pub, devices, f"generated key {kid};")
-            if backup is not None:
-                click.echo(f"wrapped backup:      {backup}")
+            _report(
+                pub,
+                what=f"generated key {kid}",
+                where=[d.name for d in devices],
+                as_json=as_json,
+                key_format=_key_format_for(devices, kid),
+                extra={"wrapped_backup": str(backup)} if backup is not None else None,
+            )
 
 
 def _no_device_options(
     config: Path | None, connectors: tuple[str, ...], key_id: int | None
 ) -> None:
     if config or connectors or key_id is not None:
-        raise KeyCommandError("--softsign takes no device options")
+        raise click.UsageError("--softsign takes no device options")
 
 
-def _write_softsign(path: Path, seed: bytes) -> None:
+def _write_softsign(path: Path, seed: bytes, what: str, as_json: bool) -> None:
     """Write a software key file (base64 seed, 0600) and say what it holds."""
     write_base64_seed(path, seed)
-    pub = public_key_from_seed(seed)
-    click.echo(f"wrote {path}")
-    click.echo(f"public key (base64): {base64.b64encode(pub).decode()}")
-    click.echo(f"validator address:   {validator_address(pub)}")
+    _report(public_key_from_seed(seed), what=what, where=[str(path)], as_json=as_json)
 
 
 @click.command("import")
@@ -664,6 +733,7 @@ def _write_softsign(path: Path, seed: bytes) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="write the key to this software key file instead",
 )
+@_JSON_OPTION
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def import_cmd(
     config: Path | None,
@@ -676,6 +746,7 @@ def import_cmd(
     non_exportable: bool,
     force: bool,
     softsign: Path | None,
+    as_json: bool,
     file: Path,
 ) -> None:
     """Import FILE (priv_validator_key.json, base64 seed or wrapped backup) into every replica."""
@@ -685,7 +756,7 @@ def import_cmd(
             _no_device_options(config, connectors, key_id)
             if not isinstance(source, SeedSource):
                 raise KeyCommandError(f"{file}: a wrapped backup can only go into a device")
-            _write_softsign(softsign, source.seed)
+            _write_softsign(softsign, source.seed, f"imported {file}", as_json)
             return
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
@@ -699,7 +770,13 @@ def import_cmd(
                 exportable=not non_exportable,
                 force=force,
             )
-            _report(pub, devices, f"imported key {kid};")
+            _report(
+                pub,
+                what=f"imported key {kid}",
+                where=[d.name for d in devices],
+                as_json=as_json,
+                key_format=_key_format_for(devices, kid),
+            )
 
 
 @click.command("export")
@@ -752,25 +829,31 @@ def list_cmd(
 ) -> None:
     """Per device: key id, label, capabilities, public key, validator address."""
     with _errors():
-        specs, _ = _specs(config, connectors, auth_key, password_file)
+        specs, cfg = _specs(config, connectors, auth_key, password_file, allow_empty=True)
         fallback: KeyFormat | str = key_format or "base64"
         if key_format == "bech32":
             fallback = KeyFormat("bech32", consensus_key_prefix=prefix)
         listing = list_flow(specs, fallback)
+        if cfg is not None:
+            soft = list_softsign(cfg)
+            listing = Listing(listing.devices + soft.devices, listing.problems + soft.problems)
     if as_json:
         click.echo(json.dumps({"devices": listing.devices, "problems": listing.problems}, indent=2))
     else:
+        if not listing.devices:
+            click.echo("no keys configured (no [[providers.yubihsm]] or [[providers.softsign]])")
         for dev in listing.devices:
             click.echo(dev["device"] + (f"  ERROR: {dev['error']}" if "error" in dev else ""))
             for k in dev["keys"]:
                 chains = f"  chains {','.join(k['chains'])}" if k["chains"] else ""
-                click.echo(
-                    f"  key {k['id']}  label {k['label']!r}  {k['algorithm']}{chains}\n"
-                    f"    capabilities {','.join(k['capabilities']) or '-'}"
-                )
-                if "public_key" in k:
-                    click.echo(f"    public key {k['public_key']}\n    address    {k['address']}")
+                name = f"key {k['id']}" if k["id"] is not None else "key"
+                click.echo(f"  {name}  label {k['label']!r}  {k['algorithm']}{chains}")
+                if k["capabilities"]:
+                    click.echo(f"    capabilities:        {','.join(k['capabilities'])}")
+                if "forms" in k:
+                    for line in render_forms(k["forms"], "    "):
+                        click.echo(line)
         for p in listing.problems:
             click.echo(f"PROBLEM: {p}", err=True)
     if listing.problems:
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)

@@ -5,21 +5,19 @@ Owns: the operator commands around state files and audit logs. Thin: parsing and
 validation live in `kms.state.store` / `kms.state.audit`. Never signs, never
 lowers a watermark without `--force` and a confirmation, and takes the state
 file's lock before writing, so it refuses to touch a file a running kms owns.
-Every failure is one line on stderr and a non-zero exit code.
+Failures are raised; `kms.cli.errors` turns them into one line and the exit code.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
-from kms.errors import KmsError, StateFileError
+from kms.errors import StateFileError
 from kms.fsutil import atomic_write
 from kms.state.audit import read_audit
 from kms.state.format1 import (
@@ -33,23 +31,7 @@ from kms.state.format1 import (
 from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step, block_id_text
 from kms.state.store import StateStore
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 _STEP_NAMES = {int(s): s.name.lower() for s in Step}
-
-
-def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn KmsError into `error: ...` on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except KmsError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 class _StepType(click.ParamType[int]):
@@ -79,7 +61,6 @@ def state() -> None:
 @state.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_one_line_errors
 def show(file: Path, as_json: bool) -> None:
     """Show what FILE says was last signed."""
     store = StateStore(file)
@@ -130,21 +111,35 @@ def show(file: Path, as_json: bool) -> None:
 
 @state.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@_one_line_errors
-def check(file: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(file: Path, as_json: bool) -> None:
     """Exit 0 only if FILE is a valid state file."""
     s = StateStore(file).load()
+    if as_json:
+        doc = {
+            "file": str(file),
+            "ok": True,
+            "height": s.height,
+            "round": s.round,
+            "step": s.step,
+            "step_name": _STEP_NAMES[s.step],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     click.echo(f"{file}: ok ({_hrs(s)})")
 
 
 @state.command()
 @click.argument("audit_log", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--height", "height", type=click.IntRange(0), help="Only this height.")
-@_one_line_errors
-def history(audit_log: Path, height: int | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
+def history(audit_log: Path, height: int | None, as_json: bool) -> None:
     """List the signatures and refusals recorded in AUDIT_LOG."""
     for e in read_audit(audit_log):
         if height is not None and e.height != height:
+            continue
+        if as_json:
+            click.echo(e.to_line(), nl=False)
             continue
         block = e.block_id.get("hash") or "<nil>"
         parts = [
@@ -175,7 +170,6 @@ def history(audit_log: Path, height: int | None) -> None:
     "--chain-id",
     help="Refuse a source whose stored sign bytes were made for another chain.",
 )
-@_one_line_errors
 def import_cmd(file: Path, source: Path, chain_id: str | None) -> None:
     """Carry the watermark from another signer's state file into FILE (never lowers it)."""
     try:
@@ -226,9 +220,15 @@ def import_cmd(file: Path, source: Path, chain_id: str | None) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--height", required=True, type=click.IntRange(0, MAX_HEIGHT))
 @click.option("--round", "round_", default=0, show_default=True, type=click.IntRange(0, MAX_ROUND))
-@click.option("--step", default="precommit", show_default=True, type=_StepType())
+@click.option(
+    "--step",
+    default="precommit",
+    show_default=True,
+    type=_StepType(),
+    help="proposal, prevote or precommit (or kms/tmkms numbers 0, 1, 2; CometBFT's"
+    " priv_validator_state.json numbers them 1, 2, 3: use the names).",
+)
 @click.option("--force", is_flag=True, help="Allow lowering the watermark (asks to confirm).")
-@_one_line_errors
 def set_cmd(file: Path, height: int, round_: int, step: int, force: bool) -> None:
     """Set FILE's watermark to HEIGHT/ROUND/STEP (upward only unless --force).
 
@@ -280,7 +280,6 @@ def set_cmd(file: Path, height: int, round_: int, step: int, force: bool) -> Non
     show_default=True,
     help="tmkms: format 1, the JSON document tmkms reads.",
 )
-@_one_line_errors
 def export_cmd(file: Path, out: Path, fmt: str) -> None:
     """Write FILE's watermark to OUT in another signer's format (OUT must not exist)."""
     s = StateStore(file).load()

@@ -220,7 +220,16 @@ class KmsHost(_Process):
     # -- home -------------------------------------------------------------------------------
 
     def init(self) -> None:
-        kms_cli("init", str(self.home), "--chain-id", self.chain_id)
+        kms_cli(
+            "init",
+            str(self.home),
+            "--chain-id",
+            self.chain_id,
+            "--account-prefix",
+            "cosmospub",
+            "--consensus-prefix",
+            "cosmosvalconspub",
+        )
         (self.home / "audit").mkdir(mode=0o700, exist_ok=True)
 
     @property

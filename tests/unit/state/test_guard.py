@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -256,13 +257,15 @@ async def test_open_from_config_loads_state_and_writes_audit_lines(
 
 
 async def test_broken_audit_log_does_not_block_signing(state_path: Path, tmp_path: Path) -> None:
+    (tmp_path / "gone").mkdir()
     chain = ChainConfig(
         id=CHAIN,
         key_format=KeyFormat(),
         state_file=state_path,
-        audit_log=tmp_path / "no-such-dir" / "a.jsonl",
+        audit_log=tmp_path / "gone" / "a.jsonl",
     )
-    g = ChainGuard.open(chain)
+    g = ChainGuard.open(chain)  # writable at start-up (a missing directory is refused)...
+    shutil.rmtree(tmp_path / "gone")  # ...and broken at run time
     try:
         t0 = time.monotonic()
         r = await g.sign_vote(vote(PREVOTE, 5, 0, A), SoftSigner())
