@@ -57,8 +57,8 @@ def start(config_path: Path | None, log_format: str, log_level: str) -> None:
     try:
         asyncio.run(_run(config))
     except KmsError as e:
+        # the log goes to stderr: one line there, not the same message twice
         log.error("start-up refused: %s", e)
-        click.echo(f"kms start: {e}", err=True)
         sys.exit(1)
 
 

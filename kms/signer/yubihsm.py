@@ -455,6 +455,61 @@ def delete_key(session: AuthSession, key_id: int) -> None:
     AsymmetricKey(session, key_id).delete()
 
 
+FACTORY_AUTH_KEY_ID = 1
+
+
+def factory_auth_key_present(session: AuthSession) -> bool:
+    """Whether the factory auth key (id 1, password "password" until changed) still exists.
+
+    It has every capability in every domain, so any session can see it."""
+    found = session.list_objects(
+        object_id=FACTORY_AUTH_KEY_ID, object_type=OBJECT.AUTHENTICATION_KEY
+    )
+    return bool(found)
+
+
+def read_serial(connector: Connector, connect_timeout: float, request_timeout: float) -> int:
+    """The device's serial from a plaintext DEVICE_INFO (no session, no password)."""
+    hsm = YubiHsm(make_backend(connector, connect_timeout, request_timeout))
+    try:
+        return int(hsm.get_device_info().serial)
+    finally:
+        hsm.close()
+
+
+def check_distinct_devices(
+    devices: dict[str, Connector], connect_timeout: float, request_timeout: float
+) -> None:
+    """Refuse two names (addresses) that reach the same device: they are one replica, not two.
+
+    Every device is asked for its serial in parallel; one that does not answer is
+    skipped here (the replica set reports it down)."""
+    if len(devices) < 2:
+        return
+
+    def probe(item: tuple[str, Connector]) -> tuple[str, int | None]:
+        name, conn = item
+        try:
+            return name, read_serial(conn, connect_timeout, request_timeout)
+        except Exception as e:
+            log.debug("%s: serial not read at start: %s", name, e)
+            return name, None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
+        results = list(pool.map(probe, devices.items()))
+    by_serial: dict[int, list[str]] = {}
+    for name, serial in results:
+        if serial is not None:
+            by_serial.setdefault(serial, []).append(name)
+    dups = [
+        f"{' and '.join(names)} are the same YubiHSM2 (serial {serial})"
+        for serial, names in sorted(by_serial.items())
+        if len(names) > 1
+    ]
+    if dups:
+        raise HsmDeviceError("; ".join(dups) + ": list each device once")
+
+
 def check_signing_key(info: KeyInfo | None, where: str) -> bytes:
     """The public key of a usable validator key, or HsmKeyError saying what is wrong."""
     if info is None:
@@ -517,6 +572,7 @@ class YubiHsmDevice:
         self.pending = 0  # run() calls queued or running, from every signer on this device
         self._transport_failures = 0  # bumped on connection errors and timeouts
         self._failures_lock = threading.Lock()
+        self.factory_key_checked = False  # warned (once) when the factory auth key exists
 
     def _transport_failed(self) -> None:
         with self._failures_lock:
@@ -667,6 +723,16 @@ class YubiHsmSigner(Signer):
             self._acquired = True
         info = await self._run(lambda s: find_key(s, self.key_id), None, ": open")
         public_key = check_signing_key(info, self._where)
+        if not self.device.factory_key_checked:
+            self.device.factory_key_checked = True
+            if await self._run(factory_auth_key_present, None, ": open"):
+                log.warning(
+                    '%s: WARNING: the factory auth key %d (password "password") still exists'
+                    " on this device: anyone who can reach it controls every key; provision it"
+                    " with kms hsm setup (or delete the key)",
+                    self.name,
+                    FACTORY_AUTH_KEY_ID,
+                )
         self._public_key = public_key
         self._verify_key = VerifyKey(public_key)
         log.info("%s: opened, public key %s", self._where, public_key.hex())
