@@ -171,7 +171,7 @@ def setup(
             f"done. kms start must use auth key {signer.object_id} (the signer role):"
             f' auth = {{ key = {signer.object_id}, password_file = "..." }}'
         )
-        bad = [t.name for t in targets if t.signer_auth_key not in (None, signer.object_id)]
+        bad = [t.name for t in targets if t.auth_key not in (None, signer.object_id)]
         if bad:
             click.echo(
                 f"WARNING: the config uses another auth key on {', '.join(bad)};"
@@ -201,3 +201,70 @@ def password(role_name: str, out: Path) -> None:
         entropy = read_recovery()
         _write_password(out, entropy, role_name)
         click.echo(f"auth key id: {role(role_name).object_id}")
+
+
+def _auth_targets(
+    config: Path | None,
+    connectors: tuple[str, ...],
+    auth_key: int | None,
+    password_file: Path | None,
+    role_name: str | None = None,
+) -> list[Target]:
+    """Devices with the auth key to use: the config's, or --auth-key/--password-file."""
+    targets = _targets(config, connectors)
+    if auth_key is None and password_file is None:
+        if config is None:
+            raise KmsError("give --auth-key and --password-file with --connector")
+        return targets
+    if password_file is None:
+        raise KmsError("--auth-key needs --password-file")
+    key = auth_key if auth_key is not None else role(role_name or "signer").object_id
+    path = password_file
+
+    def read() -> str:
+        from kms.signer.factory import read_password_file
+
+        return read_password_file(path)
+
+    return [Target(t.name, t.connector, t.key_ids, key, read) for t in targets]
+
+
+def _auth_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--password-file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        help="password of that auth key (mode 0600)",
+    )(f)
+    return click.option(
+        "--auth-key", type=click.IntRange(1, 0xFFFE), help="auth key id [default: the config's]"
+    )(f)
+
+
+@hsm.command()
+@_device_options
+@_auth_options
+@click.option("--json", "as_json", is_flag=True, help="one JSON document")
+def status(
+    config: Path | None,
+    connectors: tuple[str, ...],
+    auth_key: int | None,
+    password_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Per replica: serial, firmware, auth key, free slots, audit log, keys; warnings."""
+    import json
+
+    from kms.hsm import status as flow
+
+    with _errors():
+        targets = _auth_targets(config, connectors, auth_key, password_file)
+        reports, fleet = flow.collect(targets)
+    bad = bool(fleet) or any(r.problems for r in reports)
+    if as_json:
+        doc = {"devices": [r.to_json() for r in reports], "problems": fleet, "ok": not bad}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for line in flow.render(reports, fleet):
+            click.echo(line)
+    if bad:
+        sys.exit(1)

@@ -9,14 +9,15 @@ device are one replica, not two). Never decides what to write.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from yubihsm.core import YubiHsm
 
 from kms.config import Config
 from kms.errors import HsmAdminError
-from kms.signer.factory import provider_connector
+from kms.signer.factory import provider_connector, provider_password, read_password_file
 from kms.signer.yubihsm import (
     Connector,
     DeviceSession,
@@ -38,8 +39,8 @@ class Target:
     name: str
     connector: Connector
     key_ids: tuple[int, ...] = ()
-    signer_auth_key: int | None = None
-    password_file: str | None = field(default=None)
+    auth_key: int | None = None  # the config's auth key (what `kms start` uses)
+    password: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +60,24 @@ def targets_from_config(config: Config) -> list[Target]:
                 provider_connector(p),
                 tuple(k.key for k in p.keys),
                 p.auth_key,
-                str(p.password_file) if p.password_file is not None else None,
+                functools.partial(provider_password, p, read_password_file),
             )
         )
     return out
 
 
-def targets_from_flags(connectors: Sequence[str]) -> list[Target]:
+def targets_from_flags(
+    connectors: Sequence[str],
+    auth_key: int | None = None,
+    password: Callable[[], str] | None = None,
+) -> list[Target]:
     out = []
     for text in connectors:
         try:
             conn = parse_connector(text)
         except ValueError as e:
             raise HsmAdminError(str(e)) from None
-        out.append(Target(connector_name(conn), conn))
+        out.append(Target(connector_name(conn), conn, (), auth_key, password))
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise HsmAdminError(f"the same connector is given twice: {', '.join(names)}")
@@ -115,3 +120,9 @@ def duplicate_serials(serials: dict[str, int]) -> list[str]:
         for serial, names in sorted(by_serial.items())
         if len(names) > 1
     ]
+
+
+def strip_name(exc: BaseException, name: str) -> str:
+    """An error's text without the leading device name (printed once, by the caller)."""
+    text = str(exc)
+    return text[len(name) :].lstrip(" :") if text.startswith(name) else text

@@ -189,7 +189,7 @@ def map_error(exc: BaseException, where: str) -> HsmError:
     if isinstance(exc, YubiHsmDeviceError):
         return HsmDeviceError(f"{where}: device error {exc.code.name}")
     if isinstance(exc, YubiHsmAuthenticationError):
-        return HsmAuthError(f"{where}: authentication failed (wrong password or auth key id?)")
+        return HsmAuthError(f"{where}: authentication failed (wrong password?)")
     if isinstance(exc, YubiHsmInvalidResponseError):
         return HsmDeviceError(f"{where}: invalid response from device ({_first_line(exc)})")
     if isinstance(exc, YubiHsmInvalidRequestError):
@@ -292,8 +292,20 @@ class DeviceSession:
             try:
                 self._session = self._hsm.create_session(c.auth_key_id, c.key_enc, c.key_mac)
             except YubiHsmAuthenticationError as e:
-                self._auth_failed = (now, str(map_error(e, self.name)))
-                raise
+                msg = (
+                    f"{self.name}: authentication failed for auth key {c.auth_key_id}"
+                    " (wrong password?)"
+                )
+                self._auth_failed = (now, msg)
+                raise HsmAuthError(msg) from e
+            except YubiHsmDeviceError as e:
+                if e.code != ERROR.OBJECT_NOT_FOUND:
+                    raise
+                # CREATE_SESSION names no signing key: the AUTH key is what is missing
+                raise HsmAuthError(
+                    f"{self.name}: authentication failed: auth key {c.auth_key_id}"
+                    " does not exist on the device"
+                ) from e
             self._auth_failed = None
             self.sessions_created += 1
             self._messages = 0

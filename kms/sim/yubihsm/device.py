@@ -46,6 +46,7 @@ from kms.sim.yubihsm.defs import (
     MAX_SESSIONS,
     SESSION_CAPABILITY,
     SESSION_TIMEOUT_S,
+    STORAGE_RECORDS,
     WRAP_KEY_LENGTHS,
     Alg,
     Audit,
@@ -64,7 +65,7 @@ from kms.sim.yubihsm.objects import (
 )
 from kms.sim.yubihsm.store import StateFile
 
-MAX_OBJECTS = 256
+MAX_OBJECTS = STORAGE_RECORDS
 DEFAULT_SERIAL = 1000001
 
 
