@@ -268,3 +268,71 @@ def status(
             click.echo(line)
     if bad:
         sys.exit(1)
+
+
+@hsm.command()
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="kms config (devices, signer auth key, validator keys, chains' audit_log)",
+)
+@click.option(
+    "--auth-key",
+    type=click.IntRange(1, 0xFFFE),
+    default=lambda: role("auditor").object_id,
+    show_default="the auditor role's",
+    help="auth key that reads the logs",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="the auditor's password (kms hsm password auditor --out FILE)",
+)
+@click.option(
+    "--cursor",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="where the audit remembers what it read [default: hsm-audit.json next to the config]",
+)
+@click.option("--json", "as_json", is_flag=True, help="one JSON document")
+def audit(
+    config: Path, auth_key: int, password_file: Path, cursor: Path | None, as_json: bool
+) -> None:
+    """Read every device's audit log, verify it, and reconcile it with kms's audit logs."""
+    import json
+    from dataclasses import asdict
+
+    from kms.hsm import audit as flow
+    from kms.signer.factory import read_password_file
+
+    with _errors():
+        cfg = load_config(config, check_files=False)
+        files = [c.audit_log for c in cfg.chains if c.audit_log is not None]
+        result = flow.run_audit(
+            targets_from_config(cfg),
+            files,
+            auth_key,
+            read_password_file(password_file),
+            cursor or config.with_name("hsm-audit.json"),
+        )
+    if as_json:
+        doc = {
+            "ok": result.ok,
+            "gaps": result.gaps,
+            "extension_allowance": result.extension_allowance,
+            "devices": [asdict(d) for d in result.devices],
+        }
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for d in result.devices:
+            click.echo(
+                f"{d.name} (serial {d.serial}): {d.entries_read} new log entries,"
+                f" {d.signatures} signatures by kms's signer, {d.kms_records} kms records"
+            )
+        for g in result.gaps:
+            click.echo(f"GAP: {g}")
+        click.echo("audit: no gaps" if result.ok else f"audit: {len(result.gaps)} gaps")
+    if not result.ok:
+        sys.exit(1)
