@@ -50,6 +50,7 @@ from yubihsm.defs import ERROR
 
 from kms.config import Config, KeyFormat, load_config
 from kms.errors import HsmDeviceError, KmsError
+from kms.hsm.backup import RawWrapped, detect_raw_wrapped, tmkms_file
 from kms.keys import (
     check_private_mode,
     decode_base64_key,
@@ -253,11 +254,12 @@ class SeedSource:
         return public_key_from_seed(self.seed)
 
 
-KeySource = SeedSource | WrappedBackup
+KeySource = SeedSource | WrappedBackup | RawWrapped
 
 
 def read_key_source(path: Path) -> KeySource:
-    """A priv_validator_key.json, a base64 seed file, or a kms wrapped backup."""
+    """A priv_validator_key.json, a base64 seed file, a kms wrapped backup, or a raw wrap
+    blob as tmkms (`yubihsm keys export`) and yubihsm-shell (`get-wrapped`) write it."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -270,6 +272,8 @@ def read_key_source(path: Path) -> KeySource:
             raise KeyCommandError(f"{path}: not valid JSON ({e})") from None
     if isinstance(doc, dict) and doc.get("format") == WRAPPED_FORMAT:
         return parse_wrapped_backup(path, doc)
+    if doc is None and (wrapped := detect_raw_wrapped(raw)) is not None:
+        return wrapped  # encrypted under the wrap key: no clear secret, no mode check
     check_private_mode(path)  # everything else holds the secret in the clear
     if doc is not None:
         return SeedSource(parse_priv_validator_key(path, raw).seed)
@@ -396,7 +400,7 @@ def _import_blob(d: Device, wrap_key_id: int, blob: bytes, key_id: int) -> None:
 def import_flow(
     devices: Sequence[Device],
     key_id: int,
-    source: KeySource,
+    source: SeedSource | WrappedBackup,
     *,
     label: str,
     domains: int,
@@ -434,11 +438,51 @@ def import_flow(
     return _agree(devices, key_id, expected)
 
 
+def raw_import_flow(
+    devices: Sequence[Device],
+    key_id: int,
+    source: RawWrapped,
+    wrap_key_id: int,
+    *,
+    force: bool,
+    show: Callable[[bytes], None],
+) -> bytes:
+    """Import a tmkms / yubihsm-shell blob: its key is only readable once a device holds it,
+    so it goes into ONE device first, its public key is shown, then into the others."""
+    existing = {d.name: d.find(key_id) for d in devices}
+    present = [n for n, k in existing.items() if k is not None]
+    if present and not force:
+        raise KeyCommandError(
+            f"key id {key_id} already exists on {', '.join(present)}; a wrapped key keeps its"
+            " id: use --force to replace it; nothing was changed"
+        )
+    _check_wrap_key(devices, wrap_key_id)
+    done: list[str] = []
+    expected: bytes | None = None
+    try:
+        for d in devices:
+            if existing[d.name] is not None:
+                d.call(lambda s: delete_key(s, key_id), ": delete")
+            _import_blob(d, wrap_key_id, source.blob, key_id)
+            done.append(d.name)
+            info = d.find(key_id)
+            if info is None or info.public_key is None:
+                raise KeyCommandError(f"{d.name}: imported key {key_id} is not an Ed25519 key")
+            if expected is None:
+                expected = info.public_key
+                show(expected)  # before the blob goes into any other replica
+    except KmsError as e:
+        _partial(devices, key_id, done, e)
+    return _agree(devices, key_id, expected)
+
+
 def _put_seed(d: Device, key_id: int, label: str, domains: int, caps: int, seed: bytes) -> None:
     d.call(lambda s: put_ed25519(s, key_id, label, domains, caps, seed), ": put")
 
 
-def export_flow(devices: Sequence[Device], key_id: int, wrap_key_id: int, out: Path) -> bytes:
+def export_flow(
+    devices: Sequence[Device], key_id: int, wrap_key_id: int, out: Path, *, tmkms: bool = False
+) -> bytes:
     check_new_file(out)
     holder = next(((d, k) for d in devices if (k := d.find(key_id)) is not None), None)
     if holder is None:
@@ -449,7 +493,8 @@ def export_flow(devices: Sequence[Device], key_id: int, wrap_key_id: int, out: P
     if not dev.call(lambda s: wrap_key_exists(s, wrap_key_id), ": wrap key"):
         raise KeyCommandError(f"{dev.name}: wrap key {wrap_key_id} not found")
     blob = dev.call(lambda s: export_wrapped(s, wrap_key_id, key_id), ": export")
-    write_secret_file(out, WrappedBackup(key_id, wrap_key_id, info.public_key, blob).to_json())
+    backup = WrappedBackup(key_id, wrap_key_id, info.public_key, blob)
+    write_secret_file(out, tmkms_file(blob) if tmkms else backup.to_json())
     return info.public_key
 
 
@@ -581,6 +626,10 @@ def _key_id(value: int | None) -> int:
 
 def _report(public_key: bytes, devices: Sequence[Device], what: str) -> None:
     click.echo(f"{what} key on {', '.join(d.name for d in devices)}")
+    _show_key(public_key)
+
+
+def _show_key(public_key: bytes) -> None:
     click.echo(f"public key (base64): {base64.b64encode(public_key).decode()}")
     click.echo(f"validator address:   {validator_address(public_key)}")
 
@@ -660,6 +709,13 @@ def _write_softsign(path: Path, seed: bytes) -> None:
 @click.option("--non-exportable", is_flag=True, help="do not allow export under wrap")
 @click.option("--force", is_flag=True, help="replace a different key with the same id")
 @click.option(
+    "--wrap-key-id",
+    type=_OBJECT_ID,
+    default=DEFAULT_WRAP_KEY_ID,
+    show_default=True,
+    help="wrap key of a tmkms / yubihsm-shell wrapped file",
+)
+@click.option(
     "--softsign",
     type=click.Path(path_type=Path, dir_okay=False),
     help="write the key to this software key file instead",
@@ -675,10 +731,12 @@ def import_cmd(
     domains: int,
     non_exportable: bool,
     force: bool,
+    wrap_key_id: int,
     softsign: Path | None,
     file: Path,
 ) -> None:
-    """Import FILE (priv_validator_key.json, base64 seed or wrapped backup) into every replica."""
+    """Import FILE into every replica: priv_validator_key.json, base64 seed, kms wrapped
+    backup, or a wrapped key written by tmkms / yubihsm-shell (detected by content)."""
     with _errors():
         source = read_key_source(file)
         if softsign is not None:
@@ -690,15 +748,31 @@ def import_cmd(
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
         with connected(specs_for_key(specs, kid)) as devices:
-            pub = import_flow(
-                devices,
-                kid,
-                source,
-                label=label,
-                domains=domains,
-                exportable=not non_exportable,
-                force=force,
-            )
+            if isinstance(source, RawWrapped):
+                click.echo(
+                    f"{file}: wrapped key ({source.origin}, tmkms / yubihsm-shell format) under"
+                    f" wrap key {wrap_key_id}; its public key is read from the first device"
+                )
+                pub = raw_import_flow(
+                    devices,
+                    kid,
+                    source,
+                    wrap_key_id,
+                    force=force,
+                    show=lambda pk: _report(pk, devices[:1], f"imported key {kid} first;"),
+                )
+            else:
+                click.echo(f"importing {file} as key {kid}:")
+                _show_key(source.public_key)
+                pub = import_flow(
+                    devices,
+                    kid,
+                    source,
+                    label=label,
+                    domains=domains,
+                    exportable=not non_exportable,
+                    force=force,
+                )
             _report(pub, devices, f"imported key {kid};")
 
 
@@ -706,6 +780,15 @@ def import_cmd(
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the key to back up")
 @click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["kms", "tmkms"]),
+    default="kms",
+    show_default=True,
+    help="kms: JSON with key id and public key; tmkms: the bare base64 blob tmkms and"
+    " yubihsm-shell read",
+)
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def export_cmd(
     config: Path | None,
@@ -714,6 +797,7 @@ def export_cmd(
     password_file: Path | None,
     key_id: int | None,
     wrap_key_id: int,
+    fmt: str,
     out: Path,
 ) -> None:
     """Write a wrapped backup of a key (encrypted under the wrap key) to OUT."""
@@ -721,7 +805,7 @@ def export_cmd(
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
         with connected(specs_for_key(specs, kid)) as devices:
-            pub = export_flow(devices, kid, wrap_key_id, out)
+            pub = export_flow(devices, kid, wrap_key_id, out, tmkms=fmt == "tmkms")
             click.echo(f"wrote {out} (key {kid} wrapped under wrap key {wrap_key_id})")
             click.echo(f"validator address:   {validator_address(pub)}")
 
