@@ -49,8 +49,9 @@ import click
 from yubihsm.defs import ERROR
 
 from kms.config import Config, KeyFormat, load_config
-from kms.errors import HsmDeviceError, KmsError
+from kms.errors import HsmConnectionError, HsmDeviceError, HsmTimeoutError, KmsError
 from kms.hsm.backup import RawWrapped, detect_raw_wrapped, tmkms_file
+from kms.hsm.devices import strip_name
 from kms.keys import (
     check_private_mode,
     decode_base64_key,
@@ -516,8 +517,9 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
             dev = Device(spec)
             infos = dev.call(list_asymmetric_keys, ": list")
         except KmsError as e:
-            entry["error"] = str(e)
-            problems.append(f"{spec.name}: unreachable ({e})")
+            entry["error"] = strip_name(e, spec.name)  # the name is printed with it once
+            down = isinstance(e, HsmConnectionError | HsmTimeoutError)
+            problems.append(f"{spec.name}: {'unreachable' if down else 'refused'} (see above)")
             continue
         finally:
             if dev is not None:

@@ -136,10 +136,42 @@ def make_backend(
         # requests takes float seconds; the library's annotation says int
         timeouts: Any = (connect_timeout, request_timeout)
         return HttpBackend(connector.url, timeout=timeouts)
-    from yubihsm.backends.usb import UsbBackend  # needs pyusb; only for USB devices
+    return _usb_backend(connector, request_timeout)
 
-    # pyusb takes whole seconds here (converted to ms inside the backend)
-    return UsbBackend(serial=connector.serial, timeout=max(1, round(request_timeout)))
+
+def _usb_backend(connector: UsbConnector, request_timeout: float) -> YhsmBackend:
+    """The library's direct-USB backend, its failures as one-line HsmConnectionErrors."""
+    name = connector_name(connector)
+    try:
+        import usb.core  # type: ignore[import-untyped]
+        from yubihsm.backends.usb import UsbBackend
+    except ImportError:
+        raise HsmConnectionError(
+            f"{name}: USB support is not installed (pip install 'yubihsm[usb]')"
+        ) from None
+    which = (
+        "a YubiHSM2" if connector.serial is None else f"the YubiHSM2 with serial {connector.serial}"
+    )
+    try:
+        # pyusb takes whole seconds here (converted to ms inside the backend)
+        return UsbBackend(serial=connector.serial, timeout=max(1, round(request_timeout)))
+    except usb.core.NoBackendError:
+        raise HsmConnectionError(
+            f"{name}: libusb-1.0 is not installed (e.g. apt install libusb-1.0-0),"
+            " or use yubihsm-connector over http"
+        ) from None
+    except YubiHsmConnectionError as e:
+        cause = e.args[0] if e.args else None
+        if isinstance(cause, usb.core.USBError) and cause.errno == 13:
+            raise HsmConnectionError(
+                f"{name}: permission denied opening the USB device (add a udev rule for"
+                " 1050:0030 or run as the device's owner)"
+            ) from None
+        if cause is None or "No YubiHSM found" in str(e):
+            raise HsmConnectionError(f"{name}: {which} is not connected over USB") from None
+        raise HsmConnectionError(f"{name}: USB error: {_first_line(e)}") from None
+    except (usb.core.USBError, ValueError) as e:
+        raise HsmConnectionError(f"{name}: USB error: {_first_line(e)}") from None
 
 
 # --- credentials -------------------------------------------------------------------------

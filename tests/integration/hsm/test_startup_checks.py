@@ -78,3 +78,26 @@ def test_the_factory_auth_key_is_a_loud_warning_at_start(tmp_path: Path, sim: Si
     finally:
         kms.terminate()
     assert "factory auth key" not in kms.log()
+
+
+@pytest.mark.parametrize(
+    ("auth_key", "password", "message"),
+    [
+        (4, "wrong", "authentication failed for auth key 4 (wrong password?)"),
+        (9, "signer-pw", "authentication failed: auth key 9 does not exist on the device"),
+    ],
+)
+def test_start_names_the_auth_problem_once_and_not_as_unreachable(
+    tmp_path: Path, sim: SimulatedHsm, auth_key: int, password: str, message: str
+) -> None:
+    home = make_home(tmp_path / "kms", [CHAIN])
+    sim.device.put_ed25519_seed(KEY_ID, home.seed)
+    sim.device.put_auth_key(4, "signer-pw")
+    res = run_kms_start(config(home, [("127.0.0.1", sim.port)], auth_key, password))
+    assert res.returncode == 1
+    out = res.stdout + res.stderr
+    refusal = [ln for ln in out.splitlines() if "start-up refused" in ln]
+    assert len(refusal) == 1, out
+    assert message in refusal[0]
+    assert refusal[0].count(f"127.0.0.1:{sim.port}") == 1, refusal[0]
+    assert "unreachable" not in out
