@@ -331,6 +331,8 @@ def audit(
                 f"{d.name} (serial {d.serial}): {d.entries_read} new log entries,"
                 f" {d.signatures} signatures by kms's signer, {d.kms_records} kms records"
             )
+            for n in d.notes:
+                click.echo(f"  note: {n}")
         for g in result.gaps:
             click.echo(f"GAP: {g}")
         click.echo("audit: no gaps" if result.ok else f"audit: {len(result.gaps)} gaps")

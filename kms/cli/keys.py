@@ -578,10 +578,19 @@ def _specs(
     if config is not None and connectors:
         raise KeyCommandError("give either -c CONFIG or --connector, not both")
     if config is not None:
-        if auth_key is not None or password_file is not None:
-            raise KeyCommandError("--auth-key/--password-file go with --connector, not -c")
         cfg = load_config(config, check_files=False)
-        return specs_from_config(cfg), cfg
+        specs = specs_from_config(cfg)
+        if auth_key is None and password_file is None:
+            return specs, cfg
+        if auth_key is None or password_file is None:
+            raise KeyCommandError("with -c, give both --auth-key and --password-file (or neither)")
+        # another role than the config's (e.g. the operator after kms hsm setup)
+        path = password_file
+        override = functools.partial(read_password_file, path)
+        return [
+            DeviceSpec(s.name, s.connector, auth_key, override, s.key_formats, s.key_chains)
+            for s in specs
+        ], cfg
     if not connectors:
         raise KeyCommandError("give -c CONFIG or --connector URL (repeat for replicas)")
     return specs_from_flags(

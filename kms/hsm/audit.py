@@ -44,6 +44,7 @@ from kms.hsm.devices import Target, device_facts, open_session, strip_name
 from kms.state.audit import AuditLogError, read_audit
 
 SIGN_OK = COMMAND.SIGN_EDDSA | 0x80
+RESET_LINE = b"\x00\x01" + b"\xff" * 14  # the first entry after RESET_DEVICE (YUBIHSM.md §4.15)
 
 
 @dataclass(slots=True)
@@ -56,6 +57,7 @@ class DeviceAudit:
     lost_entries: int = 0
     foreign: list[str] = field(default_factory=list)  # SIGN_EDDSA by other auth keys / keys
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # not gaps: e.g. a factory reset
     last: tuple[int, str] | None = None  # (number, digest hex) for the cursor
     read_ok: bool = False
 
@@ -110,6 +112,14 @@ def _read_log(a: AuthSession, previous: tuple[int, str] | None, r: DeviceAudit) 
             " authentications (log was full under forced audit)"
         )
     entries = [LogEntry.parse(resp[5 + 32 * i : 37 + 32 * i]) for i in range(count)]
+    restart = next((i for i, e in enumerate(entries) if e.data == RESET_LINE), None)
+    if restart is not None and previous is not None:
+        # RESET_DEVICE wiped the log and numbering restarted at the reset line: the chain
+        # begins anew there, and whatever the device held before it is gone
+        r.notes.append(
+            f"the device was factory-reset after entry #{previous[0]}: its log restarted"
+        )
+        entries, previous = entries[restart:], None
     if previous is not None:
         entries = [e for e in entries if 0 < (e.number - previous[0]) & 0xFFFF < 0x8000]
     prev: LogEntry | None = None
