@@ -7,7 +7,8 @@ touches double-sign state or validator connections.
 Devices come from a config (`-c`: every `[[providers.yubihsm]]` section; for
 keygen/import/export only the sections whose `keys` list the key id, or all
 sections when none does) or from flags (`--connector URL` repeated, one auth
-key id and password for all). Passwords come from files (mode 0600) or a
+key id and password for all). With `-c`, `--auth-key` + `--password-file`
+replace the config's auth key (e.g. the operator role after `kms hsm setup`). Passwords come from files (mode 0600) or a
 prompt, never from arguments.
 
 Rules:
@@ -23,6 +24,9 @@ Rules:
   (`--wrap-key-id`, default 1: tmkms's convention for the wrap key, which must
   already exist on every device, e.g. from the same `yubihsm-setup`).
 - After every write, every device's public key is read back and compared.
+- `kms import` also takes the bare wrap blob tmkms and yubihsm-shell write
+  (kms/hsm/backup.py); it goes into one device first, whose public key is
+  shown, then into the others. `kms export --format tmkms` writes that form.
 - A wrapped backup is a small JSON document (0600): format, key id, wrap key
   id, public key and the device's wrap blob in base64. The key id and public
   key are recorded because the blob itself is encrypted and cannot be checked
@@ -614,7 +618,9 @@ def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
         ),
         click.option(
-            "--auth-key", type=_OBJECT_ID, help="auth key id with --connector [default: 1]"
+            "--auth-key",
+            type=_OBJECT_ID,
+            help="auth key id [default: the config's, else 1]; with -c also --password-file",
         ),
         click.option(
             "--password-file",

@@ -163,3 +163,26 @@ def test_the_same_device_under_two_addresses_is_refused(sims: list[SimulatedHsm]
         f"127.0.0.1:{sims[0].port} and localhost:{sims[0].port} are the same device" in res.output
     )
     assert len(sims[0].device.objects()) == 1
+
+
+def test_forced_audit_and_the_config_path(sims: list[SimulatedHsm], tmp_path: Path) -> None:
+    pw = tmp_path / "signer.pw"
+    text = ""
+    for s in sims[:2]:
+        text += (
+            f'[[providers.yubihsm]]\nadapter = {{ type = "http", addr = "tcp://127.0.0.1:{s.port}" }}\n'
+            f'auth = {{ key = 1, password_file = "{pw}" }}\nkeys = [{{ chain_ids = ["c"], key = 7 }}]\n'
+        )
+    cfg = tmp_path / "kms.toml"
+    cfg.write_text(
+        '[[chain]]\nid = "c"\nkey_format = { type = "bech32", account_key_prefix = "p",'
+        f' consensus_key_prefix = "pc" }}\nstate_file = "{tmp_path}/s.json"\n' + text
+    )
+    plan = setup_ok([], "-c", cfg, "--plan", "--force-audit")
+    assert plan.output.count("forced audit on") == 2
+    res = setup_ok([], "-c", cfg, "--force-audit", "--signer-password-file", pw)
+    assert "WARNING: the config uses another auth key" in res.output  # key = 1, not 4
+    for s in sims[:2]:
+        assert s.device.snapshot()["options"]["force_audit"] == 1
+        assert s.device.snapshot()["options"]["command_audit"]["106"] == 1  # SIGN_EDDSA
+    assert len(sims[2].device.objects()) == 1  # not in the config: untouched
