@@ -387,6 +387,9 @@ def cmd_import(dev: SimDevice, ctx: Ctx, data: bytes) -> bytes:
     ctx.second = obj.id
     if obj.capabilities & ~wrap_key.delegated:
         raise Refuse(Err.INSUFFICIENT_PERMISSIONS)
+    if obj.domains & ~ctx.session.domains:
+        # as for put/generate [ASSUMED]: a session cannot place objects outside its domains
+        raise Refuse(Err.INSUFFICIENT_PERMISSIONS)
     if obj.id == 0 or obj.id > MAX_ID:
         raise Refuse(Err.INVALID_ID)
     if obj.handle in dev._objects:

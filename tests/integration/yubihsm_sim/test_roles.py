@@ -145,3 +145,24 @@ def test_forced_audit_with_a_full_log_still_lets_the_auditor_read_and_free_it(
     log = auditor.get_log_entries()
     auditor.set_log_index(log.entries[-1].number)
     session.get_pseudo_random(1)  # room again
+
+
+def test_import_wrapped_stays_within_the_session_domains(
+    hsm: YubiHsm, session: AuthSession
+) -> None:
+    wrap = WrapKey.put(
+        session, 1, "wrap", 0xFFFF, CAPABILITY.EXPORT_WRAPPED | CAPABILITY.IMPORT_WRAPPED,
+        ALGORITHM.AES256_CCM_WRAP, CAPABILITY.ALL, b"\x07" * 32,
+    )  # fmt: skip
+    d1 = AsymmetricKey.put(session, 30, "d1", 0b01, EXPORTABLE, Ed25519PrivateKey.generate())
+    d2 = AsymmetricKey.put(session, 31, "d2", 0b10, EXPORTABLE, Ed25519PrivateKey.generate())
+    blobs = [wrap.export_wrapped(d1), wrap.export_wrapped(d2)]
+    d1.delete()
+    d2.delete()
+    AuthenticationKey.put_derived(
+        session, 3, "operator", 0b01, CAPABILITY.IMPORT_WRAPPED, EXPORTABLE, "op-pw"
+    )
+    op = hsm.create_session_derived(3, "op-pw")
+    assert WrapKey(op, 1).import_wrapped(blobs[0]).id == 30
+    refused(ERROR.INSUFFICIENT_PERMISSIONS, WrapKey(op, 1).import_wrapped, blobs[1])
+    assert WrapKey(session, 1).import_wrapped(blobs[1]).id == 31  # all domains: allowed
