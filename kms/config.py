@@ -36,7 +36,7 @@ import re
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NoReturn, TypeVar
 
@@ -117,7 +117,8 @@ class YubiHsmProvider:
     adapter: HttpAdapter | UsbAdapter
     auth_key: int
     password_file: Path | None
-    password: str | None  # only from a tmkms file that inlines it (warned about at load)
+    # only from a tmkms file that inlines it (warned about at load); never in a repr
+    password: str | None = field(repr=False)
     keys: tuple[YubiHsmKey, ...]
 
 
@@ -321,6 +322,18 @@ class _Table:
         if key in self.data and not (isinstance(value, str) and check(value)):
             self.expected(key, what)
         assert isinstance(value, str)
+        return value
+
+    def secret_text(self, key: str, what: str) -> str:
+        """Like text(), but a wrong value is described by its type only: it may be a secret."""
+        value = self.data.get(key)
+        if not (isinstance(value, str) and value):
+            found = (
+                f"got {type(value).__name__} (value not shown: it may be a secret)"
+                if key in self.data
+                else "missing"
+            )
+            self.fail(key, f"expected {what}; {found}")
         return value
 
     def choice(self, key: str, choices: tuple[_T, ...], default: object = _REQUIRED) -> _T:
@@ -769,7 +782,7 @@ class _Parser:
             if self.check_files:
                 self._check_password_file(auth, password_file)
         else:
-            password = auth.text("password", "a non-empty password string")
+            password = auth.secret_text("password", "a non-empty password string (quoted)")
             self.warn(auth, "password", "password inline in the config; prefer password_file")
 
         keys: list[YubiHsmKey] = []

@@ -13,6 +13,7 @@ import importlib
 import click
 
 from kms import __version__
+from kms.harden import disable_core_dumps
 
 # command name -> "module:attribute"
 _COMMANDS: dict[str, str] = {
@@ -45,6 +46,8 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """kms: a remote signer for CometBFT validators (YubiHSM2 replicas or softsign)."""
+    # Every command may hold key material: no core dump may ever contain it.
+    disable_core_dumps()
 
 
 @cli.command()

@@ -1,4 +1,5 @@
-"""`kms state`: inspect and carry the double-sign watermark (show, check, history, import, set).
+"""`kms state`: inspect and carry the double-sign watermark (show, check, history, import,
+set, export).
 
 Owns: the operator commands around state files and audit logs. Thin: parsing and
 validation live in `kms.state.store` / `kms.state.audit`. Never signs, never
@@ -19,9 +20,18 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from kms.errors import KmsError, StateFileError
+from kms.fsutil import atomic_write
 from kms.state.audit import read_audit
+from kms.state.format1 import (
+    check_chain,
+    decode_foreign_state,
+    encode_block_id,
+    encode_state,
+    format_time,
+    sign_bytes_chain,
+)
 from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step, block_id_text
-from kms.state.store import StateStore, decode_foreign_state, encode_block_id, format_time
+from kms.state.store import StateStore
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,11 +82,15 @@ def state() -> None:
 @_one_line_errors
 def show(file: Path, as_json: bool) -> None:
     """Show what FILE says was last signed."""
-    s = StateStore(file).load()
+    store = StateStore(file)
+    s = store.load()
+    chain = sign_bytes_chain(s)
     mtime = datetime.fromtimestamp(file.stat().st_mtime, UTC)
     if as_json:
         out = {
             "file": str(file),
+            "format": store.format,
+            "chain_id": chain,
             "height": s.height,
             "round": s.round,
             "step": s.step,
@@ -91,7 +105,7 @@ def show(file: Path, as_json: bool) -> None:
         return
     bid = s.block_id
     lines = [
-        f"state file:  {file}",
+        f"state file:  {file} (format {store.format})",
         f"height:      {s.height}",
         f"round:       {s.round}",
         f"step:        {s.step} ({_STEP_NAMES[s.step]})",
@@ -104,7 +118,7 @@ def show(file: Path, as_json: bool) -> None:
         ),
         "sign bytes:  "
         + (
-            f"stored ({len(s.sign_bytes)} bytes)"
+            f"stored ({len(s.sign_bytes)} bytes, chain {chain})"
             if s.sign_bytes
             else "none (a request at exactly this height/round/step will be refused)"
         ),
@@ -157,8 +171,12 @@ def history(audit_log: Path, height: int | None) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="CometBFT priv_validator_state.json, a tmkms state file, or a kms state file.",
 )
+@click.option(
+    "--chain-id",
+    help="Refuse a source whose stored sign bytes were made for another chain.",
+)
 @_one_line_errors
-def import_cmd(file: Path, source: Path) -> None:
+def import_cmd(file: Path, source: Path, chain_id: str | None) -> None:
     """Carry the watermark from another signer's state file into FILE (never lowers it)."""
     try:
         data = source.read_bytes()
@@ -166,7 +184,12 @@ def import_cmd(file: Path, source: Path) -> None:
         raise StateFileError(f"{source}: cannot read: {e.strerror or e}") from None
     try:
         imported, kind = decode_foreign_state(data)
-    except ValueError as e:  # the decoder's shape errors
+        # the chain this watermark belongs to: --chain-id, else what FILE already holds
+        if chain_id is None and file.exists():
+            chain_id = sign_bytes_chain(StateStore(file).load())
+        if chain_id is not None:
+            check_chain(imported, chain_id)
+    except ValueError as e:  # the decoders' shape errors (BadState)
         raise StateFileError(f"{source}: not a state file we can import: {e}") from None
     imported = _with_time(imported)
     if not file.exists():
@@ -239,8 +262,35 @@ def set_cmd(file: Path, height: int, round_: int, step: int, force: bool) -> Non
                 abort=True,
                 err=True,
             )
-        store.save(new)
+        if current is None:
+            store.replace(new)  # unreadable: nothing to write a slot next to
+        else:
+            store.save(new)
     click.echo(f"{file}: set to {_hrs(new)}")
+
+
+@state.command(name="export")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tmkms"]),
+    default="tmkms",
+    show_default=True,
+    help="tmkms: format 1, the JSON document tmkms reads.",
+)
+@_one_line_errors
+def export_cmd(file: Path, out: Path, fmt: str) -> None:
+    """Write FILE's watermark to OUT in another signer's format (OUT must not exist)."""
+    s = StateStore(file).load()
+    try:
+        atomic_write(out, encode_state(s), overwrite=False)
+    except FileExistsError:
+        raise StateFileError(f"{out}: already exists; refusing to overwrite it") from None
+    except OSError as e:
+        raise StateFileError(f"{out}: cannot write: {e}") from None
+    click.echo(f"{out}: {fmt} state at {_hrs(s)}")
 
 
 def _with_time(s: SignState) -> SignState:

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from kms.errors import StateError
 from kms.privval.messages import BlockID
-from kms.state.store import encode_block_id, format_time
+from kms.state.format1 import encode_block_id, format_time
 
 log = logging.getLogger(__name__)
 

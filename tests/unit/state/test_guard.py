@@ -150,9 +150,9 @@ async def test_fsync_runs_off_the_event_loop(state_path: Path) -> None:
     release = threading.Event()
 
     class SlowSync(FileOps):
-        def fsync(self, fd: int) -> None:
+        def fdatasync(self, fd: int) -> None:
             release.wait(5)
-            super().fsync(fd)
+            super().fdatasync(fd)
 
     g = ChainGuard(CHAIN, StateStore(state_path, ops=SlowSync()))
     try:
@@ -173,9 +173,9 @@ async def test_cancelled_write_is_verified_before_the_next_signature(state_path:
     release = threading.Event()
 
     class SlowSync(FileOps):
-        def fsync(self, fd: int) -> None:
+        def fdatasync(self, fd: int) -> None:
             release.wait(5)
-            super().fsync(fd)
+            super().fdatasync(fd)
 
     g = ChainGuard(CHAIN, StateStore(state_path, ops=SlowSync()))
     try:
