@@ -296,9 +296,20 @@ def status(
     type=click.Path(path_type=Path, dir_okay=False),
     help="where the audit remembers what it read [default: hsm-audit.json next to the config]",
 )
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="first audit of devices and kms logs that already have history: verify the chains,"
+    " start counting from now",
+)
 @click.option("--json", "as_json", is_flag=True, help="one JSON document")
 def audit(
-    config: Path, auth_key: int, password_file: Path, cursor: Path | None, as_json: bool
+    config: Path,
+    auth_key: int,
+    password_file: Path,
+    cursor: Path | None,
+    baseline: bool,
+    as_json: bool,
 ) -> None:
     """Read every device's audit log, verify it, and reconcile it with kms's audit logs."""
     import json
@@ -316,6 +327,7 @@ def audit(
             auth_key,
             read_password_file(password_file),
             cursor or config.with_name("hsm-audit.json"),
+            baseline=baseline,
         )
     if as_json:
         doc = {

@@ -194,3 +194,17 @@ def test_an_overflowed_log_reports_lost_entries(fleet: Fleet) -> None:
     code, doc = fleet.audit()
     assert code == 1
     assert any("were lost (log overflowed)" in g for g in doc["gaps"]), doc  # type: ignore[union-attr]
+
+
+def test_a_baseline_starts_the_window_and_later_audits_count_from_there(fleet: Fleet) -> None:
+    fleet.sign(0, record=False)  # history from before kms kept records (or before this audit)
+    fleet.record(1)
+    assert fleet.audit()[0] == 1  # without a baseline: gaps
+    fleet.config.with_name("hsm-audit.json").unlink()  # start over, with a baseline this time
+    res = run(
+        "hsm", "audit", "-c", fleet.config, "--password-file", fleet.auditor_pw, "--baseline",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    fleet.sign(1)
+    code, doc = fleet.audit()
+    assert code == 0, doc
