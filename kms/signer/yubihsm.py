@@ -29,6 +29,13 @@ Rules (see docs/YUBIHSM.md §1.1, §3.5, §3.7, §6):
   is the keep-alive the replica set's health loop sends.
 - `open()` checks that the key exists, is Ed25519 and has sign-eddsa; every
   signature is verified against the public key read at open.
+- At start: two configured names that reach one serial are refused
+  (`check_distinct_devices`, called by the factory before any session), and a
+  device that still holds the factory auth key (id 1) is a loud warning.
+- `yhusb://` uses the library's UsbBackend; no device, no libusb or no
+  permission is one HsmConnectionError line naming the device.
+- A missing auth key and a wrong password are HsmAuthError naming the auth key
+  id ("authentication failed ..."), never a connection error.
 - Errors carry the device name and key id: HsmConnectionError (connector
   unreachable, connection broke, HTTP error), HsmTimeoutError (no answer in
   time), HsmDeviceError (the device answered with an error, bad MAC/response,
