@@ -101,3 +101,19 @@ def test_start_names_the_auth_problem_once_and_not_as_unreachable(
     assert message in refusal[0]
     assert refusal[0].count(f"127.0.0.1:{sim.port}") == 1, refusal[0]
     assert "unreachable" not in out
+
+
+async def test_a_failing_factory_key_check_never_keeps_a_replica_from_signing(
+    sim: SimulatedHsm, caplog: pytest.LogCaptureFixture
+) -> None:
+    from kms.signer.yubihsm import YubiHsmSigner, derive_credentials
+
+    sim.device.put_ed25519_seed(KEY_ID, bytes(32))
+    sim.faults.fail_next(1, 0x0B, commands={0x48})  # LIST_OBJECTS: the check's only command
+    signer = YubiHsmSigner.connect(sim.url, sim.url, KEY_ID, derive_credentials(1, "password"))
+    try:
+        await signer.open()
+        assert len((await signer.sign_traced(b"m")).signature) == 64
+    finally:
+        await signer.close()
+    assert "factory auth key" not in caplog.text  # not checked: no false claim either way
