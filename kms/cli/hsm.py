@@ -101,10 +101,15 @@ def _show_secret(entropy: bytes, split: tuple[int, int] | None) -> None:
         click.echo(phrase.to_phrase(entropy))
     else:
         m, n = split
+        shares = shamir.split(entropy, m, n)
+        lines = [shamir.format_share(m, x, y) for x, y in shares]
+        # self-test before anyone relies on them: the first and the last M shares
+        if shamir.recover(lines[:m]) != entropy or shamir.recover(lines[-m:]) != entropy:
+            raise RecoveryPhraseError("internal error: the shares do not recombine")
         click.echo(f"RECOVERY SHARES: any {m} of these {n} rebuild the phrase (shown once;")
         click.echo("give each to a different custodian; fewer than M reveal nothing):")
-        for x, y in shamir.split(entropy, m, n):
-            click.echo(shamir.format_share(m, x, y))
+        for line in lines:
+            click.echo(line)
     click.echo("It derives the wrap key and every role password: whoever holds it controls")
     click.echo("the HSMs. kms never stores it.")
     click.echo(bar)
@@ -163,6 +168,8 @@ def setup(
             entropy = phrase.new_entropy()
             # shown before any write: if a device fails half-way, the phrase is still known
             _show_secret(entropy, split_mn)
+            if sys.stdin.isatty():  # nothing is written until the operator confirms
+                click.confirm("Written down and checked? Provision the devices now", abort=True)
         flow.run_setup(checks, entropy, force_audit=force_audit, echo=click.echo)
         if signer_password_file is not None:
             _write_password(signer_password_file, entropy, "signer")
