@@ -521,7 +521,7 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
             dev = Device(spec)
             infos = dev.call(list_asymmetric_keys, ": list")
         except KmsError as e:
-            entry["error"] = strip_name(e, spec.name)  # the name is printed with it once
+            entry["error"] = strip_name(e, spec.name).removeprefix("list: ")  # name shown once
             down = isinstance(e, HsmConnectionError | HsmTimeoutError)
             problems.append(f"{spec.name}: {'unreachable' if down else 'refused'} (see above)")
             continue
