@@ -101,3 +101,11 @@ class NoHealthyReplicaError(SignerError):
 
 class KeyFileError(KmsError):
     """A key file is missing, malformed, or has permissive file modes."""
+
+
+class HsmAdminError(KmsError):
+    """An HSM administration command (`kms hsm ...`) cannot proceed or found a problem."""
+
+
+class RecoveryPhraseError(HsmAdminError):
+    """A recovery phrase or Shamir share is malformed (bad word, checksum, share set)."""

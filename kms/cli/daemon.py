@@ -75,7 +75,9 @@ async def _run(config: Config) -> Daemon:
     try:
         daemon = await build(config)
     except KmsError as e:
-        log.error("start-up refused: %s", e)
+        # said once, by kms.cli.errors, as "error: start-up refused: ..." (not also logged:
+        # the log goes to the same stderr)
+        e.args = (f"start-up refused: {e}", *e.args[1:])
         raise
     log_starting_point(daemon)
     await daemon.run()

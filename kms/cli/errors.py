@@ -51,6 +51,11 @@ def _os_error(e: OSError) -> str:
     return f"{e.filename}: {what}" if e.filename else what
 
 
+def exit_code_for(e: KmsError) -> int:
+    """2 for a configuration error, 1 for anything refused at run time."""
+    return EXIT_USAGE if isinstance(e, ConfigError) else EXIT_REFUSED
+
+
 def run_command(invoke: Callable[[], object]) -> int:
     """Run a click entry point in non-standalone mode and return the exit code to use."""
     try:
@@ -66,12 +71,9 @@ def run_command(invoke: Callable[[], object]) -> int:
     except click.ClickException as e:
         _say(e.format_message())
         return e.exit_code
-    except ConfigError as e:
-        _say(str(e))
-        return EXIT_USAGE
     except KmsError as e:
         _say(str(e))
-        return EXIT_REFUSED
+        return exit_code_for(e)
     except KeyboardInterrupt:
         _say("interrupted")
         return 130

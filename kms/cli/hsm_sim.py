@@ -46,7 +46,7 @@ NOTICE = """\
     "--serial",
     type=click.IntRange(1, 0xFFFFFFFF),
     default=None,
-    help="Device serial (default: the state file's, else 1000001); tells replicas apart.",
+    help="Device serial (default: the state file's, else random per start); tells replicas apart.",
 )
 def hsm_sim(
     port: int, host: str, state: Path | None, latency_ms: float, serial: int | None

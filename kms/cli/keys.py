@@ -7,7 +7,8 @@ touches double-sign state or validator connections.
 Devices come from a config (`-c`: every `[[providers.yubihsm]]` section; for
 keygen/import/export only the sections whose `keys` list the key id, or all
 sections when none does) or from flags (`--connector URL` repeated, one auth
-key id and password for all). Passwords come from files (mode 0600) or a
+key id and password for all). With `-c`, `--auth-key` + `--password-file`
+replace the config's auth key (e.g. the operator role after `kms hsm setup`). Passwords come from files (mode 0600) or a
 prompt, never from arguments.
 
 Rules:
@@ -23,6 +24,9 @@ Rules:
   (`--wrap-key-id`, default 1: tmkms's convention for the wrap key, which must
   already exist on every device, e.g. from the same `yubihsm-setup`).
 - After every write, every device's public key is read back and compared.
+- `kms import` also takes the bare wrap blob tmkms and yubihsm-shell write
+  (kms/hsm/backup.py); it goes into one device first, whose public key is
+  shown, then into the others. `kms export --format tmkms` writes that form.
 - A wrapped backup is a small JSON document (0600): format, key id, wrap key
   id, public key and the device's wrap blob in base64. The key id and public
   key are recorded because the blob itself is encrypted and cannot be checked
@@ -51,7 +55,9 @@ from yubihsm.defs import ERROR
 from kms.chains import public_key_forms, render_forms
 from kms.cli.errors import EXIT_REFUSED
 from kms.config import Config, KeyFormat, load_config
-from kms.errors import ConfigError, HsmDeviceError, KmsError
+from kms.errors import ConfigError, HsmConnectionError, HsmDeviceError, HsmTimeoutError, KmsError
+from kms.hsm.backup import RawWrapped, detect_raw_wrapped, tmkms_file
+from kms.hsm.devices import strip_name
 from kms.keys import (
     check_private_mode,
     decode_base64_key,
@@ -255,11 +261,12 @@ class SeedSource:
         return public_key_from_seed(self.seed)
 
 
-KeySource = SeedSource | WrappedBackup
+KeySource = SeedSource | WrappedBackup | RawWrapped
 
 
 def read_key_source(path: Path) -> KeySource:
-    """A priv_validator_key.json, a base64 seed file, or a kms wrapped backup."""
+    """A priv_validator_key.json, a base64 seed file, a kms wrapped backup, or a raw wrap
+    blob as tmkms (`yubihsm keys export`) and yubihsm-shell (`get-wrapped`) write it."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -272,6 +279,8 @@ def read_key_source(path: Path) -> KeySource:
             raise KeyCommandError(f"{path}: not valid JSON ({e})") from None
     if isinstance(doc, dict) and doc.get("format") == WRAPPED_FORMAT:
         return parse_wrapped_backup(path, doc)
+    if doc is None and (wrapped := detect_raw_wrapped(raw)) is not None:
+        return wrapped  # encrypted under the wrap key: no clear secret, no mode check
     check_private_mode(path)  # everything else holds the secret in the clear
     if doc is not None:
         return SeedSource(parse_priv_validator_key(path, raw).seed)
@@ -398,7 +407,7 @@ def _import_blob(d: Device, wrap_key_id: int, blob: bytes, key_id: int) -> None:
 def import_flow(
     devices: Sequence[Device],
     key_id: int,
-    source: KeySource,
+    source: SeedSource | WrappedBackup,
     *,
     label: str,
     domains: int,
@@ -436,11 +445,51 @@ def import_flow(
     return _agree(devices, key_id, expected)
 
 
+def raw_import_flow(
+    devices: Sequence[Device],
+    key_id: int,
+    source: RawWrapped,
+    wrap_key_id: int,
+    *,
+    force: bool,
+    show: Callable[[bytes], None],
+) -> bytes:
+    """Import a tmkms / yubihsm-shell blob: its key is only readable once a device holds it,
+    so it goes into ONE device first, its public key is shown, then into the others."""
+    existing = {d.name: d.find(key_id) for d in devices}
+    present = [n for n, k in existing.items() if k is not None]
+    if present and not force:
+        raise KeyCommandError(
+            f"key id {key_id} already exists on {', '.join(present)}; a wrapped key keeps its"
+            " id: use --force to replace it; nothing was changed"
+        )
+    _check_wrap_key(devices, wrap_key_id)
+    done: list[str] = []
+    expected: bytes | None = None
+    try:
+        for d in devices:
+            if existing[d.name] is not None:
+                d.call(lambda s: delete_key(s, key_id), ": delete")
+            _import_blob(d, wrap_key_id, source.blob, key_id)
+            done.append(d.name)
+            info = d.find(key_id)
+            if info is None or info.public_key is None:
+                raise KeyCommandError(f"{d.name}: imported key {key_id} is not an Ed25519 key")
+            if expected is None:
+                expected = info.public_key
+                show(expected)  # before the blob goes into any other replica
+    except KmsError as e:
+        _partial(devices, key_id, done, e)
+    return _agree(devices, key_id, expected)
+
+
 def _put_seed(d: Device, key_id: int, label: str, domains: int, caps: int, seed: bytes) -> None:
     d.call(lambda s: put_ed25519(s, key_id, label, domains, caps, seed), ": put")
 
 
-def export_flow(devices: Sequence[Device], key_id: int, wrap_key_id: int, out: Path) -> bytes:
+def export_flow(
+    devices: Sequence[Device], key_id: int, wrap_key_id: int, out: Path, *, tmkms: bool = False
+) -> bytes:
     check_new_file(out)
     holder = next(((d, k) for d in devices if (k := d.find(key_id)) is not None), None)
     if holder is None:
@@ -451,7 +500,8 @@ def export_flow(devices: Sequence[Device], key_id: int, wrap_key_id: int, out: P
     if not dev.call(lambda s: wrap_key_exists(s, wrap_key_id), ": wrap key"):
         raise KeyCommandError(f"{dev.name}: wrap key {wrap_key_id} not found")
     blob = dev.call(lambda s: export_wrapped(s, wrap_key_id, key_id), ": export")
-    write_secret_file(out, WrappedBackup(key_id, wrap_key_id, info.public_key, blob).to_json())
+    backup = WrappedBackup(key_id, wrap_key_id, info.public_key, blob)
+    write_secret_file(out, tmkms_file(blob) if tmkms else backup.to_json())
     return info.public_key
 
 
@@ -473,8 +523,9 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
             dev = Device(spec)
             infos = dev.call(list_asymmetric_keys, ": list")
         except KmsError as e:
-            entry["error"] = str(e)
-            problems.append(f"{spec.name}: unreachable ({e})")
+            entry["error"] = strip_name(e, spec.name).removeprefix("list: ")  # name shown once
+            down = isinstance(e, HsmConnectionError | HsmTimeoutError)
+            problems.append(f"{spec.name}: {'unreachable' if down else 'refused'} (see above)")
             continue
         finally:
             if dev is not None:
@@ -567,13 +618,20 @@ def _specs(
     if config is not None and connectors:
         raise click.UsageError("give either -c CONFIG or --connector, not both")
     if config is not None:
-        if auth_key is not None or password_file is not None:
-            raise click.UsageError("--auth-key/--password-file go with --connector, not -c")
         cfg = load_config(config, check_files=False)
         specs = specs_from_config(cfg)
         if not specs and not allow_empty:
             raise ConfigError(f"{config}: no [[providers.yubihsm]] sections: no device to use")
-        return specs, cfg
+        if auth_key is None and password_file is None:
+            return specs, cfg
+        if auth_key is None or password_file is None:
+            raise click.UsageError("with -c, give both --auth-key and --password-file (or neither)")
+        # another role than the config's (e.g. the operator after kms hsm setup)
+        override = functools.partial(read_password_file, password_file)
+        return [
+            DeviceSpec(s.name, s.connector, auth_key, override, s.key_formats, s.key_chains)
+            for s in specs
+        ], cfg
     if not connectors:
         raise click.UsageError("give -c CONFIG or --connector URL (repeat for replicas)")
     return specs_from_flags(
@@ -597,7 +655,9 @@ def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
         ),
         click.option(
-            "--auth-key", type=_OBJECT_ID, help="auth key id with --connector [default: 1]"
+            "--auth-key",
+            type=_OBJECT_ID,
+            help="auth key id [default: the config's, else 1]; with -c also --password-file",
         ),
         click.option(
             "--password-file",
@@ -648,6 +708,11 @@ def _report(
         click.echo(line)
     for k, v in (extra or {}).items():
         click.echo(f"{k.replace('_', ' ') + ':':<21} {v}")
+
+
+def _show_key(public_key: bytes, key_format: KeyFormat | None = None) -> None:
+    for line in render_forms(public_key_forms(public_key, key_format)):
+        click.echo(line)
 
 
 @click.command()
@@ -729,6 +794,13 @@ def _write_softsign(path: Path, seed: bytes, what: str, as_json: bool) -> None:
 @click.option("--non-exportable", is_flag=True, help="do not allow export under wrap")
 @click.option("--force", is_flag=True, help="replace a different key with the same id")
 @click.option(
+    "--wrap-key-id",
+    type=_OBJECT_ID,
+    default=DEFAULT_WRAP_KEY_ID,
+    show_default=True,
+    help="wrap key of a tmkms / yubihsm-shell wrapped file",
+)
+@click.option(
     "--softsign",
     type=click.Path(path_type=Path, dir_okay=False),
     help="write the key to this software key file instead",
@@ -745,11 +817,13 @@ def import_cmd(
     domains: int,
     non_exportable: bool,
     force: bool,
+    wrap_key_id: int,
     softsign: Path | None,
     as_json: bool,
     file: Path,
 ) -> None:
-    """Import FILE (priv_validator_key.json, base64 seed or wrapped backup) into every replica."""
+    """Import FILE into every replica: priv_validator_key.json, base64 seed, kms wrapped
+    backup, or a wrapped key written by tmkms / yubihsm-shell (detected by content)."""
     with _errors():
         source = read_key_source(file)
         if softsign is not None:
@@ -761,21 +835,51 @@ def import_cmd(
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
         with connected(specs_for_key(specs, kid)) as devices:
-            pub = import_flow(
-                devices,
-                kid,
-                source,
-                label=label,
-                domains=domains,
-                exportable=not non_exportable,
-                force=force,
-            )
+            key_format = _key_format_for(devices, kid)
+            if isinstance(source, RawWrapped):
+                if not as_json:
+                    click.echo(
+                        f"{file}: wrapped key ({source.origin}, tmkms / yubihsm-shell format)"
+                        f" under wrap key {wrap_key_id}; its public key is read from the first"
+                        " device"
+                    )
+                pub = raw_import_flow(
+                    devices,
+                    kid,
+                    source,
+                    wrap_key_id,
+                    force=force,
+                    show=lambda pk: (
+                        None
+                        if as_json
+                        else _report(
+                            pk,
+                            what=f"imported key {kid} first",
+                            where=[devices[0].name],
+                            as_json=False,
+                            key_format=key_format,
+                        )
+                    ),
+                )
+            else:
+                if not as_json:
+                    click.echo(f"importing {file} as key {kid}:")
+                    _show_key(source.public_key, key_format)
+                pub = import_flow(
+                    devices,
+                    kid,
+                    source,
+                    label=label,
+                    domains=domains,
+                    exportable=not non_exportable,
+                    force=force,
+                )
             _report(
                 pub,
                 what=f"imported key {kid}",
                 where=[d.name for d in devices],
                 as_json=as_json,
-                key_format=_key_format_for(devices, kid),
+                key_format=key_format,
             )
 
 
@@ -783,6 +887,15 @@ def import_cmd(
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the key to back up")
 @click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["kms", "tmkms"]),
+    default="kms",
+    show_default=True,
+    help="kms: JSON with key id and public key; tmkms: the bare base64 blob tmkms and"
+    " yubihsm-shell read",
+)
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def export_cmd(
     config: Path | None,
@@ -791,6 +904,7 @@ def export_cmd(
     password_file: Path | None,
     key_id: int | None,
     wrap_key_id: int,
+    fmt: str,
     out: Path,
 ) -> None:
     """Write a wrapped backup of a key (encrypted under the wrap key) to OUT."""
@@ -798,7 +912,7 @@ def export_cmd(
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
         with connected(specs_for_key(specs, kid)) as devices:
-            pub = export_flow(devices, kid, wrap_key_id, out)
+            pub = export_flow(devices, kid, wrap_key_id, out, tmkms=fmt == "tmkms")
             click.echo(f"wrote {out} (key {kid} wrapped under wrap key {wrap_key_id})")
             click.echo(f"validator address:   {validator_address(pub)}")
 
