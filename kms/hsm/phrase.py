@@ -62,7 +62,8 @@ def from_phrase(text: str) -> bytes:
     known = set(_BIP39.wordlist)
     for i, w in enumerate(words, 1):
         if w not in known:
-            raise RecoveryPhraseError(f"word {i} ({w!r}) is not in the BIP-39 English wordlist")
+            # the word itself is not shown: a near-miss is most of a word of the phrase
+            raise RecoveryPhraseError(f"word {i} is not in the BIP-39 English wordlist")
     phrase = " ".join(words)
     if not _BIP39.check(phrase):
         raise RecoveryPhraseError("recovery phrase checksum does not match (a word is wrong)")
