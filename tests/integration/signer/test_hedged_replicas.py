@@ -1,0 +1,110 @@
+"""Hedged requests through the real `yubihsm` library against simulated devices over HTTP.
+
+One replica hangs (the simulator's fault injection: it stops answering while
+holding the device); every request must still get its signature, within about
+one hedge delay plus one device latency, and none may fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nacl.signing import SigningKey
+
+from kms.signer.hedge import HedgePolicy
+from kms.signer.replicas import ReplicaSet
+from kms.signer.yubihsm import YubiHsmSigner, derive_credentials
+
+from .conftest import KEY_ID, SEED, SIGNER_AUTH_ID, SIGNER_PASSWORD, SimFactory
+
+LATENCY_MS = 40
+REQUEST_TIMEOUT = 1.0
+# a short ceiling and few samples so the test warms up quickly; the rule is the default one
+POLICY = HedgePolicy(min_samples=3, ceiling=0.3)
+
+
+def expected(msg: bytes) -> bytes:
+    return bytes(SigningKey(SEED).sign(msg).signature)
+
+
+async def hedged_set(sims: SimFactory, policy: str) -> tuple[ReplicaSet, list]:  # type: ignore[type-arg]
+    reps = sims(3, latency_ms=LATENCY_MS)
+    members = [
+        YubiHsmSigner.connect(
+            f"hsm-{chr(97 + i)}",
+            sim.url,
+            KEY_ID,
+            derive_credentials(SIGNER_AUTH_ID, SIGNER_PASSWORD),
+            connect_timeout=0.5,
+            request_timeout=REQUEST_TIMEOUT,
+        )
+        for i, sim in enumerate(reps)
+    ]
+    rs = ReplicaSet(
+        "chain-1",
+        members,
+        policy=policy,
+        hedge=POLICY,
+        probe_timeout=1.0,  # type: ignore[arg-type]
+    )
+    await rs.open()
+    for i in range(9):  # a latency history for every replica
+        await rs.sign_traced(b"warm-%d" % i, timeout=3.0)
+    return rs, reps
+
+
+async def test_hung_primary_costs_about_one_device_latency_more(sims: SimFactory) -> None:
+    rs, reps = await hedged_set(sims, "primary")
+    reps[0].faults.hang()
+    try:
+        latencies = []
+        for i in range(3):
+            t0 = time.monotonic()
+            sig = await rs.sign_traced(b"m-%d" % i, timeout=4.0)
+            latencies.append(time.monotonic() - t0)
+            assert sig.signature == expected(b"m-%d" % i)
+            assert sig.by != "hsm-a"
+        # the first request waits one hedge delay (1.5 x ~45 ms, floor 50 ms) plus one
+        # device latency; the request timeout (1 s) is never waited out
+        assert latencies[0] < 0.35, latencies
+        assert max(latencies) < REQUEST_TIMEOUT / 2, latencies
+        assert rs.stats.hedges >= 1 and rs.stats.exhausted == 0
+        # the hung attempt was left to end on its own: its timeout marks the replica down
+        await asyncio.sleep(REQUEST_TIMEOUT + 0.3)
+        assert not rs.replica_health()["hsm-a"].healthy
+    finally:
+        reps[0].faults.release()
+    # after the hang it comes back with a working session
+    await rs.probe(0)
+    assert rs.replica_health()["hsm-a"].healthy
+    assert await rs.replicas[0].sign(b"after") == expected(b"after")
+    await rs.close()
+
+
+async def test_no_request_fails_when_a_replica_hangs_under_load(sims: SimFactory) -> None:
+    rs, reps = await hedged_set(sims, "spread")
+    latencies: list[float] = []
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(0.02 * i)  # a steady stream, a few in flight at a time
+        msg = b"load-%d" % i
+        t0 = time.monotonic()
+        sig = await rs.sign_traced(msg, timeout=4.0)
+        latencies.append(time.monotonic() - t0)
+        assert sig.signature == expected(msg)
+
+    async def hang_later() -> None:
+        await asyncio.sleep(0.2)
+        reps[1].faults.hang()
+
+    try:
+        await asyncio.gather(hang_later(), *(one(i) for i in range(40)))
+    finally:
+        reps[1].faults.release()
+    assert len(latencies) == 40 and rs.stats.exhausted == 0
+    assert rs.stats.hedges >= 1
+    # without hedging, the requests caught on the hung device would wait out the
+    # request timeout (1 s) before failing over
+    assert max(latencies) < 0.6, sorted(latencies)[-5:]
+    await rs.close()
