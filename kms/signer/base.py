@@ -12,7 +12,10 @@ implementation and every replica. That is what makes retries and failover safe.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from kms.errors import SignerError
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,22 @@ class Signer(abc.ABC):
 
     async def sign(self, message: bytes, *, timeout: float | None = None) -> bytes:
         return (await self.sign_traced(message, timeout=timeout)).signature
+
+    async def sign_all(
+        self, messages: Sequence[bytes], *, timeout: float | None = None
+    ) -> list[Signature | SignerError]:
+        """Sign several messages; each gets its signature or the SignerError it met.
+
+        One after the other here; a signer with several devices (`ReplicaSet`)
+        signs them at once on different devices. Nothing else is signed.
+        """
+        results: list[Signature | SignerError] = []
+        for m in messages:
+            try:
+                results.append(await self.sign_traced(m, timeout=timeout))
+            except SignerError as e:
+                results.append(e)
+        return results
 
     def health(self) -> Health:
         return Health(True)

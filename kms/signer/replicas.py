@@ -187,8 +187,10 @@ class _Replica:
     def view(self) -> ReplicaView:
         # the device's own queue when the signer knows it: several chains (each with its
         # own ReplicaSet) share one device, and spread must see all of their work
+        # (our own count too: a request just started reaches the device's queue only
+        # when its task first runs, and a burst must not pile onto one device meanwhile)
         device_load = self.signer.load
-        load = self.outstanding if device_load is None else device_load
+        load = self.outstanding if device_load is None else max(device_load, self.outstanding)
         return ReplicaView(self.index, self.state, load, self.assigned)
 
 
@@ -327,6 +329,38 @@ class ReplicaSet(Signer):
     # --- signing -----------------------------------------------------------------------
 
     async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
+        return await self._sign_race(message, timeout, None)
+
+    async def sign_all(
+        self, messages: Sequence[bytes], *, timeout: float | None = None
+    ) -> list[Signature | SignerError]:
+        """Sign the messages at once, each first on its own healthy replica while there
+        are enough (a precommit and its vote extension: one device latency, not two);
+        the rest go where the policy sends them. Each gets its signature or its error."""
+        picked: set[int] = set()
+        firsts: list[int | None] = []
+        for _ in messages:
+            idx = self._choose(picked, hedge=True)  # healthy and not picked yet
+            if idx is not None:
+                picked.add(idx)
+            firsts.append(idx)
+        results = await asyncio.gather(
+            *(self._sign_race(m, timeout, f) for m, f in zip(messages, firsts, strict=True)),
+            return_exceptions=True,
+        )
+        out: list[Signature | SignerError] = []
+        for res in results:
+            if isinstance(res, Signature | SignerError):
+                out.append(res)
+            else:  # anything else (a bug, a cancellation) is not a signing outcome
+                raise res
+        return out
+
+    async def _sign_race(
+        self, message: bytes, timeout: float | None, first_choice: int | None
+    ) -> Signature:
+        """Sign `message`: failover and hedging (see the module docstring). `first_choice`:
+        the replica to try first (sign_all spreads its messages), else the policy's."""
         if self._verify_key is None:
             raise SignerError(f"replica set {self.name}: sign before open()")
         budget = self.default_timeout if timeout is None else timeout
@@ -344,7 +378,8 @@ class ReplicaSet(Signer):
             while True:
                 now = self._clock()
                 if not running:
-                    idx = self._choose(tried)
+                    idx = self._choose(tried) if first_choice is None else first_choice
+                    first_choice = None
                     if idx is None and not second_round and failures:
                         # every replica failed once; a rebuilt session often works (a lost
                         # reply, an expired session), and with one device there is nowhere

@@ -12,6 +12,7 @@ import time
 
 from nacl.signing import SigningKey
 
+from kms.signer.base import Signature
 from kms.signer.hedge import HedgePolicy
 from kms.signer.replicas import ReplicaSet
 from kms.signer.yubihsm import YubiHsmSigner, derive_credentials
@@ -107,4 +108,16 @@ async def test_no_request_fails_when_a_replica_hangs_under_load(sims: SimFactory
     # without hedging, the requests caught on the hung device would wait out the
     # request timeout (1 s) before failing over
     assert max(latencies) < 0.6, sorted(latencies)[-5:]
+    await rs.close()
+
+
+async def test_sign_all_signs_two_messages_at_once_on_two_devices(sims: SimFactory) -> None:
+    rs, _ = await hedged_set(sims, "primary")  # even under primary: one message per device
+    t0 = time.monotonic()
+    vote, ext = await rs.sign_all([b"vote", b"extension"], timeout=3.0)
+    elapsed = time.monotonic() - t0
+    assert isinstance(vote, Signature) and isinstance(ext, Signature)
+    assert vote.signature == expected(b"vote") and ext.signature == expected(b"extension")
+    assert vote.by != ext.by
+    assert elapsed < 1.7 * LATENCY_MS / 1000, elapsed  # one device latency, not two
     await rs.close()
