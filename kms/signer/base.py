@@ -79,3 +79,14 @@ class Signer(abc.ABC):
         """Requests in flight on the device behind this signer, from every chain that
         shares it (queued or running); None when the signer cannot tell."""
         return None
+
+    @property
+    def last_answer(self) -> float | None:
+        """time.monotonic() when the device behind this signer last answered any call
+        (from any chain); None when the signer cannot tell."""
+        return None
+
+    @property
+    def last_service_time(self) -> float | None:
+        """Seconds the device spent on its last call, queueing excluded; None when unknown."""
+        return None

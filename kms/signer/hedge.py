@@ -16,16 +16,16 @@ long": a device works one request at a time, so a request queued behind
 others on a healthy device waits longer than one service time without
 anything being wrong; hedging it would double the work exactly when the
 devices are saturated. A hung device stops making progress at all, and then
-every request waiting on it is hedged. Service times exclude queueing (a
-signature's time counts from the previous answer of the same replica when it
-was queued behind it).
+every request waiting on it is hedged. Service times exclude queueing.
 
 Why the bounds: the floor keeps a run of fast answers from making every
 slightly slower one look stalled; the ceiling keeps a hung device from costing
 more than about `ceiling` plus one device latency, well inside the request
-timeout. Known limit: the replica set only sees its own chain's answers, so a
-device shared with busy chains can look stalled to a quiet one and be hedged
-needlessly (extra work, never a wrong answer).
+timeout. A device shared by several chains counts every chain's answers
+(`Signer.last_answer`, and the service times `Signer.last_service_time` as the
+device measured them); a signer that cannot tell is judged on its own
+chain's answers only, which can hedge needlessly (extra work, never a wrong
+answer).
 """
 
 from __future__ import annotations

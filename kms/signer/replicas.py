@@ -445,8 +445,13 @@ class ReplicaSet(Signer):
         return choose_replica(views, self.policy, frozenset(tried))
 
     def _stalled_at(self, r: _Replica) -> float:
-        """When `r` counts as stalled: no answer since its last progress for a hedge delay."""
-        return r.progress + hedge_delay(self.hedge, r.latencies)
+        """When `r` counts as stalled: no answer since its last progress for a hedge delay.
+
+        Progress is the device's own last answer when the signer reports it (other
+        chains' requests on the same device count: a busy device is not a stalled one)."""
+        device = r.signer.last_answer
+        mark = r.progress if device is None else max(r.progress, device)
+        return mark + hedge_delay(self.hedge, r.latencies)
 
     def _hedge(self, slow: _Replica, to: _Replica, now: float) -> None:
         self._hedges += 1
@@ -455,7 +460,7 @@ class ReplicaSet(Signer):
             "%s: %s has not answered for %.0f ms; also asking %s",
             self.name,
             slow.name,
-            (now - slow.progress) * 1000,
+            (now - max(slow.progress, slow.signer.last_answer or 0.0)) * 1000,
             to.name,
         )
 
@@ -530,9 +535,12 @@ class ReplicaSet(Signer):
         r.signatures += 1
         end = self._clock()
         r.last_latency = end - start
-        # the device works one request at a time: this one's service began when the
-        # previous answer came (it was queued until then) or when it was sent
-        r.latencies.add(end - max(start, r.progress))
+        service = r.signer.last_service_time
+        if service is None:
+            # the device works one request at a time: this one's service began when
+            # the previous answer came (it was queued until then) or when it was sent
+            service = end - max(start, r.progress)
+        r.latencies.add(service)
         self.observer.hsm_request(r.name, r.last_latency, True)
         return Signature(sig.signature, r.name)
 
