@@ -35,6 +35,7 @@ vote signature.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -181,22 +182,43 @@ class SignService:
         start = self._clock()
         vote = req.vote
         kind = _vote_kind(vote)
+        # the extension signature started alongside the vote's (see _sign_with_extension)
+        ext_pending: list[asyncio.Future[Signature]] = []
+        try:
+            return await self._sign_vote_inner(req, vote, kind, chain, link, start, ext_pending)
+        finally:
+            for fut in ext_pending:  # refused or failed: the extension never leaves
+                if not fut.done():
+                    fut.cancel()
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved, so asyncio does not report it
+
+    async def _sign_vote_inner(
+        self,
+        req: SignVoteRequest,
+        vote: Vote | None,
+        kind: str,
+        chain: Chain,
+        link: LinkInfo,
+        start: float,
+        ext_pending: list[asyncio.Future[Signature]],
+    ) -> Response:
         try:
             self._admit(req.chain_id, chain, canonical.validate_vote(vote, link.dialect))
             if vote is None:  # validate_vote already refuses this; kept for the type checker
                 raise _Refusal("missing vote", "invalid")
             ext_bytes = b""
-            ext_done: list[Signature | SignerError] = []
             sign = self._sign(chain)
             if self._wants_extension_signature(vote, req, chain, link.dialect):
                 ext_bytes = canonical.vote_extension_sign_bytes(chain.config.id, vote)
-                sign = self._sign_with_extension(chain, ext_bytes, ext_done)
+                if chain.signer.parallel_capacity >= 2:  # else: one after the other, below
+                    sign = self._sign_with_extension(chain, ext_bytes, ext_pending)
             result = await self._guarded(chain, "vote", chain.guard.sign_vote(vote, sign))
             ext_sig = b""
             if ext_bytes:
                 # reached only when the guard signed or reused the vote, with its state
                 # durable: only now may an extension signature leave
-                ext_sig = await self._extension_signature(chain, ext_bytes, ext_done)
+                ext_sig = await self._extension_signature(chain, ext_bytes, ext_pending)
         except _Refusal as r:
             self._log_refusal(chain, link, kind, vote, r, start)
             return SignedVoteResponse(error=RemoteSignerError(r.code, r.reason))
@@ -212,30 +234,32 @@ class SignService:
         return SignedVoteResponse(vote=signed)
 
     def _sign_with_extension(
-        self, chain: Chain, ext_bytes: bytes, ext_done: list[Signature | SignerError]
+        self, chain: Chain, ext_bytes: bytes, ext_pending: list[asyncio.Future[Signature]]
     ) -> Callable[[bytes], Awaitable[Signature]]:
         """The guard's sign callback for a precommit with an extension: once the guard has
-        decided to sign, the vote and its extension are signed at once (on two replicas
-        when two are healthy). The extension's result waits in `ext_done` and is used only
-        if the guard then returns the vote signed (its state written)."""
+        decided to sign, the vote and its extension are started at once (on two replicas
+        when two are healthy). The guard gets the vote's signature as soon as it is there
+        (its state write overlaps the extension's tail); the extension's future waits in
+        `ext_pending` and is used only if the guard returns the vote signed."""
         signer, timeout = chain.signer, self._sign_timeout
 
         async def call(message: bytes) -> Signature:
-            vote_sig, ext = await signer.sign_all([message, ext_bytes], timeout=timeout)
-            if isinstance(vote_sig, SignerError):
-                raise vote_sig
-            ext_done.append(ext)
-            return vote_sig
+            vote_fut, ext_fut = signer.start_signing([message, ext_bytes], timeout=timeout)
+            ext_pending.append(ext_fut)
+            return await vote_fut
 
         return call
 
     async def _extension_signature(
-        self, chain: Chain, ext_bytes: bytes, ext_done: list[Signature | SignerError]
+        self, chain: Chain, ext_bytes: bytes, ext_pending: list[asyncio.Future[Signature]]
     ) -> bytes:
-        """The extension signature: the one made alongside the vote, else (a reused vote,
-        or the extension failed there) signed now; a failure refuses the whole vote."""
-        if ext_done and isinstance(ext_done[0], Signature):
-            return ext_done[0].signature
+        """The extension signature: the one started alongside the vote, else (a reused
+        vote, or the extension failed there) signed now; a failure refuses the vote."""
+        if ext_pending:
+            try:
+                return (await ext_pending[0]).signature
+            except SignerError:
+                pass  # one more try below, now that the vote is durable
         try:
             return await chain.signer.sign(ext_bytes, timeout=self._sign_timeout)
         except SignerError as e:

@@ -12,10 +12,11 @@ implementation and every replica. That is what makes retries and failover safe.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from kms.errors import SignerError
+_RUNNING: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +56,41 @@ class Signer(abc.ABC):
     async def sign(self, message: bytes, *, timeout: float | None = None) -> bytes:
         return (await self.sign_traced(message, timeout=timeout)).signature
 
-    async def sign_all(
-        self, messages: Sequence[bytes], *, timeout: float | None = None
-    ) -> list[Signature | SignerError]:
-        """Sign several messages; each gets its signature or the SignerError it met.
+    @property
+    def parallel_capacity(self) -> int:
+        """How many messages this signer can sign at the same time (healthy devices)."""
+        return 1
 
-        One after the other here; a signer with several devices (`ReplicaSet`)
-        signs them at once on different devices. Nothing else is signed.
+    def start_signing(
+        self, messages: Sequence[bytes], *, timeout: float | None = None
+    ) -> list[asyncio.Future[Signature]]:
+        """Start signing every message now; one future per message, in order, each with
+        its signature or the error it met (a SignerError). Cancelling a future stops
+        that message (if it has not been signed yet).
+
+        Here one after the other; a signer with several devices (`ReplicaSet`) signs
+        them at once on different devices, so each future can complete on its own.
         """
-        results: list[Signature | SignerError] = []
-        for m in messages:
-            try:
-                results.append(await self.sign_traced(m, timeout=timeout))
-            except SignerError as e:
-                results.append(e)
-        return results
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Signature]] = [loop.create_future() for _ in messages]
+
+        async def run() -> None:
+            for message, fut in zip(messages, futures, strict=True):
+                if fut.done():  # cancelled by the caller
+                    continue
+                try:
+                    sig = await self.sign_traced(message, timeout=timeout)
+                except Exception as e:
+                    if not fut.done():
+                        fut.set_exception(e)
+                    continue
+                if not fut.done():
+                    fut.set_result(sig)
+
+        task = asyncio.ensure_future(run())
+        _RUNNING.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(_RUNNING.discard)
+        return futures
 
     def health(self) -> Health:
         return Health(True)

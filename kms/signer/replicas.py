@@ -331,12 +331,16 @@ class ReplicaSet(Signer):
     async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
         return await self._sign_race(message, timeout, None)
 
-    async def sign_all(
+    @property
+    def parallel_capacity(self) -> int:
+        return sum(1 for r in self._replicas if r.state == "up")
+
+    def start_signing(
         self, messages: Sequence[bytes], *, timeout: float | None = None
-    ) -> list[Signature | SignerError]:
-        """Sign the messages at once, each first on its own healthy replica while there
+    ) -> list[asyncio.Future[Signature]]:
+        """Start every message at once, each first on its own healthy replica while there
         are enough (a precommit and its vote extension: one device latency, not two);
-        the rest go where the policy sends them. Each gets its signature or its error."""
+        the rest go where the policy sends them."""
         picked: set[int] = set()
         firsts: list[int | None] = []
         for _ in messages:
@@ -344,17 +348,10 @@ class ReplicaSet(Signer):
             if idx is not None:
                 picked.add(idx)
             firsts.append(idx)
-        results = await asyncio.gather(
-            *(self._sign_race(m, timeout, f) for m, f in zip(messages, firsts, strict=True)),
-            return_exceptions=True,
-        )
-        out: list[Signature | SignerError] = []
-        for res in results:
-            if isinstance(res, Signature | SignerError):
-                out.append(res)
-            else:  # anything else (a bug, a cancellation) is not a signing outcome
-                raise res
-        return out
+        return [
+            asyncio.ensure_future(self._sign_race(m, timeout, f))
+            for m, f in zip(messages, firsts, strict=True)
+        ]
 
     async def _sign_race(
         self, message: bytes, timeout: float | None, first_choice: int | None

@@ -150,6 +150,10 @@ class FlakyExtension(Signer):
     def public_key(self) -> bytes:
         return self._soft.public_key
 
+    @property
+    def parallel_capacity(self) -> int:
+        return 2  # takes the at-once path (Signer.start_signing: here one after the other)
+
     async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
         if message == self.failing and self.fail:
             self.fail -= 1
