@@ -209,7 +209,8 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
                     _fmt(_num(d, "p99")),
                     _fmt(_num(d, "max")),
                     f"{_fmt(_num(d, 'signatures_per_s'), 1)} sig/s "
-                    f"(ideal {_fmt(_num(d, 'ideal_per_s'), 1)}), {d.get('chains')} chains",
+                    f"(ideal {_fmt(_num(d, 'ideal_per_s'), 1)}), {d.get('chains')} chains, "
+                    f"{d.get('hedges', 0)} hedged",
                 )
             )
     if "failover" in results:

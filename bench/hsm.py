@@ -243,6 +243,7 @@ async def measure_throughput(
         elapsed = time.perf_counter() - t0
         total = sum(counts)
         per_replica: dict[str, int] = {}
+        hedges = sum(s.stats.hedges for s in signers.values())
         for s in signers.values():
             for r in s.stats.replicas:
                 per_replica[r.name] = per_replica.get(r.name, 0) + r.signatures
@@ -262,6 +263,7 @@ async def measure_throughput(
             "signatures": total,
             "per_chain_signatures_min_max": [per_chain[0], per_chain[-1]],
             "per_replica_signatures": per_replica,
+            "hedges": hedges,  # requests also sent to a second replica (should be ~0)
             "errors": len(errors),
             "error_examples": sorted(set(errors))[:3],
             "elapsed_s": elapsed,
