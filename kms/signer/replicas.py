@@ -1,9 +1,10 @@
 """A chain's key held by several signers (YubiHSM2 replicas): failover and load spread.
 
-Owns: choosing a replica for each request (`choose_replica`, a pure function of
-small frozen views), retrying the same message on another replica when one
-fails, the health loop that keeps sessions alive and brings failed replicas
-back, and the failover counters. Never touches double-sign state, sockets or
+Owns: sending each request to a replica (chosen by
+`kms.signer.replica_policy.choose_replica`, a pure function of small frozen
+views), retrying the same message on another replica when one fails, hedging
+a stalled one (`kms.signer.hedge`), the health loop that keeps sessions alive
+and brings failed replicas back, and the failover and hedge counters. Never touches double-sign state, sockets or
 the privval protocol; never decides *whether* to sign, only *where*.
 
 Why failover cannot double sign: Ed25519 is deterministic. Every replica holds
@@ -47,6 +48,11 @@ Rules:
   counts as outstanding work meanwhile, so spread steers new requests away
   from it. A request hedges only to replicas that are up, never as a last
   resort; a caller that gives up (cancels) cancels all its attempts.
+- `start_signing(messages)` (a precommit and its vote extension) starts every
+  message at once, each first on a different healthy replica while there are
+  enough, whatever the policy (under `primary` too: one device latency instead
+  of two is worth using the second device); each then fails over and hedges on
+  its own.
 - Time: each attempt gets the rest of the request's deadline as its budget.
   A signer is expected to bound its own execution (YubiHsmSigner: the HTTP
   timeouts), because only it can tell queueing (a healthy but busy device)
@@ -68,8 +74,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
@@ -77,86 +81,20 @@ from nacl.signing import VerifyKey
 from kms.errors import KeyMismatchError, NoHealthyReplicaError, SignerError
 from kms.signer.base import Health, Signature, Signer
 from kms.signer.hedge import DEFAULT_HEDGE, HedgePolicy, LatencyWindow, hedge_delay
+from kms.signer.replica_policy import (
+    POLICY_KEYS,
+    NoObserver,
+    Pingable,
+    Policy,
+    ReplicaObserver,
+    ReplicaSetStats,
+    ReplicaState,
+    ReplicaStats,
+    ReplicaView,
+    choose_replica,
+)
 
 log = logging.getLogger(__name__)
-
-Policy = Literal["spread", "primary"]
-ReplicaState = Literal["up", "down", "mismatch"]
-
-
-@runtime_checkable
-class Pingable(Protocol):
-    """A signer that can prove it is alive cheaply (a YubiHSM2 ECHO)."""
-
-    async def ping(self, *, timeout: float | None = None) -> None: ...
-
-
-# --- pure selection ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    """What the selection needs to know about one replica."""
-
-    index: int
-    state: ReplicaState
-    outstanding: int
-    assigned: int
-
-
-def _spread_key(v: ReplicaView) -> tuple[int, int, int]:
-    return (v.outstanding, v.assigned, v.index)
-
-
-def _primary_key(v: ReplicaView) -> tuple[int, int, int]:
-    return (v.index, 0, 0)
-
-
-_POLICY_KEYS: dict[str, Callable[[ReplicaView], tuple[int, int, int]]] = {
-    "spread": _spread_key,
-    "primary": _primary_key,
-}
-
-# Which states are eligible, in order of preference: healthy first, then (as a last
-# resort) those marked down. A replica with another key is never eligible.
-_STATE_RANK: dict[ReplicaState, int | None] = {"up": 0, "down": 1, "mismatch": None}
-
-
-def choose_replica(
-    views: Sequence[ReplicaView], policy: Policy, tried: frozenset[int] = frozenset()
-) -> int | None:
-    """The index of the replica to try next, or None when none is left."""
-    key = _POLICY_KEYS[policy]
-    ranked = [
-        (rank, key(v), v.index)
-        for v in views
-        if v.index not in tried and (rank := _STATE_RANK[v.state]) is not None
-    ]
-    return min(ranked)[2] if ranked else None
-
-
-# --- statistics ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStats:
-    name: str
-    state: ReplicaState
-    outstanding: int
-    signatures: int
-    errors: int
-    last_error: str
-    last_latency: float | None  # seconds, of the last successful signature
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaSetStats:
-    name: str
-    failovers: int  # requests moved to another replica after a failure
-    exhausted: int  # requests that no replica could sign in time
-    hedges: int  # requests also sent to another replica because the first was slow
-    hedge_wins: int  # hedged requests answered by a replica other than the first
-    replicas: tuple[ReplicaStats, ...]
 
 
 class _Replica:
@@ -204,36 +142,10 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class ReplicaObserver(Protocol):
-    """What a replica set reports (implemented by `kms.metrics.Metrics`)."""
-
-    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None: ...
-
-    def hsm_health(self, replica: str, healthy: bool) -> None: ...
-
-    def failover(self, chain: str, from_replica: str, to_replica: str) -> None: ...
-
-    def hedge(self, chain: str, slow_replica: str, to_replica: str) -> None: ...
-
-
-class _NoObserver:
-    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None:
-        pass
-
-    def hsm_health(self, replica: str, healthy: bool) -> None:
-        pass
-
-    def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
-        pass
-
-    def hedge(self, chain: str, slow_replica: str, to_replica: str) -> None:
-        pass
-
-
 class ReplicaSet(Signer):
     """Signers holding the same key; see the module docstring for the rules."""
 
-    observer: ReplicaObserver = _NoObserver()
+    observer: ReplicaObserver = NoObserver()
 
     def __init__(
         self,
@@ -251,7 +163,7 @@ class ReplicaSet(Signer):
     ) -> None:
         if not replicas:
             raise ValueError(f"replica set {name!r} needs at least one replica")
-        if policy not in _POLICY_KEYS:
+        if policy not in POLICY_KEYS:
             raise ValueError(f"unknown replica policy {policy!r} (expected spread or primary)")
         names = [r.name for r in replicas]
         if len(set(names)) != len(names):
