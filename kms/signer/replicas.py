@@ -269,7 +269,7 @@ class ReplicaSet(Signer):
         self, message: bytes, timeout: float | None, first_choice: int | None
     ) -> Signature:
         """Sign `message`: failover and hedging (see the module docstring). `first_choice`:
-        the replica to try first (sign_all spreads its messages), else the policy's."""
+        the replica to try first (start_signing spreads its messages), else the policy's."""
         if self._verify_key is None:
             raise SignerError(f"replica set {self.name}: sign before open()")
         budget = self.default_timeout if timeout is None else timeout
@@ -338,7 +338,7 @@ class ReplicaSet(Signer):
             raise
         finally:
             for fut in running:
-                if cancelled:  # the caller gave up (link closed): as before hedging
+                if cancelled:  # the caller gave up (its link closed): stop its attempts
                     fut.cancel()
                 else:
                     # the slower twin runs to its end: a device call is never cut off
