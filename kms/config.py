@@ -136,6 +136,7 @@ class HsmPolicy:
     health_interval: float = 10.0  # seconds
     connect_timeout: float = 1.0  # seconds, per HTTP connection attempt
     request_timeout: float = 1.0  # seconds, one device command (a signature is ~0.11-0.15 s)
+    hedge: bool = True  # a stalled replica's request also goes to the next healthy one
 
 
 @dataclass(frozen=True, slots=True)
@@ -538,7 +539,7 @@ _VALIDATOR_KEYS = (
 )
 _YUBIHSM_KEYS = ("adapter", "auth", "keys", "serial_number", "connector_server")
 _SOFTSIGN_KEYS = ("chain_ids", "key_type", "key_format", "path")
-_HSM_KEYS = ("policy", "health_interval", "connect_timeout", "request_timeout")
+_HSM_KEYS = ("policy", "health_interval", "connect_timeout", "request_timeout", "hedge")
 _METRICS_KEYS = ("textfile", "listen", "interval")
 
 _ARRAY_OF = "an array of tables ([[{0}]] sections)"
@@ -869,6 +870,7 @@ class _Parser:
             health_interval=t.seconds("health_interval", d.health_interval),
             connect_timeout=t.seconds("connect_timeout", d.connect_timeout),
             request_timeout=t.seconds("request_timeout", d.request_timeout),
+            hedge=t.boolean("hedge", d.hedge),
         )
         if policy.health_interval >= HSM_SESSION_IDLE_LIMIT:
             self.warn(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any, Literal
@@ -22,18 +23,32 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+# a value is quoted when it is empty or holds white space, a quote or "="
+_NEEDS_QUOTES = re.compile(r'[\s"=]|^$')
+
+
 def _text_value(v: Any) -> str:
+    if type(v) is int or type(v) is float or type(v) is bool:  # the hot path: numbers
+        return str(v)
     s = str(v)
-    if s == "" or any(c.isspace() for c in s) or '"' in s or "=" in s:
+    if _NEEDS_QUOTES.search(s) is not None:
         return json.dumps(s)
     return s
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1  # the last second formatted, and its text (one signature
+        self._second_text = ""  # per block or more: the same second comes back often)
+
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
         ms = int(record.msecs)
-        parts = [f"{ts}.{ms:03d}Z", f"{record.levelname:<5}", record.getMessage()]
+        parts = [f"{self._second_text}.{ms:03d}Z", f"{record.levelname:<5}", record.getMessage()]
         parts += [f"{k}={_text_value(v)}" for k, v in fields_of(record).items()]
         line = " ".join(parts)
         if record.exc_info:
@@ -60,6 +75,13 @@ def setup_logging(fmt: LogFormat = "text", level: str = "INFO") -> None:
     """Route every logger to stderr in `fmt`; `level` is one of LOG_LEVELS (ValueError otherwise)."""
     if level.lower() not in LOG_LEVELS:
         raise ValueError(f"log level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    # nothing we format needs the caller's file/line, thread or process: not computing
+    # them saves a stack walk and several calls per line (the logging HOWTO's
+    # "Optimization" settings); every signature is logged, so this is the hot path
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.setLevel(level.upper())

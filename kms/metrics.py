@@ -480,6 +480,13 @@ _SPECS: tuple[_Spec, ...] = (
         "Sign requests moved from a failed replica to another one.",
     ),
     _Spec(
+        "kms_hedges_total",
+        "counter",
+        ("chain", "from", "to"),
+        "Sign requests also sent to another replica because the first had not answered "
+        "within its hedge delay.",
+    ),
+    _Spec(
         "kms_metrics_write_errors_total",
         "counter",
         (),
@@ -541,6 +548,7 @@ class Metrics:
         self._hsm_requests = c("kms_hsm_requests_total")
         self._hsm_healthy = g("kms_hsm_healthy")
         self._failovers = c("kms_failovers_total")
+        self._hedges = c("kms_hedges_total")
         self.write_errors = c("kms_metrics_write_errors_total")
 
     # -- recording (hot path) --
@@ -577,6 +585,9 @@ class Metrics:
 
     def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
         self._failovers.inc((chain, from_replica, to_replica))
+
+    def hedge(self, chain: str, slow_replica: str, to_replica: str) -> None:
+        self._hedges.inc((chain, slow_replica, to_replica))
 
     # -- reading --
 

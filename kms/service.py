@@ -23,13 +23,19 @@ Vote extensions (DESIGN.md §5): on the v0.38/v1 dialects every non-nil
 precommit also gets a signature over the canonical vote-extension bytes, even
 for an empty extension, unless the chain sets `sign_extensions = false` or a v1
 node says `skip_extension_signing`. Prevotes and nil precommits never get one;
-a request that carries an extension on them is refused by validation. The
-extension is signed after the vote's state is persisted: a failure there sends
-no signature at all, and the retry reuses the stored vote signature.
+a request that carries an extension on them is refused by validation. Once the
+guard has decided to sign, the vote and its extension are signed at once (on
+two replicas when two are healthy: one device latency, not two); the extension
+signature is released only with the vote, after the vote's state is persisted.
+A vote the guard refuses gets no extension signature (none is even made). If
+the extension alone failed, it is tried once more after the vote is persisted;
+a failure there sends no signature at all, and the retry reuses the stored
+vote signature.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -178,22 +184,43 @@ class SignService:
         start = self._clock()
         vote = req.vote
         kind = _vote_kind(vote)
+        # the extension signature started alongside the vote's (see _sign_with_extension)
+        ext_pending: list[asyncio.Future[Signature]] = []
+        try:
+            return await self._sign_vote_inner(req, vote, kind, chain, link, start, ext_pending)
+        finally:
+            for fut in ext_pending:  # refused or failed: the extension never leaves
+                if not fut.done():
+                    fut.cancel()
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved, so asyncio does not report it
+
+    async def _sign_vote_inner(
+        self,
+        req: SignVoteRequest,
+        vote: Vote | None,
+        kind: str,
+        chain: Chain,
+        link: LinkInfo,
+        start: float,
+        ext_pending: list[asyncio.Future[Signature]],
+    ) -> Response:
         try:
             self._admit(req.chain_id, chain, canonical.validate_vote(vote, link.dialect))
             if vote is None:  # validate_vote already refuses this; kept for the type checker
                 raise _Refusal("missing vote", "invalid")
-            result = await self._guarded(
-                chain, "vote", chain.guard.sign_vote(vote, self._sign(chain))
-            )
-            ext_sig = b""
+            ext_bytes = b""
+            sign = self._sign(chain)
             if self._wants_extension_signature(vote, req, chain, link.dialect):
                 ext_bytes = canonical.vote_extension_sign_bytes(chain.config.id, vote)
-                try:
-                    ext_sig = await chain.signer.sign(ext_bytes, timeout=self._sign_timeout)
-                except SignerError as e:
-                    raise _Refusal(
-                        f"unable to sign vote extension: {e}", "signer_error", error=True
-                    ) from e
+                if chain.signer.parallel_capacity >= 2:  # else: one after the other, below
+                    sign = self._sign_with_extension(chain, ext_bytes, ext_pending)
+            result = await self._guarded(chain, "vote", chain.guard.sign_vote(vote, sign))
+            ext_sig = b""
+            if ext_bytes:
+                # reached only when the guard signed or reused the vote, with its state
+                # durable: only now may an extension signature leave
+                ext_sig = await self._extension_signature(chain, ext_bytes, ext_pending)
         except _Refusal as r:
             self._log_refusal(chain, link, kind, vote, r, start)
             return SignedVoteResponse(error=RemoteSignerError(r.code, r.reason))
@@ -207,6 +234,38 @@ class SignService:
             chain, link, kind, vote.height, vote.round, result, start, ext_signed=bool(ext_sig)
         )
         return SignedVoteResponse(vote=signed)
+
+    def _sign_with_extension(
+        self, chain: Chain, ext_bytes: bytes, ext_pending: list[asyncio.Future[Signature]]
+    ) -> Callable[[bytes], Awaitable[Signature]]:
+        """The guard's sign callback for a precommit with an extension: once the guard has
+        decided to sign, the vote and its extension are started at once (on two replicas
+        when two are healthy). The guard gets the vote's signature as soon as it is there
+        (its state write overlaps the extension's tail); the extension's future waits in
+        `ext_pending` and is used only if the guard returns the vote signed."""
+        signer, timeout = chain.signer, self._sign_timeout
+
+        async def call(message: bytes) -> Signature:
+            vote_fut, ext_fut = signer.start_signing([message, ext_bytes], timeout=timeout)
+            ext_pending.append(ext_fut)
+            return await vote_fut
+
+        return call
+
+    async def _extension_signature(
+        self, chain: Chain, ext_bytes: bytes, ext_pending: list[asyncio.Future[Signature]]
+    ) -> bytes:
+        """The extension signature: the one started alongside the vote, else (a reused
+        vote, or the extension failed there) signed now; a failure refuses the vote."""
+        if ext_pending:
+            try:
+                return (await ext_pending[0]).signature
+            except SignerError:
+                pass  # one more try below, now that the vote is durable
+        try:
+            return await chain.signer.sign(ext_bytes, timeout=self._sign_timeout)
+        except SignerError as e:
+            raise _Refusal(f"unable to sign vote extension: {e}", "signer_error", error=True) from e
 
     @staticmethod
     def _wants_extension_signature(

@@ -28,6 +28,7 @@ Validation returns a human-readable reason or None and never raises.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -75,6 +76,7 @@ MAX_NANOS = 999_999_999
 
 _WT_VARINT, _WT_FIXED64, _WT_LEN = 0, 1, 2
 _SFIXED64 = struct.Struct("<q")
+_PROPOSAL_TYPE = int(SignedMsgType.PROPOSAL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +109,14 @@ def _check(value: int, lo: int, hi: int, what: str) -> int:
     return value
 
 
+# one-byte varints (field values and lengths below 128: nearly every field written)
+_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
+
+
 def _varint(value: int) -> bytes:
     """Protobuf varint; negative values are two's complement on 64 bits (10 bytes)."""
+    if 0 <= value < 0x80:
+        return _SMALL_VARINTS[value]
     if value < 0:
         value += _U64
     out = bytearray()
@@ -120,7 +128,10 @@ def _varint(value: int) -> bytes:
 
 
 def _len_field(tag: int, payload: bytes) -> bytes:
-    return bytes((tag,)) + _varint(len(payload)) + payload
+    n = len(payload)
+    if n < 0x80:
+        return bytes((tag, n)) + payload
+    return bytes((tag,)) + _varint(n) + payload
 
 
 def _timestamp(ts: Timestamp) -> bytes:
@@ -162,6 +173,12 @@ def _utf8(text: str, what: str) -> bytes:
         raise CodecError(f"{what} is not a UTF-8 encodable string") from exc
 
 
+@functools.lru_cache(maxsize=1024)
+def _chain_id_field(tag: int, chain_id: str) -> bytes:
+    """The chain ID field (the same few chains on every request: computed once each)."""
+    return _len_field(tag, _utf8(chain_id, "chain_id")) if chain_id else b""
+
+
 def _delimited(body: bytes) -> bytes:
     return _varint(len(body)) + body
 
@@ -171,31 +188,49 @@ def _delimited(body: bytes) -> bytes:
 
 def encode_canonical_vote(cv: CanonicalVote) -> bytes:
     """Length-prefixed CanonicalVote bytes."""
+    return _vote_bytes(cv.type, cv.height, cv.round, cv.block_id, cv.timestamp, cv.chain_id)
+
+
+def _vote_bytes(
+    type_: int, height: int, round_: int, block_id: BlockID, ts: Timestamp, chain_id: str
+) -> bytes:
     body = b""
-    if _check(cv.type, INT32_MIN, INT32_MAX, "vote type"):
-        body += b"\x08" + _varint(cv.type)
-    body += _height_round(cv.height, cv.round)
-    if not cv.block_id.is_nil:
-        body += _len_field(0x22, _block_id(cv.block_id))
-    body += _len_field(0x2A, _timestamp(cv.timestamp))
-    if cv.chain_id:
-        body += _len_field(0x32, _utf8(cv.chain_id, "chain_id"))
+    if _check(type_, INT32_MIN, INT32_MAX, "vote type"):
+        body += b"\x08" + _varint(type_)
+    body += _height_round(height, round_)
+    if not block_id.is_nil:
+        body += _len_field(0x22, _block_id(block_id))
+    body += _len_field(0x2A, _timestamp(ts))
+    body += _chain_id_field(0x32, chain_id)
     return _delimited(body)
 
 
 def encode_canonical_proposal(cp: CanonicalProposal) -> bytes:
     """Length-prefixed CanonicalProposal bytes (type written as given; see below)."""
+    return _proposal_bytes(
+        cp.type, cp.height, cp.round, cp.pol_round, cp.block_id, cp.timestamp, cp.chain_id
+    )
+
+
+def _proposal_bytes(
+    type_: int,
+    height: int,
+    round_: int,
+    pol_round: int,
+    block_id: BlockID,
+    ts: Timestamp,
+    chain_id: str,
+) -> bytes:
     body = b""
-    if _check(cp.type, INT32_MIN, INT32_MAX, "proposal type"):
-        body += b"\x08" + _varint(cp.type)
-    body += _height_round(cp.height, cp.round)
-    if _check(cp.pol_round, INT64_MIN, INT64_MAX, "pol_round"):
-        body += b"\x20" + _varint(cp.pol_round)
-    if not cp.block_id.is_nil:
-        body += _len_field(0x2A, _block_id(cp.block_id))
-    body += _len_field(0x32, _timestamp(cp.timestamp))
-    if cp.chain_id:
-        body += _len_field(0x3A, _utf8(cp.chain_id, "chain_id"))
+    if _check(type_, INT32_MIN, INT32_MAX, "proposal type"):
+        body += b"\x08" + _varint(type_)
+    body += _height_round(height, round_)
+    if _check(pol_round, INT64_MIN, INT64_MAX, "pol_round"):
+        body += b"\x20" + _varint(pol_round)
+    if not block_id.is_nil:
+        body += _len_field(0x2A, _block_id(block_id))
+    body += _len_field(0x32, _timestamp(ts))
+    body += _chain_id_field(0x3A, chain_id)
     return _delimited(body)
 
 
@@ -224,22 +259,33 @@ def canonical_proposal(chain_id: str, proposal: Proposal) -> CanonicalProposal:
     )
 
 
+# The sign-bytes functions below encode straight from the request (the same bytes as
+# encoding its canonical form, without building that object first: the hot path).
+
+
 def vote_sign_bytes(chain_id: str, vote: Vote) -> bytes:
     """What the key signs for `vote` (Go `types.VoteSignBytes`). CodecError on bad ints."""
-    return encode_canonical_vote(canonical_vote(chain_id, vote))
+    return _vote_bytes(vote.type, vote.height, vote.round, vote.block_id, vote.timestamp, chain_id)
 
 
 def proposal_sign_bytes(chain_id: str, proposal: Proposal) -> bytes:
     """What the key signs for `proposal` (Go `types.ProposalSignBytes`)."""
-    return encode_canonical_proposal(canonical_proposal(chain_id, proposal))
+    return _proposal_bytes(
+        _PROPOSAL_TYPE,
+        proposal.height,
+        proposal.round,
+        proposal.pol_round,
+        proposal.block_id,
+        proposal.timestamp,
+        chain_id,
+    )
 
 
 def vote_extension_sign_bytes(chain_id: str, vote: Vote) -> bytes:
     """CanonicalVoteExtension bytes: extension, height, round, chain ID (v0.38+)."""
     body = _len_field(0x0A, vote.extension) if vote.extension else b""
     body += _height_round(vote.height, vote.round)
-    if chain_id:
-        body += _len_field(0x22, _utf8(chain_id, "chain_id"))
+    body += _chain_id_field(0x22, chain_id)
     return _delimited(body)
 
 
@@ -458,21 +504,20 @@ def _timestamp_reason(ts: Timestamp) -> str | None:
 
 def _block_id_reason(bid: BlockID) -> str | None:
     """Go BlockID.ValidateBasic (hash sizes) plus 'nil or complete'."""
+    # plain ifs: every request passes here, and a reason is formatted only on failure
     psh = bid.part_set_header
-    checks = (
-        (len(bid.hash) not in (0, HASH_SIZE), f"block hash is {len(bid.hash)} bytes, not 32"),
-        (not 0 <= psh.total <= UINT32_MAX, f"part_set_header.total {psh.total} out of range"),
-        (
-            len(psh.hash) not in (0, HASH_SIZE),
-            f"part_set_header hash is {len(psh.hash)} bytes, not 32",
-        ),
-        (
-            not bid.is_nil and not _is_complete(bid),
+    if len(bid.hash) not in (0, HASH_SIZE):
+        return f"block hash is {len(bid.hash)} bytes, not 32"
+    if not 0 <= psh.total <= UINT32_MAX:
+        return f"part_set_header.total {psh.total} out of range"
+    if len(psh.hash) not in (0, HASH_SIZE):
+        return f"part_set_header hash is {len(psh.hash)} bytes, not 32"
+    if not bid.is_nil and not _is_complete(bid):
+        return (
             "block ID must be either nil or complete (32-byte hash, total >= 1, "
-            "32-byte part-set hash)",
-        ),
-    )
-    return next((reason for failed, reason in checks if failed), None)
+            "32-byte part-set hash)"
+        )
+    return None
 
 
 def _is_complete(bid: BlockID) -> bool:
@@ -495,35 +540,22 @@ def validate_vote(vote: Vote | None, dialect: Dialect) -> str | None:
     try:
         nil = vote.block_id.is_nil
         extension_allowed = vote.type == SignedMsgType.PRECOMMIT and not nil
-        checks: tuple[tuple[bool, str], ...] = (
-            (vote.type not in _VOTE_TYPES, f"invalid vote type {vote.type}"),
-            (not 0 < vote.height <= INT64_MAX, f"vote height {vote.height} must be > 0"),
-            (not 0 <= vote.round <= INT32_MAX, f"vote round {vote.round} out of 0..2^31-1"),
-            (
-                len(vote.validator_address) not in (0, VALIDATOR_ADDRESS_SIZE),
-                f"validator address is {len(vote.validator_address)} bytes, not 20",
-            ),
-            (
-                not 0 <= vote.validator_index <= INT32_MAX,
-                f"validator index {vote.validator_index} out of range",
-            ),
-            (
-                not dialect.has_vote_extensions
-                and bool(vote.extension or vote.extension_signature),
-                f"vote extension fields on dialect {dialect.value}, which has none",
-            ),
-            (
-                not extension_allowed and bool(vote.extension),
-                "vote extension on a prevote or nil precommit",
-            ),
-            (
-                not extension_allowed and bool(vote.extension_signature),
-                "vote extension signature on a prevote or nil precommit",
-            ),
-        )
-        reason = next((r for failed, r in checks if failed), None)
-        if reason is not None:
-            return reason
+        if vote.type not in _VOTE_TYPES:
+            return f"invalid vote type {vote.type}"
+        if not 0 < vote.height <= INT64_MAX:
+            return f"vote height {vote.height} must be > 0"
+        if not 0 <= vote.round <= INT32_MAX:
+            return f"vote round {vote.round} out of 0..2^31-1"
+        if len(vote.validator_address) not in (0, VALIDATOR_ADDRESS_SIZE):
+            return f"validator address is {len(vote.validator_address)} bytes, not 20"
+        if not 0 <= vote.validator_index <= INT32_MAX:
+            return f"validator index {vote.validator_index} out of range"
+        if not dialect.has_vote_extensions and bool(vote.extension or vote.extension_signature):
+            return f"vote extension fields on dialect {dialect.value}, which has none"
+        if not extension_allowed and bool(vote.extension):
+            return "vote extension on a prevote or nil precommit"
+        if not extension_allowed and bool(vote.extension_signature):
+            return "vote extension signature on a prevote or nil precommit"
         block_reason = _block_id_reason(vote.block_id)
         if block_reason is not None:
             return block_reason
@@ -542,28 +574,16 @@ def validate_proposal(proposal: Proposal | None) -> str | None:
     if proposal is None:
         return "sign proposal request without a proposal"
     try:
-        checks: tuple[tuple[bool, str], ...] = (
-            (
-                proposal.type != SignedMsgType.PROPOSAL,
-                f"invalid proposal type {proposal.type}",
-            ),
-            (
-                not 0 < proposal.height <= INT64_MAX,
-                f"proposal height {proposal.height} must be > 0",
-            ),
-            (
-                not 0 <= proposal.round <= INT32_MAX,
-                f"proposal round {proposal.round} out of 0..2^31-1",
-            ),
-            (proposal.pol_round < -1, f"pol_round {proposal.pol_round} < -1"),
-            (
-                proposal.pol_round >= proposal.round,
-                f"pol_round {proposal.pol_round} >= round {proposal.round}",
-            ),
-        )
-        reason = next((r for failed, r in checks if failed), None)
-        if reason is not None:
-            return reason
+        if proposal.type != SignedMsgType.PROPOSAL:
+            return f"invalid proposal type {proposal.type}"
+        if not 0 < proposal.height <= INT64_MAX:
+            return f"proposal height {proposal.height} must be > 0"
+        if not 0 <= proposal.round <= INT32_MAX:
+            return f"proposal round {proposal.round} out of 0..2^31-1"
+        if proposal.pol_round < -1:
+            return f"pol_round {proposal.pol_round} < -1"
+        if proposal.pol_round >= proposal.round:
+            return f"pol_round {proposal.pol_round} >= round {proposal.round}"
         block_reason = _block_id_reason(proposal.block_id)
         if block_reason is not None:
             return block_reason

@@ -21,6 +21,7 @@ from kms.config import Config, UsbAdapter, YubiHsmProvider
 from kms.errors import ConfigError, KeyFileError
 from kms.keys import read_secret_file
 from kms.signer.base import Signer
+from kms.signer.hedge import HedgePolicy
 from kms.signer.replicas import ReplicaSet
 from kms.signer.softsign import load_softsign
 from kms.signer.yubihsm import (
@@ -121,5 +122,6 @@ def build_signers(
             policy=hsm.policy,
             health_interval=hsm.health_interval,
             probe_timeout=hsm.connect_timeout + hsm.request_timeout,
+            hedge=HedgePolicy(enabled=hsm.hedge),
         )
     return signers

@@ -1,9 +1,10 @@
 """A chain's key held by several signers (YubiHSM2 replicas): failover and load spread.
 
-Owns: choosing a replica for each request (`choose_replica`, a pure function of
-small frozen views), retrying the same message on another replica when one
-fails, the health loop that keeps sessions alive and brings failed replicas
-back, and the failover counters. Never touches double-sign state, sockets or
+Owns: sending each request to a replica (chosen by
+`kms.signer.replica_policy.choose_replica`, a pure function of small frozen
+views), retrying the same message on another replica when one fails, hedging
+a stalled one (`kms.signer.hedge`), the health loop that keeps sessions alive
+and brings failed replicas back, and the failover and hedge counters. Never touches double-sign state, sockets or
 the privval protocol; never decides *whether* to sign, only *where*.
 
 Why failover cannot double sign: Ed25519 is deterministic. Every replica holds
@@ -37,6 +38,21 @@ Rules:
   deadline allows (a session rebuilt after a lost reply or an expired session
   usually works; with a single device there is nowhere else to go). A
   replica that reported a different key is never used again.
+- Hedging (`kms.signer.hedge`): when the replica a request waits on has
+  stalled (no answer from it for a hedge delay derived from its own recent
+  service times), the same message also goes to the next healthy replica and
+  the first signature that verifies wins. Safe for the same reason as
+  failover (same message, same deterministic signature). The slower attempt
+  is not cut off: a device call in progress runs to its end (the session stays
+  in step) and still marks a hung replica down when its own timeout fires; it
+  counts as outstanding work meanwhile, so spread steers new requests away
+  from it. A request hedges only to replicas that are up, never as a last
+  resort; a caller that gives up (cancels) cancels all its attempts.
+- `start_signing(messages)` (a precommit and its vote extension) starts every
+  message at once, each first on a different healthy replica while there are
+  enough, whatever the policy (under `primary` too: one device latency instead
+  of two is worth using the second device); each then fails over and hedges on
+  its own.
 - Time: each attempt gets the rest of the request's deadline as its budget.
   A signer is expected to bound its own execution (YubiHsmSigner: the HTTP
   timeouts), because only it can tell queueing (a healthy but busy device)
@@ -53,101 +69,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from kms.errors import KeyMismatchError, NoHealthyReplicaError, SignerError
 from kms.signer.base import Health, Signature, Signer
+from kms.signer.hedge import DEFAULT_HEDGE, HedgePolicy, LatencyWindow, hedge_delay
+from kms.signer.replica_policy import (
+    POLICY_KEYS,
+    NoObserver,
+    Pingable,
+    Policy,
+    ReplicaObserver,
+    ReplicaSetStats,
+    ReplicaState,
+    ReplicaStats,
+    ReplicaView,
+    choose_replica,
+)
 
 log = logging.getLogger(__name__)
-
-Policy = Literal["spread", "primary"]
-ReplicaState = Literal["up", "down", "mismatch"]
-
-
-@runtime_checkable
-class Pingable(Protocol):
-    """A signer that can prove it is alive cheaply (a YubiHSM2 ECHO)."""
-
-    async def ping(self, *, timeout: float | None = None) -> None: ...
-
-
-# --- pure selection ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaView:
-    """What the selection needs to know about one replica."""
-
-    index: int
-    state: ReplicaState
-    outstanding: int
-    assigned: int
-
-
-def _spread_key(v: ReplicaView) -> tuple[int, int, int]:
-    return (v.outstanding, v.assigned, v.index)
-
-
-def _primary_key(v: ReplicaView) -> tuple[int, int, int]:
-    return (v.index, 0, 0)
-
-
-_POLICY_KEYS: dict[str, Callable[[ReplicaView], tuple[int, int, int]]] = {
-    "spread": _spread_key,
-    "primary": _primary_key,
-}
-
-# Which states are eligible, in order of preference: healthy first, then (as a last
-# resort) those marked down. A replica with another key is never eligible.
-_STATE_RANK: dict[ReplicaState, int | None] = {"up": 0, "down": 1, "mismatch": None}
-
-
-def choose_replica(
-    views: Sequence[ReplicaView], policy: Policy, tried: frozenset[int] = frozenset()
-) -> int | None:
-    """The index of the replica to try next, or None when none is left."""
-    key = _POLICY_KEYS[policy]
-    ranked = [
-        (rank, key(v), v.index)
-        for v in views
-        if v.index not in tried and (rank := _STATE_RANK[v.state]) is not None
-    ]
-    return min(ranked)[2] if ranked else None
-
-
-# --- statistics ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaStats:
-    name: str
-    state: ReplicaState
-    outstanding: int
-    signatures: int
-    errors: int
-    last_error: str
-    last_latency: float | None  # seconds, of the last successful signature
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaSetStats:
-    name: str
-    failovers: int  # requests moved to another replica after a failure
-    exhausted: int  # requests that no replica could sign in time
-    replicas: tuple[ReplicaStats, ...]
 
 
 class _Replica:
     """Mutable bookkeeping for one replica (owned by the ReplicaSet, one event loop)."""
 
-    def __init__(self, index: int, signer: Signer) -> None:
+    def __init__(self, index: int, signer: Signer, window: int) -> None:
         self.index = index
         self.signer = signer
         self.state: ReplicaState = "down"
@@ -159,6 +112,10 @@ class _Replica:
         self.last_latency: float | None = None
         self.last_probe = float("-inf")
         self.opened = False
+        # service times (queueing excluded) of recent signatures, for the hedge delay
+        self.latencies = LatencyWindow(window)
+        # the last time it answered (any attempt), or when it became busy after being idle
+        self.progress = 0.0
         self.down_event = asyncio.Event()  # set when marked down; replaced when back up
 
     @property
@@ -168,8 +125,10 @@ class _Replica:
     def view(self) -> ReplicaView:
         # the device's own queue when the signer knows it: several chains (each with its
         # own ReplicaSet) share one device, and spread must see all of their work
+        # (our own count too: a request just started reaches the device's queue only
+        # when its task first runs, and a burst must not pile onto one device meanwhile)
         device_load = self.signer.load
-        load = self.outstanding if device_load is None else device_load
+        load = self.outstanding if device_load is None else max(device_load, self.outstanding)
         return ReplicaView(self.index, self.state, load, self.assigned)
 
 
@@ -183,31 +142,10 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-class ReplicaObserver(Protocol):
-    """What a replica set reports (implemented by `kms.metrics.Metrics`)."""
-
-    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None: ...
-
-    def hsm_health(self, replica: str, healthy: bool) -> None: ...
-
-    def failover(self, chain: str, from_replica: str, to_replica: str) -> None: ...
-
-
-class _NoObserver:
-    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None:
-        pass
-
-    def hsm_health(self, replica: str, healthy: bool) -> None:
-        pass
-
-    def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
-        pass
-
-
 class ReplicaSet(Signer):
     """Signers holding the same key; see the module docstring for the rules."""
 
-    observer: ReplicaObserver = _NoObserver()
+    observer: ReplicaObserver = NoObserver()
 
     def __init__(
         self,
@@ -220,11 +158,12 @@ class ReplicaSet(Signer):
         attempt_timeout: float | None = None,
         default_timeout: float = 5.0,
         probe_timeout: float = 2.0,
+        hedge: HedgePolicy = DEFAULT_HEDGE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not replicas:
             raise ValueError(f"replica set {name!r} needs at least one replica")
-        if policy not in _POLICY_KEYS:
+        if policy not in POLICY_KEYS:
             raise ValueError(f"unknown replica policy {policy!r} (expected spread or primary)")
         names = [r.name for r in replicas]
         if len(set(names)) != len(names):
@@ -237,11 +176,16 @@ class ReplicaSet(Signer):
         self.default_timeout = default_timeout
         self.probe_timeout = probe_timeout
         self._clock = clock
-        self._replicas = [_Replica(i, s) for i, s in enumerate(replicas)]
+        self.hedge = hedge
+        self._replicas = [_Replica(i, s, hedge.window) for i, s in enumerate(replicas)]
         self._public_key: bytes | None = None
         self._verify_key: VerifyKey | None = None
         self._failovers = 0
         self._exhausted = 0
+        self._hedges = 0
+        self._hedge_wins = 0
+        # slower twins of hedged requests, left to finish (see sign_traced)
+        self._background: set[asyncio.Future[Signature]] = set()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -294,59 +238,191 @@ class ReplicaSet(Signer):
         return r.signer.public_key
 
     async def close(self) -> None:
+        for fut in list(self._background):
+            fut.cancel()
         await asyncio.gather(*(r.signer.close() for r in self._replicas), return_exceptions=True)
 
     # --- signing -----------------------------------------------------------------------
 
     async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:
+        return await self._sign_race(message, timeout, None)
+
+    @property
+    def parallel_capacity(self) -> int:
+        return sum(1 for r in self._replicas if r.state == "up")
+
+    def start_signing(
+        self, messages: Sequence[bytes], *, timeout: float | None = None
+    ) -> list[asyncio.Future[Signature]]:
+        """Start every message at once, each first on its own healthy replica while there
+        are enough (a precommit and its vote extension: one device latency, not two);
+        the rest go where the policy sends them."""
+        picked: set[int] = set()
+        firsts: list[int | None] = []
+        for _ in messages:
+            idx = self._choose(picked, hedge=True)  # healthy and not picked yet
+            if idx is not None:
+                picked.add(idx)
+            firsts.append(idx)
+        return [
+            asyncio.ensure_future(self._sign_race(m, timeout, f))
+            for m, f in zip(messages, firsts, strict=True)
+        ]
+
+    async def _sign_race(
+        self, message: bytes, timeout: float | None, first_choice: int | None
+    ) -> Signature:
+        """Sign `message`: failover and hedging (see the module docstring). `first_choice`:
+        the replica to try first (start_signing spreads its messages), else the policy's."""
         if self._verify_key is None:
             raise SignerError(f"replica set {self.name}: sign before open()")
         budget = self.default_timeout if timeout is None else timeout
         deadline = self._clock() + budget
         tried: set[int] = set()
         failures: list[str] = []
+        # attempts in flight, by the replica they run on; the last one started is last
+        running: dict[asyncio.Future[Signature], _Replica] = {}
+        first: _Replica | None = None  # where the request went before any hedge
         last_failed = ""
         second_round = False
-        while True:
-            idx = choose_replica([r.view() for r in self._replicas], self.policy, frozenset(tried))
-            if idx is None and not second_round and failures:
-                # every replica failed once; a rebuilt session often works (a lost reply,
-                # an expired session), and with one device there is nowhere else to go
-                second_round = True
-                tried.clear()
-                idx = choose_replica([r.view() for r in self._replicas], self.policy)
-            remaining = deadline - self._clock()
-            if idx is None or remaining <= 0:
-                self._exhausted += 1
-                why = "; ".join(failures) or "no replica available"
-                raise NoHealthyReplicaError(
-                    f"{self.name}: no replica signed within {budget:.2f}s ({why})"
+        no_hedge_target = not self.hedge.enabled
+        cancelled = False
+        try:
+            while True:
+                now = self._clock()
+                if not running:
+                    idx = self._choose(tried) if first_choice is None else first_choice
+                    first_choice = None
+                    if idx is None and not second_round and failures:
+                        # every replica failed once; a rebuilt session often works (a lost
+                        # reply, an expired session), and with one device there is nowhere
+                        # else to go
+                        second_round = True
+                        tried.clear()
+                        idx = self._choose(tried)
+                    if idx is None or deadline - now <= 0:
+                        raise self._exhausted_error(budget, failures)
+                    if failures:
+                        self._failovers += 1
+                        self.observer.failover(self.name, last_failed, self._replicas[idx].name)
+                        log.warning("%s: failing over to %s", self.name, self._replicas[idx].name)
+                    self._start(idx, message, deadline, tried, running)
+                    first = self._replicas[idx]
+                elif not no_hedge_target:
+                    slow = next(reversed(running.values()))
+                    if now >= self._stalled_at(slow):
+                        idx = self._choose(tried, hedge=True)
+                        if idx is None:
+                            no_hedge_target = True
+                        else:
+                            self._hedge(slow, self._replicas[idx], now)
+                            self._start(idx, message, deadline, tried, running)
+                hedge_at = math.inf
+                if not no_hedge_target and running:
+                    hedge_at = self._stalled_at(next(reversed(running.values())))
+                wait = min(hedge_at, deadline) - self._clock()
+                done, _ = await asyncio.wait(
+                    running, timeout=max(0.0, wait), return_when=asyncio.FIRST_COMPLETED
                 )
-            r = self._replicas[idx]
-            tried.add(idx)
-            if failures:
-                self._failovers += 1
-                self.observer.failover(self.name, last_failed, r.name)
-                log.warning("%s: failing over to %s", self.name, r.name)
-            if self.attempt_timeout is not None:
-                remaining = min(remaining, self.attempt_timeout)
-            try:
-                return await self._sign_on(r, message, remaining)
-            except asyncio.CancelledError:
-                raise
-            except _FailedMeanwhile as e:
-                failures.append(f"{r.name}: {e}")
-                last_failed = r.name
-            except Exception as e:
-                failures.append(f"{r.name}: {_describe(e)}")
-                last_failed = r.name
-                self._mark_down(r, e)
+                for fut in done:
+                    r = running.pop(fut)
+                    exc = fut.exception()
+                    if exc is None:
+                        if r is not first:
+                            self._hedge_wins += 1
+                        return fut.result()
+                    failures.append(f"{r.name}: {_describe(exc)}")
+                    last_failed = r.name
+                if running and self._clock() >= deadline:
+                    # what still runs ends on its own (each attempt is bounded by the
+                    # same deadline) and marks its replica down then
+                    raise self._exhausted_error(budget, failures or ["no answer in time"])
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        finally:
+            for fut in running:
+                if cancelled:  # the caller gave up (its link closed): stop its attempts
+                    fut.cancel()
+                else:
+                    # the slower twin runs to its end: a device call is never cut off
+                    # half-way (the session stays in step), and a hung replica is still
+                    # marked down when its own timeout fires
+                    self._background.add(fut)
+                    fut.add_done_callback(self._background_done)
 
-    async def _sign_on(self, r: _Replica, message: bytes, timeout: float) -> Signature:
-        # a replica tried as a last resort is already down: only a fresh failure counts
-        down = r.down_event if r.state == "up" else asyncio.Event()
+    def _choose(self, tried: set[int], *, hedge: bool = False) -> int | None:
+        views = [r.view() for r in self._replicas]
+        if hedge:  # a hedge goes to a healthy replica only, never as a last resort
+            views = [v for v in views if v.state == "up"]
+        return choose_replica(views, self.policy, frozenset(tried))
+
+    def _stalled_at(self, r: _Replica) -> float:
+        """When `r` counts as stalled: no answer since its last progress for a hedge delay.
+
+        Progress is the device's own last answer when the signer reports it (other
+        chains' requests on the same device count: a busy device is not a stalled one)."""
+        device = r.signer.last_answer
+        mark = r.progress if device is None else max(r.progress, device)
+        return mark + hedge_delay(self.hedge, r.latencies)
+
+    def _hedge(self, slow: _Replica, to: _Replica, now: float) -> None:
+        self._hedges += 1
+        self.observer.hedge(self.name, slow.name, to.name)
+        log.info(
+            "%s: %s has not answered for %.0f ms; also asking %s",
+            self.name,
+            slow.name,
+            (now - max(slow.progress, slow.signer.last_answer or 0.0)) * 1000,
+            to.name,
+        )
+
+    def _start(
+        self,
+        idx: int,
+        message: bytes,
+        deadline: float,
+        tried: set[int],
+        running: dict[asyncio.Future[Signature], _Replica],
+    ) -> None:
+        """Start an attempt on replica `idx`."""
+        r = self._replicas[idx]
+        tried.add(idx)
+        now = self._clock()
+        remaining = deadline - now
+        if self.attempt_timeout is not None:
+            remaining = min(remaining, self.attempt_timeout)
+        if r.outstanding == 0:
+            r.progress = now  # busy from now on
+        # counted now, not when the task first runs: concurrent requests choosing in the
+        # same loop iteration must see each other's work
         r.outstanding += 1
         r.assigned += 1
+        # a replica tried as a last resort is already down: only a fresh failure counts
+        down = r.down_event if r.state == "up" else asyncio.Event()
+        task = asyncio.ensure_future(self._sign_on(r, message, remaining, down))
+        # also when cancelled before it ever ran
+        task.add_done_callback(functools.partial(self._attempt_done, r))
+        running[task] = r
+
+    def _attempt_done(self, r: _Replica, _: asyncio.Future[Signature]) -> None:
+        r.outstanding -= 1
+        r.progress = self._clock()
+
+    def _exhausted_error(self, budget: float, failures: list[str]) -> NoHealthyReplicaError:
+        self._exhausted += 1
+        why = "; ".join(failures) or "no replica available"
+        return NoHealthyReplicaError(f"{self.name}: no replica signed within {budget:.2f}s ({why})")
+
+    def _background_done(self, fut: asyncio.Future[Signature]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled():
+            fut.exception()  # already recorded by _sign_on; retrieved so asyncio stays quiet
+
+    async def _sign_on(
+        self, r: _Replica, message: bytes, timeout: float, down: asyncio.Event
+    ) -> Signature:
+        """One attempt on one replica (`_start` counts it as outstanding until it ends)."""
         start = self._clock()
         attempt = asyncio.ensure_future(r.signer.sign_traced(message, timeout=timeout))
         watcher = asyncio.ensure_future(down.wait())
@@ -360,16 +436,24 @@ class ReplicaSet(Signer):
                 raise TimeoutError
             sig = attempt.result()
             self._verify(r, message, sig.signature)
-        except BaseException:
+        except BaseException as e:
             self.observer.hsm_request(r.name, self._clock() - start, False)
+            if isinstance(e, Exception) and not isinstance(e, _FailedMeanwhile):
+                self._mark_down(r, e)
             raise
         finally:
-            r.outstanding -= 1
             watcher.cancel()
             if not attempt.done():
                 attempt.cancel()
         r.signatures += 1
-        r.last_latency = self._clock() - start
+        end = self._clock()
+        r.last_latency = end - start
+        service = r.signer.last_service_time
+        if service is None:
+            # the device works one request at a time: this one's service began when
+            # the previous answer came (it was queued until then) or when it was sent
+            service = end - max(start, r.progress)
+        r.latencies.add(service)
         self.observer.hsm_request(r.name, r.last_latency, True)
         return Signature(sig.signature, r.name)
 
@@ -482,6 +566,8 @@ class ReplicaSet(Signer):
             name=self.name,
             failovers=self._failovers,
             exhausted=self._exhausted,
+            hedges=self._hedges,
+            hedge_wins=self._hedge_wins,
             replicas=tuple(
                 ReplicaStats(
                     r.name,

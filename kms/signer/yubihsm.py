@@ -624,6 +624,11 @@ class YubiHsmDevice:
         self._transport_failures = 0  # bumped on connection errors and timeouts
         self._failures_lock = threading.Lock()
         self.factory_key_checked = False  # warned (once) when the factory auth key exists
+        # when the device last answered (or failed) a call, and how long that call ran:
+        # the replica set's stall detection and hedge delay (kms.signer.hedge)
+        self._clock = clock
+        self.last_answer = 0.0
+        self.last_service: float | None = None
 
     def _transport_failed(self) -> None:
         with self._failures_lock:
@@ -664,11 +669,15 @@ class YubiHsmDevice:
                     f"{self.name}{what}: the device failed while this request was queued"
                 )
             loop.call_soon_threadsafe(mark_started)
+            began = self._clock()
             try:
                 return self.session.call(fn, what)
             except (HsmConnectionError, HsmTimeoutError):
                 self._transport_failed()
                 raise
+            finally:
+                self.last_answer = end = self._clock()
+                self.last_service = end - began
 
         t0 = loop.time()
         fut = loop.run_in_executor(self._pool(), job)
@@ -758,6 +767,14 @@ class YubiHsmSigner(Signer):
     @property
     def load(self) -> int | None:
         return self.device.pending
+
+    @property
+    def last_answer(self) -> float | None:
+        return self.device.last_answer
+
+    @property
+    def last_service_time(self) -> float | None:
+        return self.device.last_service
 
     async def _run(self, fn: Callable[[AuthSession], T], timeout: float | None, what: str) -> T:
         try:

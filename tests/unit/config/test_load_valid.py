@@ -119,6 +119,7 @@ policy = "primary"
 health_interval = 3
 connect_timeout = 0.5
 request_timeout = 1
+hedge = false
 
 [metrics]
 textfile = "metrics/kms.prom"
@@ -200,7 +201,7 @@ def test_multi_replica_config_loads(home: Path) -> None:
     assert b.keys == (YubiHsmKey(("cosmoshub-4", "osmosis-1"), 7),)
     assert a.password_file == home / "secrets/hsm-password"
     assert (cfg.hsm.policy, cfg.hsm.health_interval) == ("primary", 3.0)
-    assert (cfg.hsm.connect_timeout, cfg.hsm.request_timeout) == (0.5, 1.0)
+    assert (cfg.hsm.connect_timeout, cfg.hsm.request_timeout, cfg.hsm.hedge) == (0.5, 1.0, False)
     assert cfg.metrics.listen == ("::1", 9464)
     assert cfg.metrics.textfile == home / "metrics/kms.prom"
     assert cfg.metrics.interval == 1.0

@@ -56,11 +56,14 @@ def _sections(soft_p99: float, tm_p50: float, hsm3: float, hang_ms: float) -> di
         "floor": Section("floor", {"p50": 1.0, "p99": 4.0, "max": 5.0}),
         "softsign": Section(
             "softsign",
-            {"1x1": {"p50": 1.6, "p99": soft_p99, "max": 9.0}, "50x2": {"p50": 3.0, "p99": 4.0}},
+            {
+                "1x1": {"p50": 0.9, "p99": soft_p99, "max": 9.0, "cpu_ms_per_request": 0.2},
+                "50x2": {"p50": 1.0, "p99": 2.5},
+            },
         ),
         "tmkms": Section(
             "tmkms",
-            {"1x1": {"p50": tm_p50, "p99": 2.0}, "paired_1x1": {"median_ratio": 1.6 / tm_p50}},
+            {"1x1": {"p50": tm_p50, "p99": 2.0}, "paired_1x1": {"median_ratio": 0.9 / tm_p50}},
         ),
         "hsm": Section(
             "hsm",
@@ -74,29 +77,34 @@ def _sections(soft_p99: float, tm_p50: float, hsm3: float, hang_ms: float) -> di
                 "hang": {"p50": hang_ms, "max": hang_ms},
             },
         ),
+        "extension": Section("extension", {"3": {"p50": 125.0}, "1": {"p50": 240.0}}),
     }
 
 
 def test_targets_are_computed_from_the_same_run() -> None:
-    by_label = {t.label: t for t in compute_targets(_sections(4.5, 1.2, 25.0, 1200.0))}
-    soft1 = by_label["softsign p99, 1 chain (ms) <= floor p99 + 1"]
-    assert (soft1.value, soft1.limit, soft1.met) == (4.5, 5.0, True)
-    assert by_label["softsign p99, 50x2 (ms) <= 5"].met is True
-    ratio = by_label["softsign p50 / tmkms p50, 1 chain, paired runs (median) <= 1.25"]
-    assert ratio.value == pytest.approx(1.6 / 1.2) and ratio.met is False
+    by_label = {t.label: t for t in compute_targets(_sections(0.8, 1.2, 28.0, 260.0))}
+    soft1 = by_label["softsign p99, 1 chain (ms) <= 1"]
+    assert (soft1.value, soft1.limit, soft1.met) == (0.8, 1.0, True)
+    assert by_label["softsign p99, 50x2 (ms) <= 3"].met is True
+    ratio = by_label["softsign p50 / tmkms p50, 1 chain, paired runs (median) <= 1.0"]
+    assert ratio.value == pytest.approx(0.9 / 1.2) and ratio.met is True
+    assert by_label["CPU per request, softsign 1x1 (ms) <= 0.25"].met is True
+    ext = by_label["precommit with extension, 3 replicas at 110 ms (ms, p50) <= 130"]
+    assert (ext.value, ext.met) == (125.0, True)
     hsm3 = next(t for t in by_label.values() if t.label.startswith("hsm 3"))
-    assert hsm3.limit == pytest.approx(0.9 * 3 / 0.110) and hsm3.met is True
-    assert by_label["failover after hang (ms, max)"].met is True
+    assert hsm3.limit == pytest.approx(0.95 * 3 / 0.110) and hsm3.met is True
+    assert by_label["hung replica -> signature (ms, max) <= 300"].met is True
     assert by_label["failover after refused connection (ms, max)"].met is True
 
 
 def test_missed_targets_are_reported_as_missed() -> None:
-    targets = compute_targets(_sections(6.0, 1.0, 20.0, 2100.0))
+    targets = compute_targets(_sections(1.5, 0.8, 20.0, 1060.0))
     missed = {t.label for t in targets if t.met is False}
-    assert "softsign p99, 1 chain (ms) <= floor p99 + 1" in missed
-    assert "failover after hang (ms, max)" in missed
+    assert "softsign p99, 1 chain (ms) <= 1" in missed
+    assert "softsign p50 / tmkms p50, 1 chain, paired runs (median) <= 1.0" in missed
+    assert "hung replica -> signature (ms, max) <= 300" in missed
     assert any(label.startswith("hsm 3") for label in missed)
-    assert "MISSED" in table(_sections(6.0, 1.0, 20.0, 2100.0), targets)
+    assert "MISSED" in table(_sections(1.5, 0.8, 20.0, 1060.0), targets)
 
 
 def test_missing_sections_give_unknown_verdicts_not_passes() -> None:
@@ -146,7 +154,9 @@ def test_floor_only_run_writes_json_with_every_section_key(tmp_path: Path) -> No
     )
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
-    assert {"floor", "softsign", "hsm", "failover", "tmkms", "targets", "meta"} <= set(doc)
+    assert {"floor", "softsign", "hsm", "failover", "extension", "tmkms", "targets", "meta"} <= set(
+        doc
+    )
     assert doc["floor"]["n"] == 300
     assert 0 < doc["floor"]["p50"] <= doc["floor"]["p99"] <= doc["floor"]["max"]
     assert "floor (fsync + sign)" in r.stdout

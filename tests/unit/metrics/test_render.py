@@ -24,6 +24,7 @@ EXPECTED_FAMILIES = {
     "kms_hsm_request_seconds": ("histogram", {"replica"}),
     "kms_hsm_healthy": ("gauge", {"replica"}),
     "kms_failovers_total": ("counter", {"chain", "from", "to"}),
+    "kms_hedges_total": ("counter", {"chain", "from", "to"}),
     "kms_link_up": ("gauge", {"chain", "link"}),
     "kms_link_reconnects_total": ("counter", {"chain", "link"}),
     "kms_last_signed_height": ("gauge", {"chain"}),
@@ -44,6 +45,7 @@ def _exercised() -> Metrics:
     m.hsm_request("hsm-a", 2.0, False)
     m.hsm_health("hsm-a", False)
     m.failover("cosmoshub-4", "hsm-a", "hsm-b")
+    m.hedge("cosmoshub-4", "hsm-a", "hsm-c")
     return m
 
 
@@ -129,6 +131,8 @@ def test_gauges_link_state_height_failover_refusal() -> None:
     )
     fo = fams["kms_failovers_total"]
     assert fo.value(chain="cosmoshub-4", **{"from": "hsm-a", "to": "hsm-b"}) == 1
+    he = fams["kms_hedges_total"]
+    assert he.value(chain="cosmoshub-4", **{"from": "hsm-a", "to": "hsm-c"}) == 1
     assert fams["kms_refusals_total"].value(chain="cosmoshub-4", reason="double_sign") == 1
 
 

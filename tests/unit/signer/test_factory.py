@@ -137,3 +137,11 @@ def test_password_file_must_be_private_and_non_empty(tmp_path: Path) -> None:
     write_secret_file(empty, b"\n")
     with pytest.raises(KeyFileError, match="empty"):
         read_password_file(empty)
+
+
+def test_hedging_is_on_by_default_and_follows_hsm_hedge() -> None:
+    keys = (YubiHsmKey(("a-1",), 7),)
+    members = (provider("hsm-a:1", keys), provider("hsm-b:2", keys))
+    for policy, enabled in ((HsmPolicy(), True), (HsmPolicy(hedge=False), False)):
+        rs = build_signers(config(yubihsm=members, policy=policy), derive=CountingDerive())["a-1"]
+        assert isinstance(rs, ReplicaSet) and rs.hedge.enabled is enabled
