@@ -54,6 +54,14 @@ class StatePersistError(StateError):
     """Writing or syncing the state failed; the signature must not be released."""
 
 
+class SharedStateError(StateError):
+    """The shared (etcd) watermark cannot be used: unreachable, no quorum, auth, bad record."""
+
+
+class SharedStateAmbiguous(SharedStateError):
+    """An etcd write was sent but its outcome is unknown (timeout, connection lost)."""
+
+
 # --- signers and keys ------------------------------------------------------------
 
 

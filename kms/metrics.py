@@ -87,6 +87,7 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "signer_error",
     "state_error",
     "raw_bytes",
+    "shared_state",
 )
 """The refusal slugs the service uses (others are accepted and exported as given)."""
 
@@ -423,7 +424,7 @@ _SPECS: tuple[_Spec, ...] = (
         "counter",
         ("chain", "reason"),
         "Sign requests refused, by reason (regression, double_sign, max_height, chain_id, "
-        "invalid, signer_error, state_error, raw_bytes).",
+        "invalid, signer_error, state_error, raw_bytes, shared_state).",
     ),
     _Spec(
         "kms_sign_latency_seconds",
@@ -479,6 +480,13 @@ _SPECS: tuple[_Spec, ...] = (
         "counter",
         ("chain", "from", "to"),
         "Sign requests moved from a failed replica to another one.",
+    ),
+    _Spec(
+        "kms_shared_state_total",
+        "counter",
+        ("chain", "result"),
+        "Shared-watermark (etcd) gate events: committed, reused, refused, conflict, ambiguous, "
+        "contention, unavailable, bad_record.",
     ),
     _Spec(
         "kms_metrics_write_errors_total",
@@ -543,6 +551,7 @@ class Metrics:
         self._hsm_healthy = g("kms_hsm_healthy")
         self._failovers = c("kms_failovers_total")
         self.write_errors = c("kms_metrics_write_errors_total")
+        self._shared = c("kms_shared_state_total")
 
     # -- recording (hot path) --
 
@@ -578,6 +587,9 @@ class Metrics:
 
     def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
         self._failovers.inc((chain, from_replica, to_replica))
+
+    def shared_state(self, chain: str, result: str) -> None:
+        self._shared.inc((chain, result))
 
     # -- reading --
 

@@ -31,6 +31,8 @@ from kms.identity import load_identity_key
 from kms.link import Link
 from kms.metrics import Metrics, run_metrics
 from kms.service import Chain, SignService
+from kms.shared.etcd import EtcdClient
+from kms.shared.setup import open_gates
 from kms.signer.base import Signer
 from kms.signer.factory import build_signers
 from kms.signer.replicas import ReplicaSet
@@ -53,6 +55,7 @@ class Daemon:
     guards: dict[str, ChainGuard]
     metrics: Metrics
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    etcd: EtcdClient | None = None  # [shared_state]: closed after the guards
 
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -102,6 +105,9 @@ class Daemon:
                 await s.close()
         for g in self.guards.values():
             g.close()
+        if self.etcd is not None:
+            with contextlib.suppress(Exception):
+                await self.etcd.close()
 
     def _background_jobs(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
@@ -135,10 +141,14 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
     """Open state, signers and identities, failing closed with a clear error."""
     metrics = metrics or Metrics()
     guards: dict[str, ChainGuard] = {}
+    etcd: EtcdClient | None = None
     opened: list[Signer] = []
     try:
         for c in config.chains:
             guards[c.id] = ChainGuard.open(c)
+        etcd, gates = await open_gates(config, metrics)
+        for chain_id, gate in gates.items():
+            guards[chain_id].gate = gate
         signers = build_signers(config)
         for signer in signers.values():
             if isinstance(signer, ReplicaSet):
@@ -177,6 +187,9 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
                 await s.close()
         for g in guards.values():
             g.close()
+        if etcd is not None:
+            with contextlib.suppress(Exception):
+                await etcd.close()
         raise
     return Daemon(
         config=config,
@@ -185,4 +198,5 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
         signers=signers,
         guards=guards,
         metrics=metrics,
+        etcd=etcd,
     )

@@ -1,0 +1,87 @@
+"""Build the etcd client and the per-chain gates from `[shared_state]`.
+
+Owns: reading the etcd password file, choosing which chains are gated (every
+chain unless `shared_state = false`), and the start-up check that each gated
+chain's record exists and decodes (else start-up is refused, naming
+`kms state push`). Never signs and never writes etcd.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from kms.config import Config, SharedStateConfig
+from kms.errors import KeyFileError, SharedStateError
+from kms.keys import read_secret_file
+from kms.shared.etcd import EtcdClient, TlsFiles
+from kms.shared.gate import GateObserver, SharedGate
+
+log = logging.getLogger(__name__)
+
+
+def make_client(cfg: SharedStateConfig) -> EtcdClient:
+    password = None
+    if cfg.password_file is not None:
+        try:
+            password = read_secret_file(cfg.password_file).decode().strip()
+        except (KeyFileError, UnicodeDecodeError) as e:
+            raise SharedStateError(f"[shared_state] auth.password_file: {e}") from None
+    tls = None
+    if cfg.ca_file or cfg.cert_file:
+        tls = TlsFiles(cfg.ca_file, cfg.cert_file, cfg.key_file)
+    return EtcdClient(
+        list(cfg.endpoints),
+        timeout=cfg.timeout,
+        tls=tls,
+        username=cfg.username,
+        password=password,
+    )
+
+
+def gated_chains(config: Config) -> list[str]:
+    if config.shared_state is None:
+        return []
+    return [c.id for c in config.chains if c.shared_state]
+
+
+async def open_gates(
+    config: Config, observer: GateObserver | None = None
+) -> tuple[EtcdClient | None, dict[str, SharedGate]]:
+    """The client and one loaded gate per gated chain (SharedStateError on any problem)."""
+    cfg = config.shared_state
+    if cfg is None:
+        return None, {}
+    client = make_client(cfg)
+    gates: dict[str, SharedGate] = {}
+    try:
+        for chain_id in gated_chains(config):
+            gate = SharedGate(
+                client,
+                prefix=cfg.prefix,
+                chain_id=chain_id,
+                host_id=cfg.host_id,
+                observer=observer,
+            )
+            rec = await gate.load()
+            log.info(
+                "shared watermark ready",
+                extra={
+                    "fields": {
+                        "chain": chain_id,
+                        "key": gate.key.decode(),
+                        "record": rec.describe(),
+                        "host_id": cfg.host_id,
+                    }
+                },
+            )
+            gates[chain_id] = gate
+    except BaseException:
+        await client.close()
+        raise
+    for c in config.chains:
+        if not c.shared_state:
+            log.warning(
+                "chain %s opts out of [shared_state]: signing on this host's state file alone",
+                c.id,
+            )
+    return client, gates
