@@ -18,6 +18,7 @@ from kms import __version__
 _COMMANDS: dict[str, str] = {
     "demo": "kms.cli.demo:demo",
     "export": "kms.cli.keys:export_cmd",
+    "handover": "kms.cli.handover:handover",
     "hsm-sim": "kms.cli.hsm_sim:hsm_sim",
     "import": "kms.cli.keys:import_cmd",
     "init": "kms.cli.init:init",
