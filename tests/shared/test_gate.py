@@ -131,7 +131,9 @@ class LoseAnswer(EtcdClient):
 
 async def test_ambiguous_commit_resolved_by_write_id(etcd_cluster: EtcdCluster) -> None:
     c = LoseAnswer(etcd_cluster.endpoints, timeout=1.0)
+    c.lose = False
     await init_record(c)
+    c.lose = True
     g = gate_for(c, "a")
     v = await g.authorize(cand_vote(PREVOTE, 3, 0, A), max_height=None)
     assert v.allowed and v.sign_bytes == cand_vote(PREVOTE, 3, 0, A).sign_bytes
