@@ -39,6 +39,10 @@ class LinkClosed(KmsError):
     """The link's transport is closed (EOF or local close)."""
 
 
+class NodeBusy(LinkClosed):
+    """The node took the TCP connection but not the handshake: it serves another signer."""
+
+
 # --- double-sign state ---------------------------------------------------------
 
 

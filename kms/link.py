@@ -16,7 +16,13 @@ Rules:
   then redialled; refusals travel inside responses and keep the link up;
 - a write must complete within `timeout` seconds; a link with nothing to read
   for `idle_timeout` (the node pings every ~3.3 s) is considered dead;
-- on shutdown, a request being answered is finished first.
+- on shutdown, a request being answered is finished first;
+- a node that takes the TCP connection but never answers the handshake serves
+  another signer (a CometBFT node accepts one signer at a time; the others wait
+  in its listen backlog): this host is a standby for that node. That is logged
+  once ("standby for node"), shown as kms_link_standby = 1, and the next dial
+  follows at once with no backoff, so a queued connection is always waiting
+  when the node's current signer goes away (fast take-over).
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from collections import deque
 from typing import Protocol
 
 from kms.config import ValidatorConfig
-from kms.errors import KmsError, LinkClosed, ProtocolError
+from kms.errors import KmsError, LinkClosed, NodeBusy, ProtocolError
 from kms.privval.codec import decode_request, encode
 from kms.privval.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageReader, frame
-from kms.secretconn.connection import open_secret_connection
+from kms.secretconn.connection import HandshakeTimeout, open_secret_connection
 from kms.service import LinkInfo, SignService
 from kms.transport import PlainTransport, Transport
 
@@ -45,6 +51,8 @@ class LinkMetrics(Protocol):
     def link_state(self, chain: str, link: str, up: bool) -> None: ...
 
     def link_reconnect(self, chain: str, link: str) -> None: ...
+
+    def link_standby(self, chain: str, link: str, standby: bool) -> None: ...
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:
@@ -103,14 +111,21 @@ class Link:
                     transport = await self._connect()
                 except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
                     reason = _describe(e)
+                    standby = isinstance(e, NodeBusy)
+                    self._set_standby(standby)
                     if reason != down_reason:
-                        log.warning("link down", extra={"fields": self._fields(reason=reason)})
+                        msg = f"standby for node {self.cfg.name}" if standby else "link down"
+                        log.warning(msg, extra={"fields": self._fields(reason=reason)})
                         down_reason = reason
+                    if standby:
+                        attempt = 0  # queue again at once: take over as soon as the node frees
+                        continue
                     attempt += 1
                     await asyncio.sleep(backoff_delay(attempt, self._rng))
                     continue
                 attempt = 0
                 down_reason = None
+                self._set_standby(False)
                 log.info("link up", extra={"fields": self._fields()})
                 self._set_state(True)
                 try:
@@ -167,6 +182,12 @@ class Link:
                 expected_peer_id=cfg.peer_id,
                 timeout=cfg.timeout,
             )
+        except HandshakeTimeout:
+            writer.close()
+            raise NodeBusy(
+                f"connected, but no handshake within {cfg.timeout:g} s: the node is"
+                " probably serving another signer"
+            ) from None
         except BaseException:
             writer.close()
             raise
@@ -205,6 +226,10 @@ class Link:
             self.connected.clear()
         if self._metrics is not None:
             self._metrics.link_state(self.cfg.chain_id, self.cfg.name, up)
+
+    def _set_standby(self, standby: bool) -> None:
+        if self._metrics is not None:
+            self._metrics.link_standby(self.cfg.chain_id, self.cfg.name, standby)
 
     def _fields(self, **extra: object) -> dict[str, object]:
         return {"chain": self.cfg.chain_id, "link": self.cfg.name, **extra}

@@ -482,6 +482,13 @@ _SPECS: tuple[_Spec, ...] = (
         "Sign requests moved from a failed replica to another one.",
     ),
     _Spec(
+        "kms_link_standby",
+        "gauge",
+        ("chain", "link"),
+        "1 while the node takes our TCP connection but not the handshake: it serves another "
+        "signer and this host waits as a standby.",
+    ),
+    _Spec(
         "kms_shared_state_total",
         "counter",
         ("chain", "result"),
@@ -552,6 +559,7 @@ class Metrics:
         self._failovers = c("kms_failovers_total")
         self.write_errors = c("kms_metrics_write_errors_total")
         self._shared = c("kms_shared_state_total")
+        self._standby = g("kms_link_standby")
 
     # -- recording (hot path) --
 
@@ -587,6 +595,9 @@ class Metrics:
 
     def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
         self._failovers.inc((chain, from_replica, to_replica))
+
+    def link_standby(self, chain: str, link: str, standby: bool) -> None:
+        self._standby.set((chain, link), 1 if standby else 0)
 
     def shared_state(self, chain: str, result: str) -> None:
         self._shared.inc((chain, result))
