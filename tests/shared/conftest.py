@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.shared.etcd_cluster import EtcdCluster, find_etcd
+from kms.sim.etcd_cluster import EtcdCluster, find_etcd
 
 
 def etcd_binary() -> Path:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from kms.shared.admin import push
 from kms.shared.etcd import EtcdClient
 from kms.shared.gate import SharedGate
+from kms.sim.etcd_cluster import EtcdCluster
 from kms.state.machine import SignCandidate, SignState
-from tests.shared.etcd_cluster import EtcdCluster
 from tests.unit.state.helpers import CHAIN, vote
 
 PREFIX = "/kms/test"

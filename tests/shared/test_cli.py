@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from kms.cli.main import cli
+from kms.sim.etcd_cluster import EtcdCluster
 from kms.state.machine import SignState
 from kms.state.store import StateStore
 from tests.integration.daemon.harness import Home, make_home, run_kms_start
-from tests.shared.etcd_cluster import EtcdCluster
 
 CHAIN = "cli-chain"
 

@@ -39,11 +39,11 @@ from kms.privval import canonical
 from kms.privval.messages import BlockID, Dialect, PartSetHeader, Proposal, SignedMsgType, Vote
 from kms.shared.admin import push, read
 from kms.shared.etcd import EtcdClient
+from kms.sim.etcd_cluster import EtcdCluster, Member
 from kms.sim.validator import SignerRefused, SimulatedValidator, now_timestamp
 from kms.state.machine import SignState
 from kms.state.store import StateStore
 from tests.integration.daemon.harness import Home, KmsProcess, make_home
-from tests.shared.etcd_cluster import EtcdCluster, Member
 from tests.shared.tcp_proxy import TcpProxy
 
 CHAIN = "shared-chain"

@@ -19,10 +19,10 @@ from kms.shared.admin import push, seal
 from kms.shared.etcd import CasResult, EtcdClient
 from kms.shared.gate import SharedGate
 from kms.shared.record import decode, watermark_key
+from kms.sim.etcd_cluster import EtcdCluster
 from kms.state.guard import ChainGuard
 from kms.state.machine import CODE_DOUBLE_SIGN, CODE_MAX_HEIGHT, CODE_REGRESSION, SignState
 from kms.state.store import StateStore
-from tests.shared.etcd_cluster import EtcdCluster
 from tests.shared.helpers import PREFIX, cand_vote, client_for, gate_for, init_record
 from tests.unit.state.helpers import CHAIN, PRECOMMIT, PREVOTE, SoftSigner, block, vote
 

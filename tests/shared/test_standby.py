@@ -21,10 +21,10 @@ from kms.privval import canonical
 from kms.privval.messages import Dialect, SignedMsgType, Vote
 from kms.shared.admin import push
 from kms.shared.etcd import EtcdClient
+from kms.sim.etcd_cluster import EtcdCluster
 from kms.sim.validator import SignerRefused, SimulatedValidator, now_timestamp, random_block_id
 from kms.state.machine import SignState
 from tests.integration.daemon.harness import KmsProcess, make_home, wait_until
-from tests.shared.etcd_cluster import EtcdCluster
 
 CHAIN = "standby-chain"
 PREFIX = "/kms/standby"

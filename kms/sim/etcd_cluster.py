@@ -1,9 +1,10 @@
-"""A real etcd cluster of N members on 127.0.0.1 for the shared-state tests.
+"""A real etcd cluster of N members on 127.0.0.1, for the demo, the tests and the benchmarks.
 
 Owns: finding the etcd binary (scripts/install-etcd puts it in
 ~/.cache/kms/etcd/<version>/etcd), starting members on free loopback ports in a
-temp dir, and the faults tests inject into them (kill -9, SIGSTOP/SIGCONT,
-restart). Never talks the etcd API itself beyond a readiness probe.
+directory, and the faults tests inject into them (kill -9, SIGSTOP/SIGCONT,
+restart). Never talks the etcd API itself beyond a readiness probe (HTTP /health),
+and is never used by `kms start` (production clusters are the operator's).
 """
 
 from __future__ import annotations
