@@ -14,7 +14,9 @@ Targets (printed next to the numbers):
 - softsign p99 (1 chain) <= floor p99 + 1 ms; softsign p99 (50 chains x 2 links) <= 5 ms;
 - softsign p50 (1 chain) <= 1.25 x tmkms p50 (when tmkms is installed);
 - HSM throughput with N replicas >= 0.9 x N / 0.110 s;
-- failover <= 250 ms after a refused connection, <= 1.5 s after a hang.
+- failover <= 250 ms after a refused connection, <= 1.5 s after a hang;
+- shared (etcd gate, 3 members on loopback): added p50 <= 2 ms, p99 <= 10 ms;
+  host take-over (kill -9 -> next signature from the standby host) <= 2 s.
 """
 
 from __future__ import annotations
@@ -37,9 +39,10 @@ from typing import Any
 from bench.common import Section, Target, jsonable, load_average
 from bench.floor import run_floor
 from bench.hsm import SIGN_LATENCY_MS, run_failover, run_hsm
+from bench.shared import run_shared
 from bench.softsign import paired_ratio, run_diagnose, run_softsign, tmkms_path
 
-SECTIONS = ("floor", "softsign", "tmkms", "hsm", "failover")
+SECTIONS = ("floor", "softsign", "tmkms", "hsm", "failover", "shared")
 OPTIONAL = ("diagnose",)  # only with --diagnose or --only
 
 
@@ -57,6 +60,7 @@ def compute_targets(results: dict[str, Section]) -> list[Target]:
     tm = results["tmkms"].data if "tmkms" in results else {}
     hsm = results["hsm"].data if "hsm" in results else {}
     fo = results["failover"].data if "failover" in results else {}
+    sh = results["shared"].data if "shared" in results else {}
     targets = [
         Target(
             "softsign p99, 1 chain (ms) <= floor p99 + 1",
@@ -103,6 +107,11 @@ def compute_targets(results: dict[str, Section]) -> list[Target]:
             0.0,
             "<=",
         ),
+    ]
+    targets += [
+        Target("shared gate added p50 (ms) <= 2", _num(sh, "gate", "p50"), 2.0, "<="),
+        Target("shared gate added p99 (ms) <= 10", _num(sh, "gate", "p99"), 10.0, "<="),
+        Target("host take-over (ms, max) <= 2000", _num(sh, "takeover", "max"), 2000.0, "<="),
     ]
     return targets
 
@@ -214,6 +223,27 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
             rows.append(
                 (f"failover {mode}", _fmt(_num(d, "p50")), "-", _fmt(_num(d, "max")), other)
             )
+    if "shared" in results:
+        sh = results["shared"]
+        if sh.skipped:
+            rows.append(("shared", "-", "-", "-", f"skipped: {sh.skipped}"))
+        for key, label in (
+            ("gate", "shared: etcd gate added"),
+            ("gate_tmpfs", "shared: gate, etcd on tmpfs"),
+            ("takeover", "shared: host take-over"),
+        ):
+            d = sh.data.get(key, {})
+            if "error" in d:
+                rows.append((label, "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+            elif d:
+                other = f"{d.get('n')} samples"
+                if key.startswith("gate"):
+                    other += (
+                        f", linearizable Range mean {_fmt(_num(d, 'linearizable_range_mean'))} ms"
+                    )
+                rows.append(
+                    (label, _fmt(_num(d, "p50")), _fmt(_num(d, "p99")), _fmt(_num(d, "max")), other)
+                )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -293,6 +323,8 @@ async def run_all(quick: bool, workdir: Path, only: set[str]) -> dict[str, Secti
         results["hsm"] = await run_hsm(workdir / "hsm", quick)
     if step("failover"):
         results["failover"] = await run_failover(workdir / "failover", quick)
+    if step("shared"):
+        results["shared"] = await run_shared(workdir / "shared", quick)
     if step("diagnose"):
         results["diagnose"] = await run_diagnose(quick)
     return results

@@ -118,6 +118,7 @@ class EtcdClient:
             self._credentials(tls) if any(e.startswith("https://") for e in endpoints) else None
         )
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._calls: dict[tuple[str, str], Any] = {}  # (endpoint, method) -> multicallable
         self._tokens: dict[str, str] = {}  # simple tokens are per member
         self._preferred = 0
 
@@ -177,11 +178,14 @@ class EtcdClient:
         resp_type: Callable[[], _Msg],
         metadata: tuple[tuple[str, str], ...] | None,
     ) -> _Msg:
-        call = self._channel(endpoint).unary_unary(
-            method,
-            request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=resp_type.FromString,  # type: ignore[attr-defined]
-        )
+        call = self._calls.get((endpoint, method))
+        if call is None:
+            call = self._channel(endpoint).unary_unary(
+                method,
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=resp_type.FromString,  # type: ignore[attr-defined]
+            )
+            self._calls[(endpoint, method)] = call
         result: _Msg = await call(req, timeout=self.timeout, metadata=metadata)
         return result
 
@@ -260,6 +264,7 @@ class EtcdClient:
         for ch in self._channels.values():
             await ch.close()
         self._channels.clear()
+        self._calls.clear()
 
 
 def _kv(kv: Any) -> KeyValue:
