@@ -50,6 +50,15 @@ _CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_reconnect_backoff_ms", 1000),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
 )
+# Answers that mean "credentials or permissions", not "cannot reach etcd".
+_ACCESS_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 _RANGE = "/etcdserverpb.KV/Range"
 _TXN = "/etcdserverpb.KV/Txn"
 _STATUS = "/etcdserverpb.Maintenance/Status"
@@ -203,13 +212,16 @@ class EtcdClient:
     async def _read(self, method: str, req: Any, resp_type: Callable[[], _Msg]) -> _Msg:
         """An idempotent read: try each endpoint once, preferred first."""
         errors = []
+        refused = False
         for ep in self._order():
             try:
                 return await self._call(ep, method, req, resp_type)
             except grpc.aio.AioRpcError as e:
                 errors.append(f"{ep}: {_describe(e)}")
+                refused = refused or e.code() in _ACCESS_CODES
                 self._demote(ep)
-        raise SharedStateError("etcd unavailable (" + "; ".join(errors) + ")")
+        what = "etcd refused access" if refused else "etcd unavailable"
+        raise SharedStateError(f"{what} (" + "; ".join(errors) + ")")
 
     # --- the calls ------------------------------------------------------------------
 

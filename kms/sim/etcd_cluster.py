@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -53,6 +54,17 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+@dataclass(frozen=True)
+class ServerTls:
+    """Serve the client port over TLS and require client certificates signed by `ca`."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_cert: Path  # used by the readiness probe
+    client_key: Path
+
+
 @dataclass
 class Member:
     name: str
@@ -62,10 +74,11 @@ class Member:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     stopped: bool = False  # SIGSTOPped
+    scheme: str = "http"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -74,9 +87,12 @@ class Member:
 class EtcdCluster:
     """N etcd members; `start()` waits until every member answers."""
 
-    def __init__(self, binary: Path, root: Path, size: int = 3) -> None:
+    def __init__(
+        self, binary: Path, root: Path, size: int = 3, tls: ServerTls | None = None
+    ) -> None:
         self.binary = binary
         self.root = root
+        self.tls = tls
         ports = free_ports(2 * size)
         self.members = [
             Member(
@@ -85,6 +101,7 @@ class EtcdCluster:
                 ports[2 * i + 1],
                 root / f"m{i}.data",
                 root / f"m{i}.log",
+                scheme="https" if tls is not None else "http",
             )
             for i in range(size)
         ]
@@ -114,6 +131,13 @@ class EtcdCluster:
             "--election-timeout", "500",
             "--log-level", "warn",
         ]  # fmt: skip
+        if self.tls is not None:
+            cmd += [
+                "--cert-file", str(self.tls.cert),
+                "--key-file", str(self.tls.key),
+                "--trusted-ca-file", str(self.tls.ca),
+                "--client-cert-auth",
+            ]  # fmt: skip
         log = open(m.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             m.proc = subprocess.Popen(
@@ -139,13 +163,17 @@ class EtcdCluster:
                     raise TimeoutError(f"etcd {m.name} not ready:\n{self.log_tail(m)}")
                 time.sleep(0.05)
 
-    @staticmethod
-    def _ready(m: Member) -> bool:
+    def _ready(self, m: Member) -> bool:
         # /health answers {"health":"true"} only when the member sees a leader.
         with (
             contextlib.suppress(OSError),
-            socket.create_connection(("127.0.0.1", m.client_port), timeout=0.5) as s,
+            socket.create_connection(("127.0.0.1", m.client_port), timeout=0.5) as raw,
         ):
+            s: socket.socket = raw
+            if self.tls is not None:
+                ctx = ssl.create_default_context(cafile=str(self.tls.ca))
+                ctx.load_cert_chain(str(self.tls.client_cert), str(self.tls.client_key))
+                s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
             s.settimeout(1.0)
             s.sendall(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             data = b""
