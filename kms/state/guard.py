@@ -219,7 +219,9 @@ class ChainGuard:
                 self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
                 raise
             self._state = new_state
-            self._audit(cand, "signed", replica=sig.by)
+            # (with a gate, what was signed may be the stored message, not the request's)
+            signed = replace(cand, sign_bytes=sign_bytes, timestamp=timestamp)
+            self._audit(signed, "signed", replica=sig.by)
             return GuardResult("signed", sig.signature, timestamp, sign_bytes, None, 0, sig.by)
 
     async def _offload(self, fn: Callable[[], T]) -> T:
