@@ -147,6 +147,9 @@ class MetricsConfig:
     interval: float = 5.0
 
 
+DEFAULT_PREFERENCE_DELAY = 0.2  # seconds
+
+
 @dataclass(frozen=True, slots=True)
 class SharedStateConfig:
     """NEW [shared_state]: several signer hosts share one watermark per chain in etcd."""
@@ -161,6 +164,8 @@ class SharedStateConfig:
     cert_file: Path | None = None
     key_file: Path | None = None
     insecure: bool = False  # allow http:// endpoints (loopback tests)
+    preference_ttl: int | None = None  # seconds; None: no host preference
+    preference_delay: float = 0.2  # DEFAULT_PREFERENCE_DELAY: a non-preferred host's wait
     backend: Literal["etcd"] = "etcd"
 
 
@@ -549,6 +554,7 @@ _HSM_KEYS = ("policy", "health_interval", "connect_timeout", "request_timeout")
 _METRICS_KEYS = ("textfile", "listen", "interval")
 _SHARED_KEYS = (
     "backend", "endpoints", "prefix", "host_id", "timeout", "auth", "tls", "insecure",
+    "preference",
 )  # fmt: skip
 
 _ARRAY_OF = "an array of tables ([[{0}]] sections)"
@@ -928,7 +934,14 @@ class _Parser:
             ca, cert, key = (tt.optional_path(k) for k in ("ca_file", "cert_file", "key_file"))
             if (cert is None) != (key is None):
                 tt.fail("cert_file", "cert_file and key_file go together (a client certificate)")
+        pref_ttl, pref_delay = None, DEFAULT_PREFERENCE_DELAY
+        if t.has("preference"):
+            p = t.sub("preference", ("ttl", "delay"), '{ ttl = 3, delay = "200ms" }')
+            pref_ttl = p.integer("ttl", 1, 3600, "a lease TTL in whole seconds (1..3600)")
+            pref_delay = _duration(p, "delay", pref_delay)
         return SharedStateConfig(
+            preference_ttl=pref_ttl,
+            preference_delay=pref_delay,
             endpoints=tuple(raw),
             prefix=prefix.rstrip("/"),
             host_id=t.text("host_id", "a host name for the records", default=socket.gethostname()),

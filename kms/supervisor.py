@@ -32,6 +32,7 @@ from kms.link import Link
 from kms.metrics import Metrics, run_metrics
 from kms.service import Chain, SignService
 from kms.shared.etcd import EtcdClient
+from kms.shared.preference import Preference
 from kms.shared.setup import open_gates
 from kms.signer.base import Signer
 from kms.signer.factory import build_signers
@@ -56,6 +57,7 @@ class Daemon:
     metrics: Metrics
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     etcd: EtcdClient | None = None  # [shared_state]: closed after the guards
+    preference: Preference | None = None  # [shared_state] preference: a background job
 
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -115,6 +117,8 @@ class Daemon:
             for chain_id, signer in self.signers.items()
             if isinstance(signer, ReplicaSet)
         ]
+        if self.preference is not None:
+            jobs.append(("preference", functools.partial(self.preference.run, self.stop_event)))
         m = self.config.metrics
         if m.textfile is not None or m.listen is not None:
             jobs.append(
@@ -199,4 +203,5 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
         guards=guards,
         metrics=metrics,
         etcd=etcd,
+        preference=next((g.preference for g in gates.values() if g.preference), None),
     )

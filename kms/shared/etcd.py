@@ -1,8 +1,10 @@
 """A minimal asyncio client for etcd's v3 gRPC API: exactly what the gate needs.
 
 Owns: channels to the configured endpoints, endpoint failover, authentication
-tokens, and three calls: a linearizable `get` (Range), `cas` (Txn: if
-mod_revision(key) == rev then Put else Range) and `status`. Never decides
+tokens, and the calls: a linearizable `get` (Range), `cas` (Txn: if
+mod_revision(key) == rev then Put else Range), `status`, and leases
+(`lease_grant`, `lease_keepalive`, `lease_revoke`, `create_with_lease`) for the
+optional host preference. Never decides
 anything about watermarks and never interprets values (that is `kms.shared.record` / `kms.shared.gate`).
 
 Why grpc.aio with our own subset of etcd's rpc.proto (proto/etcdserverpb/), and
@@ -63,6 +65,9 @@ _RANGE = "/etcdserverpb.KV/Range"
 _TXN = "/etcdserverpb.KV/Txn"
 _STATUS = "/etcdserverpb.Maintenance/Status"
 _AUTH = "/etcdserverpb.Auth/Authenticate"
+_LEASE_GRANT = "/etcdserverpb.Lease/LeaseGrant"
+_LEASE_REVOKE = "/etcdserverpb.Lease/LeaseRevoke"
+_LEASE_KEEPALIVE = "/etcdserverpb.Lease/LeaseKeepAlive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +266,63 @@ class EtcdClient:
             kvs = resp.responses[0].response_range.kvs
             current = _kv(kvs[0]) if kvs else None
         return CasResult(False, resp.header.revision, current)
+
+    async def create_with_lease(self, key: bytes, value: bytes, lease: int) -> KeyValue | None:
+        """Put `key` bound to `lease` only if it does not exist; None if we created it,
+        else the key as it is. Sent once (an unknown outcome raises SharedStateAmbiguous)."""
+        txn = pb.TxnRequest(
+            compare=[
+                pb.Compare(
+                    result=pb.Compare.EQUAL, target=pb.Compare.CREATE, key=key, create_revision=0
+                )
+            ],
+            success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=value, lease=lease))],
+            failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key))],
+        )
+        ep = self._order()[0]
+        try:
+            resp = await self._call(ep, _TXN, txn, pb.TxnResponse)
+        except grpc.aio.AioRpcError as e:
+            self._demote(ep)
+            raise SharedStateAmbiguous(f"etcd {ep}: write outcome unknown ({_describe(e)})") from e
+        if resp.succeeded:
+            return None
+        kvs = resp.responses[0].response_range.kvs if resp.responses else []
+        return _kv(kvs[0]) if kvs else KeyValue(key, b"", 0)
+
+    async def lease_grant(self, ttl: int) -> int:
+        """A new lease of `ttl` seconds; its ID."""
+        resp = await self._read(_LEASE_GRANT, pb.LeaseGrantRequest(TTL=ttl), pb.LeaseGrantResponse)
+        if resp.error:
+            raise SharedStateError(f"etcd lease grant: {resp.error}")
+        return int(resp.ID)
+
+    async def lease_keepalive(self, lease: int) -> int:
+        """Renew a lease once; its remaining TTL (0: it has expired)."""
+        errors = []
+        for ep in self._order():
+            md = await self._metadata(ep)
+            call = self._channel(ep).stream_stream(
+                _LEASE_KEEPALIVE,
+                request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=pb.LeaseKeepAliveResponse.FromString,
+            )
+            stream = call(
+                iter([pb.LeaseKeepAliveRequest(ID=lease)]), timeout=self.timeout, metadata=md
+            )
+            try:
+                async for resp in stream:
+                    return int(resp.TTL)
+                errors.append(f"{ep}: no answer")
+            except grpc.aio.AioRpcError as e:
+                errors.append(f"{ep}: {_describe(e)}")
+                self._demote(ep)
+            finally:
+                stream.cancel()
+        raise SharedStateError("etcd unavailable (" + "; ".join(errors) + ")")
+
+    async def lease_revoke(self, lease: int) -> None:
+        await self._read(_LEASE_REVOKE, pb.LeaseRevokeRequest(ID=lease), pb.LeaseRevokeResponse)
 
     async def status(self, endpoint: str) -> MemberStatus:
         """Status of one member (raises SharedStateError if it does not answer)."""

@@ -27,6 +27,9 @@ Per request (the guard calls `authorize()` only after the local state said SIGN)
    kms_shared_state_total{result="unavailable"|"bad_record"}). Nothing falls
    back to local-only signing.
 
+With a host preference (kms.shared.preference), a host that is not preferred
+sleeps `delay` before its Txn; nothing else changes.
+
 Safety never depends on timing, leases or which host is "first": two hosts can
 only both pass step 2 for the same (H, R, S) if the same record allowed both,
 i.e. the same sign bytes (or, for a vote, the stored bytes they both sign).
@@ -34,6 +37,7 @@ i.e. the same sign bytes (or, for a vote, the stored bytes they both sign).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Callable
@@ -44,6 +48,7 @@ from typing import Protocol
 from kms.errors import SharedStateAmbiguous, SharedStateError
 from kms.privval.messages import Timestamp
 from kms.shared.etcd import EtcdClient, KeyValue
+from kms.shared.preference import Preference
 from kms.shared.record import Record, decode, encode, watermark_key
 from kms.state.machine import Action, SignCandidate, SignState, decide
 
@@ -109,6 +114,7 @@ class SharedGate:
         self._clock = clock
         self._new_write_id = new_write_id
         self._cache: tuple[Record, int] | None = None
+        self.preference: Preference | None = None  # optional; a hint, never a fence
 
     @property
     def cached(self) -> Record | None:
@@ -146,6 +152,7 @@ class SharedGate:
 
     async def authorize(self, cand: SignCandidate, *, max_height: int | None) -> GateVerdict:
         cached = self._cache or await self._read()
+        waited = False
         for _attempt in range(self.max_attempts):
             rec, rev = cached
             cap = max_height
@@ -166,6 +173,11 @@ class SharedGate:
                 self._count("reused")
                 state = SignState(rec.height, rec.round, rec.step, rec.block_id, rec.sign_bytes)
                 return GateVerdict(True, d.rule, rec.sign_bytes, d.timestamp, state)
+            if not waited and self.preference is not None and self.preference.delay() > 0:
+                # Another host is preferred: let it write first; our Txn then fails its
+                # compare (or finds nothing written) and we decide again on the truth.
+                waited = True
+                await asyncio.sleep(self.preference.delay())
             new = Record(
                 cand.height, cand.round, cand.step, cand.block_id, cand.sign_bytes,
                 self.host_id, self._new_write_id(), self._clock(), rec.sealed_at,

@@ -15,6 +15,7 @@ from kms.errors import KeyFileError, SharedStateError
 from kms.keys import read_secret_file
 from kms.shared.etcd import EtcdClient, TlsFiles
 from kms.shared.gate import GateObserver, SharedGate
+from kms.shared.preference import Preference
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ async def open_gates(
     if cfg is None:
         return None, {}
     client = make_client(cfg)
+    pref = None
+    if cfg.preference_ttl is not None:
+        pref = Preference(
+            client,
+            prefix=cfg.prefix,
+            host_id=cfg.host_id,
+            ttl=cfg.preference_ttl,
+            delay=cfg.preference_delay,
+        )
     gates: dict[str, SharedGate] = {}
     try:
         for chain_id in gated_chains(config):
@@ -62,6 +72,7 @@ async def open_gates(
                 host_id=cfg.host_id,
                 observer=observer,
             )
+            gate.preference = pref
             rec = await gate.load()
             log.info(
                 "shared watermark ready",

@@ -66,3 +66,13 @@ def test_bad_section_is_one_clear_error(tmp_path: Path, shared: str, match: str)
 def test_http_allowed_with_insecure(tmp_path: Path) -> None:
     cfg = load(tmp_path, 'endpoints = ["http://127.0.0.1:2379"]\nprefix = "/k"\ninsecure = true\n')
     assert cfg.shared_state.insecure  # type: ignore[attr-defined]
+
+
+def test_preference(tmp_path: Path) -> None:
+    base = 'endpoints = ["https://x:1"]\nprefix = "/k"\n'
+    cfg = load(tmp_path, base + 'preference = { ttl = 3, delay = "50ms" }\n')
+    s = cfg.shared_state  # type: ignore[attr-defined]
+    assert (s.preference_ttl, s.preference_delay) == (3, 0.05)
+    assert load(tmp_path / "2", base).shared_state.preference_ttl is None  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="ttl"):
+        load(tmp_path / "3", base + "preference = { ttl = 0 }\n")

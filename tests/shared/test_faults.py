@@ -177,15 +177,18 @@ async def leader(cluster: EtcdCluster) -> Member | None:
     return None
 
 
-def shared_section(host: str, proxies: list[TcpProxy]) -> str:
+def shared_section(host: str, proxies: list[TcpProxy], preference: bool) -> str:
     eps = ", ".join(f'"{p.endpoint}"' for p in proxies)
+    pref = 'preference = { ttl = 2, delay = "100ms" }\n' if preference else ""
     return (
         f'[shared_state]\nendpoints = [{eps}]\nprefix = "{PREFIX}"\nhost_id = "{host}"\n'
-        'timeout = "500ms"\ninsecure = true\n\n'
+        f'timeout = "500ms"\ninsecure = true\n{pref}\n'
     )
 
 
-async def make_host(name: str, root: Path, seed: bytes, cluster: EtcdCluster, n_nodes: int) -> Host:
+async def make_host(
+    name: str, root: Path, seed: bytes, cluster: EtcdCluster, n_nodes: int, preference: bool
+) -> Host:
     home = make_home(root / name, [CHAIN], seed=seed)
     proxies = [TcpProxy(m.client_port) for m in cluster.members]
     for p in proxies:
@@ -200,19 +203,20 @@ async def make_host(name: str, root: Path, seed: bytes, cluster: EtcdCluster, n_
     for n in nodes:
         text += home.validator_section(CHAIN, n.addr, home.identity, "v0.38")
     text += home.softsign_section([CHAIN])
-    text += shared_section(name, proxies)
+    text += shared_section(name, proxies, preference)
     text += f'[metrics]\ntextfile = "{root / name / "metrics.prom"}"\ninterval = 1\n'
     return Host(name, home, proxies, nodes, home.write_config(text))
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("preference", [False, True], ids=["no-preference", "preference"])
 async def test_no_conflicting_signatures_under_faults(
-    etcd_cluster: EtcdCluster, tmp_path: Path
+    etcd_cluster: EtcdCluster, tmp_path: Path, preference: bool
 ) -> None:
     seed = os.urandom(32)
     n_hosts = 3 if SOAK else 2
     hosts = [
-        await make_host(n, tmp_path, seed, etcd_cluster, 2)
+        await make_host(n, tmp_path, seed, etcd_cluster, 2, preference)
         for n in ("kms-a", "kms-b", "kms-c")[:n_hosts]
     ]
     admin = EtcdClient(etcd_cluster.endpoints, timeout=2.0)
@@ -261,6 +265,8 @@ async def test_no_conflicting_signatures_under_faults(
         for h in hosts:
             local = StateStore(h.home.state_file(CHAIN)).load()
             assert rec[0].hrs >= local.hrs, (h.name, rec[0].hrs, local.hrs)
+        if preference:  # the preference job ran in the daemons
+            assert any("preferred host: kms-" in h.proc.log() for h in hosts if h.proc)
         counts = shared_counts(hosts)
         assert counts.get("committed", 0) > 0 and counts.get("conflict", 0) > 0, counts
         print(f"\nfaults: {checker.outcomes} gate: {counts} cycles: {cycle}\n" + "\n".join(log))
