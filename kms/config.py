@@ -37,7 +37,7 @@ import socket
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NoReturn, TypeVar
 
@@ -120,7 +120,8 @@ class YubiHsmProvider:
     adapter: HttpAdapter | UsbAdapter
     auth_key: int
     password_file: Path | None
-    password: str | None  # only from a tmkms file that inlines it (warned about at load)
+    # only from a tmkms file that inlines it (warned about at load); never in a repr
+    password: str | None = field(repr=False)
     keys: tuple[YubiHsmKey, ...]
 
 
@@ -277,6 +278,8 @@ MAX_HEIGHT = 2**63 - 1
 MAX_CHAIN_ID_LEN = 50  # CometBFT's MaxChainIDLen
 HSM_SESSION_IDLE_LIMIT = 30.0  # seconds; a YubiHSM2 closes an idle session after this
 MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 0xFFFE  # YubiHSM2 object IDs (0 and 0xFFFF are not usable)
+MAX_UNIX_PATH = 107  # bytes: sockaddr_un.sun_path is 108 on Linux, including the final NUL
+AMINO_PROTOCOLS = ("legacy", "v0.33", "0.33")  # tmkms names for amino-era nodes: refused
 
 
 def _one_line(text: str) -> str:
@@ -347,6 +350,18 @@ class _Table:
         if key in self.data and not (isinstance(value, str) and check(value)):
             self.expected(key, what)
         assert isinstance(value, str)
+        return value
+
+    def secret_text(self, key: str, what: str) -> str:
+        """Like text(), but a wrong value is described by its type only: it may be a secret."""
+        value = self.data.get(key)
+        if not (isinstance(value, str) and value):
+            found = (
+                f"got {type(value).__name__} (value not shown: it may be a secret)"
+                if key in self.data
+                else "missing"
+            )
+            self.fail(key, f"expected {what}; {found}")
         return value
 
     def choice(self, key: str, choices: tuple[_T, ...], default: object = _REQUIRED) -> _T:
@@ -659,13 +674,20 @@ class _Parser:
             self.warn(t, "state_file", f"not set; using {state_file} (tmkms's default name)")
         if t.has("state_hook"):
             self._state_hook(t)
+        audit_log = t.optional_path("audit_log")
+        if audit_log is not None and self.check_files and not audit_log.parent.is_dir():
+            t.fail(
+                "audit_log",
+                f"directory {audit_log.parent} does not exist; create it"
+                f" (mkdir -m 700 {audit_log.parent}) or change audit_log",
+            )
         return ChainConfig(
             id=chain_id,
             key_format=key_format,
             state_file=state_file,
             sign_extensions=t.boolean("sign_extensions", True),
             max_height=t.optional_integer("max_height", 1, MAX_HEIGHT, _HEIGHT, strings=True),
-            audit_log=t.optional_path("audit_log"),
+            audit_log=audit_log,
             raw_bytes=t.choice("raw_bytes", _RAW_BYTES, default="off"),
             shared_state=t.boolean("shared_state", True),
         )
@@ -713,6 +735,12 @@ class _Parser:
         addr = parse_validator_addr(addr_text)
         if addr is None:
             t.expected("addr", VALIDATOR_ADDR_FORMS)
+        if addr.path is not None and len(os.fsencode(addr.path)) > MAX_UNIX_PATH:
+            t.fail(
+                "addr",
+                f"the socket path is {len(os.fsencode(addr.path))} bytes; a unix socket path"
+                f" can be at most {MAX_UNIX_PATH} bytes: use a shorter path (on the node too)",
+            )
         secret_key: Path | None = t.optional_path("secret_key")
         if addr.scheme == "tcp":
             if secret_key is None:
@@ -734,8 +762,14 @@ class _Parser:
         )
         dialect = Dialect.V0_38
         if t.has("protocol_version"):
-            what = "one of v0.34, v0.37, v0.38, v1 (or legacy = v0.34)"
+            what = "one of " + ", ".join(f'"{d.value}"' for d in Dialect)
             version = t.text("protocol_version", what)
+            if version.strip().lower() in AMINO_PROTOCOLS:
+                t.fail(
+                    "protocol_version",
+                    f"{version!r} is an amino-era protocol (Tendermint v0.33 and older), which kms"
+                    f" does not speak; expected {what} (the node's CometBFT version)",
+                )
             try:
                 dialect = Dialect.parse(version)
             except ValueError:
@@ -805,7 +839,7 @@ class _Parser:
             if self.check_files:
                 self._check_password_file(auth, password_file)
         else:
-            password = auth.text("password", "a non-empty password string")
+            password = auth.secret_text("password", "a non-empty password string (quoted)")
             self.warn(auth, "password", "password inline in the config; prefer password_file")
 
         keys: list[YubiHsmKey] = []
@@ -1009,11 +1043,13 @@ class _Parser:
                             where, f"chain {cid!r} already uses key {on_device[cid]} on this device"
                         )
                     if cid in soft_for:
-                        t.fail(
-                            where,
+                        mixed = (
                             f"chain {cid!r} also has a softsign key in {soft_for[cid]};"
-                            " use one kind of key per chain",
+                            " use one kind of key per chain"
                         )
+                        if self.check_files:  # ready to run: which key signs must be clear
+                            t.fail(where, mixed)
+                        self.warn(t, where, mixed + " (`kms start` refuses this)")
                     on_device[cid] = k.key
                     hsm_for.setdefault(cid, t.section)
 
@@ -1021,11 +1057,15 @@ class _Parser:
         out: list[tuple[ChainConfig, _Table]] = []
         for c, t in chains:
             if c.id not in soft_for and c.id not in hsm_for:
-                t.fail(
-                    "id",
-                    f"no consensus key serves chain {c.id!r}; add a [[providers.yubihsm]]"
-                    " key or a [[providers.softsign]] with this chain in chain_ids",
+                fix = (
+                    "add a [[providers.yubihsm]] key or a [[providers.softsign]] with this chain"
+                    " in chain_ids"
                 )
+                if c.id in served:
+                    t.fail("id", f"no consensus key serves chain {c.id!r}; {fix}")
+                # tmkms allows spare chains: no key and no validator is harmless
+                self.warn(t, "id", f"no consensus key serves chain {c.id!r}; it is ignored ({fix})")
+                continue
             if c.id not in served:
                 self.warn(t, "id", f"no [[validator]] serves chain {c.id!r}; it will not sign")
             caps = [c.max_height] if c.max_height is not None else []

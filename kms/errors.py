@@ -12,6 +12,20 @@ class KmsError(Exception):
     """Base of every error `kms` raises on purpose."""
 
 
+class FileStepError(OSError):
+    """An OSError from a durable write (`kms.fsutil`), naming the step that failed.
+
+    Stays an OSError: callers turn it into their own error naming their file.
+    """
+
+    def __init__(self, step: str, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.step = step
+
+    def __str__(self) -> str:
+        return f"{self.step} failed: {self.strerror}"
+
+
 class ConfigError(KmsError):
     """The configuration is invalid; the message names the file, section and key."""
 
@@ -99,3 +113,11 @@ class NoHealthyReplicaError(SignerError):
 
 class KeyFileError(KmsError):
     """A key file is missing, malformed, or has permissive file modes."""
+
+
+class HsmAdminError(KmsError):
+    """An HSM administration command (`kms hsm ...`) cannot proceed or found a problem."""
+
+
+class RecoveryPhraseError(HsmAdminError):
+    """A recovery phrase or Shamir share is malformed (bad word, checksum, share set)."""

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from nacl.signing import SigningKey
 
 from kms.errors import KeyFileError
-from kms.fsutil import fsync_dir, write_all
+from kms.fsutil import atomic_write
 
 if TYPE_CHECKING:  # kms.config imports this module (through kms.identity)
     from kms.config import KeyFormat
@@ -258,38 +258,22 @@ def read_secret_file(path: Path, *, max_len: int = MAX_SECRET_FILE_LEN) -> bytes
 
 
 def write_secret_file(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write `data` to a file created with mode 0600 (never chmod-ed), fsync it and its directory.
+    """Durably write `data` to a file created with mode 0600 (never chmod-ed).
 
     Refuses to replace an existing file unless `overwrite` (then the existing file
-    must itself already be 0600). Never follows a symlink. A file this call
-    created is removed again if the write fails: no half-written key is left.
+    must itself already be 0600). The content goes to a fresh temporary file that
+    is renamed into place (kms.fsutil.atomic_write): never a symlink followed,
+    never a half-written key, the old key intact if anything fails.
     """
     path = Path(path)
-    nofollow = getattr(os, "O_NOFOLLOW", 0)
-    flags = os.O_WRONLY | os.O_CREAT | nofollow | (os.O_TRUNC if overwrite else os.O_EXCL)
     if overwrite and path.exists():
         check_private_mode(path)
-    created = not path.exists()
     try:
-        fd = os.open(path, flags, 0o600)
+        atomic_write(path, data, mode=0o600, overwrite=overwrite)
     except FileExistsError:
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") from None
     except OSError as e:
-        raise KeyFileError(f"{path}: cannot create: {e.strerror or e}") from None
-    try:
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        if created:
-            path.unlink(missing_ok=True)
-        raise KeyFileError(f"{path}: write failed: {e.strerror or e}") from None
-    try:
-        fsync_dir(path.parent)
-    except OSError as e:
-        raise KeyFileError(f"{path}: write failed: {e.strerror or e}") from None
+        raise KeyFileError(f"{path}: cannot write: {e}") from None
 
 
 # --- base64 seed files -----------------------------------------------------------------

@@ -34,7 +34,7 @@ from collections import deque
 from typing import Protocol
 
 from kms.config import ValidatorConfig
-from kms.errors import KmsError, LinkClosed, NodeBusy, ProtocolError
+from kms.errors import CodecError, KmsError, LinkClosed, NodeBusy, ProtocolError
 from kms.privval.codec import decode_request, encode
 from kms.privval.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageReader, frame
 from kms.secretconn.connection import HandshakeTimeout, open_secret_connection
@@ -53,6 +53,9 @@ class LinkMetrics(Protocol):
     def link_reconnect(self, chain: str, link: str) -> None: ...
 
     def link_standby(self, chain: str, link: str, standby: bool) -> None: ...
+
+
+DECODE_FAILURES_HINT = 3  # connections in a row lost to undecodable messages before the hint
 
 
 def backoff_delay(attempt: int, rng: random.Random) -> float:
@@ -90,6 +93,7 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.requests_served = 0
+        self.decode_failures = 0  # connections in a row that ended on an undecodable message
         self.idle_timeout = max(2.0 * cfg.timeout, 7.0)
         if cfg.peer_id is not None:
             log.warning(
@@ -128,11 +132,13 @@ class Link:
                 self._set_standby(False)
                 log.info("link up", extra={"fields": self._fields()})
                 self._set_state(True)
+                served_before = self.requests_served
                 try:
                     await self._serve(transport)
                     reason = "shutting down"
                 except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
                     reason = _describe(e)
+                    self._count_decode_failure(e, self.requests_served > served_before)
                 finally:
                     self._set_state(False)
                     await transport.close()
@@ -218,6 +224,22 @@ class Link:
                 self._busy = bool(pending)
 
     # --- helpers ---------------------------------------------------------------------
+
+    def _count_decode_failure(self, e: BaseException, served: bool) -> None:
+        """A link that keeps failing to decode is a protocol_version mismatch, not a flap."""
+        if not isinstance(e, CodecError):
+            self.decode_failures = 0
+            return
+        self.decode_failures = 1 if served else self.decode_failures + 1
+        if self.decode_failures == DECODE_FAILURES_HINT:
+            log.error(
+                "the node may speak another protocol_version (configured %s): %d connections"
+                " in a row ended on a message kms could not decode; check the node's CometBFT"
+                " version against this [[validator]]'s protocol_version",
+                self.cfg.protocol_version.value,
+                self.decode_failures,
+                extra={"fields": self._fields(reason=_describe(e))},
+            )
 
     def _set_state(self, up: bool) -> None:
         if up:

@@ -14,6 +14,7 @@ import time
 from typing import Any, Literal
 
 LogFormat = Literal["text", "json"]
+LOG_LEVELS = ("debug", "info", "warning", "error")  # `--log-level` choices (case-insensitive)
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
@@ -56,6 +57,9 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: LogFormat = "text", level: str = "INFO") -> None:
+    """Route every logger to stderr in `fmt`; `level` is one of LOG_LEVELS (ValueError otherwise)."""
+    if level.lower() not in LOG_LEVELS:
+        raise ValueError(f"log level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.setLevel(level.upper())

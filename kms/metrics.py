@@ -36,7 +36,6 @@ import ipaddress
 import itertools
 import logging
 import math
-import os
 import re
 import threading
 import time
@@ -48,7 +47,7 @@ from typing import Any, Literal
 from kms import __version__
 from kms.config import MetricsConfig
 from kms.errors import KmsError
-from kms.fsutil import write_all
+from kms.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -630,26 +629,15 @@ class TextfileWriter:
         self._on_error = on_error
         self.writes = 0
 
-    def _tmp_path(self) -> Path:
-        # hidden and not ending in .prom: the textfile collector ignores it
-        return self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-
     def write_once(self, text: str | None = None) -> None:
-        """Render (unless given) and replace the file atomically; raises OSError on failure."""
+        """Render (unless given) and replace the file atomically; raises OSError on failure.
+
+        Mode 0644: node_exporter runs as another user. The temporary file is
+        hidden, not ending in .prom (the textfile collector ignores it), and never
+        opened through a name someone else could plant (kms.fsutil).
+        """
         data = (self._render() if text is None else text).encode()
-        tmp = self._tmp_path()
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                write_all(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        atomic_write(self.path, data, mode=0o644)
         self.writes += 1
 
     async def _write(self) -> None:

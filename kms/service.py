@@ -159,12 +159,14 @@ class SignService:
             self._metrics.refusal(chain.config.id, "chain_id")
             log.warning(
                 "refused pubkey request for another chain",
-                extra={"fields": {"chain": chain.config.id, "requested": req.chain_id}},
+                extra={
+                    "fields": {"chain": chain.config.id, "requested": shown_chain_id(req.chain_id)}
+                },
             )
             return PubKeyResponse(
                 error=RemoteSignerError(
                     CODE_GENERIC,
-                    f"unable to provide pubkey: chain id {req.chain_id!r} is not "
+                    f"unable to provide pubkey: chain id {shown_chain_id(req.chain_id)} is not "
                     f"{chain.config.id!r}",
                 )
             )
@@ -301,7 +303,10 @@ class SignService:
     @staticmethod
     def _check_chain(requested: str, configured: str) -> str | None:
         if requested != configured:
-            return f"chain id mismatch: request is for {requested!r}, this signer serves {configured!r}"
+            return (
+                f"chain id mismatch: request is for {shown_chain_id(requested)}, "
+                f"this signer serves {configured!r}"
+            )
         return None
 
     def _sign(self, chain: Chain) -> Callable[[bytes], Awaitable[Signature]]:
@@ -372,6 +377,20 @@ class SignService:
                 }
             },
         )
+
+
+MAX_CHAIN_ID_LEN = 50  # CometBFT's types.MaxChainIDLen
+
+
+def shown_chain_id(chain_id: str) -> str:
+    """A node-supplied chain ID as it may appear in a log line or a reply: quoted and bounded.
+
+    The node decides what it sends; without a bound, one request would write a
+    1 MiB log line and get it echoed back.
+    """
+    if len(chain_id) <= MAX_CHAIN_ID_LEN:
+        return repr(chain_id)
+    return f"{chain_id[:MAX_CHAIN_ID_LEN]!r}... ({len(chain_id)} characters)"
 
 
 class _Refusal(Exception):

@@ -1,22 +1,29 @@
 """`kms start`: run the signer daemon from a config file.
 
 Thin: resolve the config path (-c, $KMS_CONFIG_FILE, $TMKMS_CONFIG_FILE,
-./tmkms.toml), load it, build the daemon (fail closed), run until SIGTERM/SIGINT.
-Exit codes: 0 after a clean shutdown, 1 when start-up refuses (state, signer,
-key mismatch), 2 for a configuration error.
+./tmkms.toml), load it, build the daemon (fail closed), log what it starts with
+(version, config path, each chain's starting watermark, each link's dialect), run
+until SIGTERM/SIGINT. Errors are raised; `kms.cli.errors` gives the exit code:
+0 after a clean shutdown, 1 when start-up refuses (state, signer, key mismatch,
+audit log), 2 for a configuration error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from kms.errors import ConfigError, KmsError
-from kms.logs import setup_logging
+from kms import __version__
+from kms.errors import KmsError
+from kms.logs import LOG_LEVELS, setup_logging
+
+if TYPE_CHECKING:
+    from kms.config import Config
+    from kms.supervisor import Daemon
 
 log = logging.getLogger("kms.cli")
 
@@ -28,7 +35,12 @@ log_options = [
         show_default=True,
         help="One line per event, as text or JSON.",
     ),
-    click.option("--log-level", default="info", show_default=True),
+    click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        default="info",
+        show_default=True,
+    ),
 ]
 
 
@@ -48,24 +60,74 @@ def start(config_path: Path | None, log_format: str, log_level: str) -> None:
     from kms.config import config_path_from_env, load_config
 
     setup_logging("json" if log_format == "json" else "text", log_level)
-    try:
-        path = config_path_from_env(config_path)
-        config = load_config(path)
-    except ConfigError as e:
-        click.echo(f"kms start: {e}", err=True)
-        sys.exit(2)
-    try:
-        asyncio.run(_run(config))
-    except KmsError as e:
-        log.error("start-up refused: %s", e)
-        click.echo(f"kms start: {e}", err=True)
-        sys.exit(1)
+    path = config_path_from_env(config_path)
+    log.info(
+        "kms starting", extra={"fields": {"version": __version__, "config": str(path.absolute())}}
+    )
+    config = load_config(path)
+    daemon = asyncio.run(_run(config))
+    report_unwritten_audit(daemon)
 
 
-async def _run(config: object) -> None:
-    from kms.config import Config
+async def _run(config: Config) -> Daemon:
     from kms.supervisor import build
 
-    assert isinstance(config, Config)
-    daemon = await build(config)
+    try:
+        daemon = await build(config)
+    except KmsError as e:
+        # said once, by kms.cli.errors, as "error: start-up refused: ..." (not also logged:
+        # the log goes to the same stderr)
+        e.args = (f"start-up refused: {e}", *e.args[1:])
+        raise
+    log_starting_point(daemon)
     await daemon.run()
+    return daemon
+
+
+def report_unwritten_audit(daemon: Daemon) -> None:
+    """After shutdown: audit records that never reached their file make the exit code 1."""
+    from kms.state.audit import AuditLogError
+
+    lost = {
+        cid: g.audit.not_written
+        for cid, g in daemon.guards.items()
+        if g.audit is not None and g.audit.not_written
+    }
+    if lost:
+        log.error("audit records were lost to their files", extra={"fields": lost})
+        raise AuditLogError(
+            "audit records not written to their file: "
+            + ", ".join(f"chain {cid}: {n}" for cid, n in lost.items())
+            + " (each was logged as 'record not written'; recover them from the log)"
+        )
+
+
+def log_starting_point(daemon: Daemon) -> None:
+    """One line per chain (its starting watermark) and per link (its dialect)."""
+    from kms.state.machine import Step
+
+    for chain_id, guard in daemon.guards.items():
+        s = guard.state
+        log.info(
+            "chain watermark",
+            extra={
+                "fields": {
+                    "chain": chain_id,
+                    "height": s.height,
+                    "round": s.round,
+                    "step": Step(s.step).name.lower(),
+                    "state_file": str(guard.store.path),
+                }
+            },
+        )
+    for v in daemon.config.validators:
+        log.info(
+            "link configured",
+            extra={
+                "fields": {
+                    "chain": v.chain_id,
+                    "addr": v.addr,
+                    "protocol_version": v.protocol_version.value,
+                }
+            },
+        )

@@ -52,7 +52,13 @@ class _ReplicaTally(logging.Handler):
 
 
 @click.command()
-@click.option("--heights", default=20, show_default=True, help="Heights to sign, then exit.")
+@click.option(
+    "--heights",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Heights to sign (at least 1), then exit.",
+)
 @click.option(
     "--replicas",
     default=2,
@@ -192,7 +198,7 @@ async def _with_simulated_node(
         def show(r: HeightReport) -> None:
             delta = tally.counts - seen
             seen.update(delta)
-            who = " ".join(f"{k}:{v}" for k, v in sorted(delta.items()))
+            who = setup.signature_counts(delta)
             lat = "  ".join(f"{k} {v:6.1f} ms" for k, v in r.latency_ms.items() if k != "pubkey")
             _say(f"height {r.height:4d}  {lat}   signed by {who}")
 
@@ -202,7 +208,7 @@ async def _with_simulated_node(
             victim = setup.hsms[-1]
             victim.faults.listener_down()
             _say(
-                f"-- replica {setup.names[-1]} stopped (connections refused): "
+                f"-- {setup.replica_label(setup.names[-1])} stopped (connections refused): "
                 "signing continues on the others --"
             )
             await node.run_heights(heights - first, start_height=first + 1, on_height=show)
@@ -225,13 +231,13 @@ async def _with_simulated_node(
                 f"double-sign check: a precommit for another block at height {heights} was refused "
                 f"(code {e.error.code}: {e.error.description})"
             )
-        all_lat = [x for xs in node.latencies.values() for x in xs]
+        all_lat = [x for k, xs in node.latencies.items() if k != "pubkey" for x in xs]
         if all_lat:
             q = statistics.quantiles(all_lat, n=100) if len(all_lat) > 1 else [all_lat[0]] * 99
             _say(
-                f"done: {heights} heights, {len(all_lat)} signed requests, latency p50 "
-                f"{statistics.median(all_lat):.1f} ms, p99 {q[98]:.1f} ms; signatures by "
-                + ", ".join(f"{k}: {v}" for k, v in sorted(tally.counts.items()))
+                f"done: {heights} heights, {len(all_lat)} sign requests answered"
+                f" (latency p50 {statistics.median(all_lat):.1f} ms, p99 {q[98]:.1f} ms);"
+                f" signatures: {setup.signature_counts(tally.counts)}"
             )
         return 0
     except (ValidatorSimError, SignerRefused) as e:

@@ -24,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
+
 from kms.cli.demo_setup import DemoSetup
 from kms.keys import read_priv_validator_key
 from kms.privval.messages import Dialect
@@ -46,6 +48,18 @@ def dialect_of(version: str) -> Dialect:
     if major >= 1:
         return Dialect.V1
     return {34: Dialect.V0_34, 37: Dialect.V0_37}.get(minor, Dialect.V0_38)
+
+
+def cometbft_version(binary: Path) -> tuple[str, Dialect]:
+    """`binary version` -> (version text, dialect); a usage error if it is not a cometbft."""
+    try:
+        run = subprocess.run([str(binary), "version"], capture_output=True, text=True, timeout=30)
+        version = run.stdout.strip()
+        return version, dialect_of(version)
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        raise click.BadParameter(
+            f"{binary} is not a working cometbft binary ({e})", param_hint="'--cometbft'"
+        ) from None
 
 
 def _free_port() -> int:
@@ -85,14 +99,14 @@ async def run_with_cometbft(
     counts: Counter[str],
     say: Callable[[str], None],
 ) -> int:
-    version = subprocess.run(
-        [str(binary), "version"], capture_output=True, text=True, timeout=30
-    ).stdout.strip()
-    dialect = dialect_of(version)
+    version, dialect = cometbft_version(binary)
     home = setup.root / "node"
-    subprocess.run(
-        [str(binary), "init", "--home", str(home)], capture_output=True, check=True, timeout=60
-    )
+    try:
+        subprocess.run(
+            [str(binary), "init", "--home", str(home)], capture_output=True, check=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError) as e:
+        raise click.ClickException(f"--cometbft {binary}: `cometbft init` failed: {e}") from None
     key_file = home / "config" / "priv_validator_key.json"
     os.chmod(key_file, 0o600)
     setup.seed = read_priv_validator_key(key_file).seed
@@ -146,13 +160,13 @@ async def run_with_cometbft(
                 if h > seen:
                     delta = counts - reported
                     reported.update(delta)
-                    who = " ".join(f"{k}:{v}" for k, v in sorted(delta.items()))
-                    say(f"height {h:4d}  committed by cometbft   signatures from {who or '-'}")
+                    who = setup.signature_counts(delta)
+                    say(f"height {h:4d}  committed by cometbft   signed by {who}")
                     seen = h
             await asyncio.sleep(0.2)
         say(
-            f"done: cometbft committed {seen} blocks, each signed through kms; "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+            f"done: cometbft committed {seen} blocks, each signed through kms;"
+            f" signatures: {setup.signature_counts(counts)}"
         )
         return 0
     finally:

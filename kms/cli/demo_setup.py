@@ -8,6 +8,7 @@ one validator address. Never used by `kms start`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from kms.config import Config, load_config
@@ -51,15 +52,31 @@ class DemoSetup:
             hsm.stop()
         self.hsms.clear()
 
+    def replica_label(self, name: str) -> str:
+        """A replica in words, as the demo prints it: `replica 2 (127.0.0.1:40661)`."""
+        if name in self.names:
+            return f"replica {self.names.index(name) + 1} ({name})"
+        return name
+
+    def signature_counts(self, counts: Mapping[str, int]) -> str:
+        """`replica 1 (host:port): 3 signatures, ...` (or `-` when there are none)."""
+        order = {name: i for i, name in enumerate(self.names)}
+        parts = [
+            f"{self.replica_label(k)}: {v} signature{'s' if v != 1 else ''}"
+            for k, v in sorted(counts.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
+            if v
+        ]
+        return ", ".join(parts) or "-"
+
     def describe(self) -> str:
         if not self.hsms:
             return "kms demo\n  key:        software key (softsign) in a 0600 file"
         lines = [
             "kms demo (simulated YubiHSM2s hold the key UNPROTECTED: never use a real key here)"
         ]
-        for hsm in self.hsms:
+        for i, hsm in enumerate(self.hsms, 1):
             lines.append(
-                f"  replica:    {hsm.url} (key id {DEMO_KEY_ID}, {hsm.latency_ms:g} ms/signature)"
+                f"  replica {i}:  {hsm.url} (key id {DEMO_KEY_ID}, {hsm.latency_ms:g} ms/signature)"
             )
         return "\n".join(lines)
 

@@ -4,24 +4,23 @@
 Owns: argument parsing and output for these commands. Thin: every change to an
 etcd record is `kms.shared.admin` (compare-and-swap loops that only ever raise a
 watermark). Never signs and never writes a local state file. Every failure is one
-line on stderr and a non-zero exit code.
+line on stderr and a non-zero exit code (KmsError is turned into that by
+kms.cli.errors.run_command, like every command).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import click
 
-from kms.errors import ConfigError, KmsError
+from kms.errors import ConfigError
 
-P = ParamSpec("P")
 R = TypeVar("R")
 
 _CONFIG = click.option(
@@ -32,17 +31,6 @@ _CONFIG = click.option(
     default=None,
     help="Config file (default: $KMS_CONFIG_FILE, $TMKMS_CONFIG_FILE, ./tmkms.toml).",
 )
-
-
-def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except KmsError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 def _with_client(config_path: Path | None, body: Callable[[Any, Any], Awaitable[R]]) -> R:
@@ -80,7 +68,6 @@ def _chains(config: Any, chain_id: str | None) -> list[str]:
 @click.command("push")
 @_CONFIG
 @click.option("--chain-id", required=True, help="The chain whose state file to push.")
-@_one_line_errors
 def push_cmd(config_path: Path | None, chain_id: str) -> None:
     """Initialise or raise the shared etcd watermark from this host's state file.
 
@@ -139,7 +126,6 @@ def handover() -> None:
 @_CONFIG
 @click.option("--at-height", "height", type=click.IntRange(1, 2**63 - 1), required=True)
 @click.option("--chain-id", default=None, help="One chain (default: every shared chain).")
-@_one_line_errors
 def seal_cmd(config_path: Path | None, height: int, chain_id: str | None) -> None:
     """Stop every host of this cluster from signing above HEIGHT."""
     from kms.shared.admin import seal
@@ -155,7 +141,6 @@ def seal_cmd(config_path: Path | None, height: int, chain_id: str | None) -> Non
 @_CONFIG
 @click.option("--chain-id", default=None, help="One chain (default: every shared chain).")
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
-@_one_line_errors
 def export_cmd(config_path: Path | None, chain_id: str | None, out: Path) -> None:
     """Write this cluster's sealed watermarks to OUT (refuses unsealed chains)."""
     from kms.shared.admin import export
@@ -178,7 +163,6 @@ def export_cmd(config_path: Path | None, chain_id: str | None, out: Path) -> Non
 @handover.command("import")
 @_CONFIG
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@_one_line_errors
 def import_cmd(config_path: Path | None, file: Path) -> None:
     """Raise this cluster's watermarks above another region's seal (from `handover export`)."""
     from kms.shared.admin import import_sealed, parse_handover

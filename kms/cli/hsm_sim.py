@@ -46,7 +46,7 @@ NOTICE = """\
     "--serial",
     type=click.IntRange(1, 0xFFFFFFFF),
     default=None,
-    help="Device serial (default: the state file's, else 1000001); tells replicas apart.",
+    help="Device serial (default: the state file's, else random per start); tells replicas apart.",
 )
 def hsm_sim(
     port: int, host: str, state: Path | None, latency_ms: float, serial: int | None
@@ -62,8 +62,7 @@ def hsm_sim(
         sim = SimulatedHsm(state_file=state, latency_ms=latency_ms, serial=serial)
         sim.start(host=host, port=port)
     except (StateFileError, ObjectFormatError, OSError) as e:
-        click.echo(f"kms hsm-sim: {e}", err=True)
-        sys.exit(1)
+        raise click.ClickException(f"kms hsm-sim: {e}") from None
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -14,6 +14,12 @@ Layout (paths in the config are relative to DIR, so the home can be moved)::
         <chain>-consensus.key     with --softsign: a new software consensus key
       state/                0700
         <chain>.json              with --fresh-state: height 0, created on purpose
+      audit/                0700  the audit log the skeleton enables (one JSON line per signature)
+
+The bech32 prefixes in `key_format` come from the known-chains table (kms.chains);
+for a chain it does not know, --account-prefix and --consensus-prefix are required.
+With --softsign the new key's public key is printed in every form `create-validator`
+and `show-validator` use.
 
 Without --fresh-state there is no state file, and `kms start` refuses the chain
 until the operator creates one (`kms state import` / `kms state set`): a fresh
@@ -31,9 +37,23 @@ from pathlib import Path
 
 import click
 
+from kms.chains import (
+    KNOWN_CHAINS,
+    Bech32Prefixes,
+    is_bech32_prefix,
+    known_prefixes,
+    public_key_forms,
+    render_forms,
+)
+from kms.config import KeyFormat
 from kms.errors import KmsError
 from kms.identity import write_identity_key
-from kms.keys import write_secret_file
+from kms.keys import (
+    decode_base64_key,
+    public_key_from_seed,
+    read_secret_file,
+    write_secret_file,
+)
 
 CONFIG_NAME = "tmkms.toml"
 IDENTITY_KEY = Path("secrets") / "kms-identity.key"
@@ -54,6 +74,7 @@ class InitPlan:
     chain_id: str
     softsign: bool
     fresh_state: bool
+    prefixes: Bech32Prefixes = KNOWN_CHAINS["cosmoshub"]
 
     @property
     def config(self) -> Path:
@@ -93,11 +114,11 @@ _CONFIG_TEMPLATE = """\
 
 [[chain]]
 id = "{chain_id}"
-key_format = {{ type = "bech32", account_key_prefix = "cosmospub", consensus_key_prefix = "cosmosvalconspub" }}  # or {{ type = "cosmos-json" }} | {{ type = "hex" }}
+key_format = {{ type = "bech32", account_key_prefix = "{account_prefix}", consensus_key_prefix = "{consensus_prefix}" }}  # or {{ type = "cosmos-json" }} | {{ type = "hex" }}
 state_file = "state/{chain_id}.json"
 sign_extensions = true          # sign vote extensions of non-nil precommits (v0.38+, v1)
 # max_height = "25000000"       # refuse to sign above this height (planned hand-over)
-# audit_log = "audit/{chain_id}.jsonl"   # one JSON line per signature
+audit_log = "audit/{chain_id}.jsonl"     # one JSON line per signature, refusal or error
 
 ## Validator nodes (kms dials out to each) ###################################
 
@@ -161,6 +182,8 @@ def render_config(plan: InitPlan) -> str:
         placeholder=VALIDATOR_ADDR_PLACEHOLDER,
         identity=IDENTITY_KEY.as_posix(),
         provider=provider,
+        account_prefix=plan.prefixes.account,
+        consensus_prefix=plan.prefixes.consensus,
     )
 
 
@@ -195,9 +218,10 @@ def run_init(plan: InitPlan) -> list[str]:
     Refuses (InitError) if any file it would write exists; nothing is written then.
     """
     if _SAFE_CHAIN_ID.fullmatch(plan.chain_id) is None:
-        raise InitError(
+        raise click.BadParameter(
             f"chain ID {plan.chain_id!r}: expected 1-50 characters from A-Z a-z 0-9 . _ -"
-            " (it names files)"
+            " (it names files)",
+            param_hint="'--chain-id'",
         )
     existing = [p for p in plan.files if os.path.lexists(p)]
     if existing:
@@ -214,6 +238,7 @@ def run_init(plan: InitPlan) -> list[str]:
         _make_private_dir(plan.home, notes)
     _make_private_dir(plan.home / "secrets", notes)
     _make_private_dir(plan.home / "state", notes)
+    _make_private_dir(plan.home / "audit", notes)
     write_identity_key(plan.identity_key)
     if plan.softsign:
         write_identity_key(plan.softsign_key)  # same format: Base64 of a 32-byte seed
@@ -238,24 +263,69 @@ def run_init(plan: InitPlan) -> list[str]:
 @click.option(
     "--softsign", is_flag=True, help="Generate a software consensus key instead of using YubiHSM2."
 )
-def init(home: Path, chain_id: str | None, fresh_state: bool, softsign: bool) -> None:
-    """Create a kms home: config skeleton, identity key (0600), secrets/ and state/ (0700)."""
+@click.option(
+    "--account-prefix",
+    default=None,
+    help="Bech32 prefix of account public keys, e.g. osmopub (default: from the known chains).",
+)
+@click.option(
+    "--consensus-prefix",
+    default=None,
+    help="Bech32 prefix of consensus public keys, e.g. osmovalconspub (default: known chains).",
+)
+def init(
+    home: Path,
+    chain_id: str | None,
+    fresh_state: bool,
+    softsign: bool,
+    account_prefix: str | None,
+    consensus_prefix: str | None,
+) -> None:
+    """Create a kms home: config skeleton, identity key (0600), secrets/, state/, audit/ (0700)."""
     if fresh_state and chain_id is None:
         raise click.UsageError("--fresh-state needs an explicit --chain-id")
+    chain = chain_id or DEFAULT_CHAIN_ID
     plan = InitPlan(
         home=home,
-        chain_id=chain_id or DEFAULT_CHAIN_ID,
+        chain_id=chain,
         softsign=softsign,
         fresh_state=fresh_state,
+        prefixes=_prefixes(chain, account_prefix, consensus_prefix),
     )
-    try:
-        notes = run_init(plan)
-    except KmsError as e:
-        raise click.ClickException(str(e)) from None
+    notes = run_init(plan)
     for f in plan.files:
         click.echo(f"created {f}")
     for n in notes:
         click.echo(n, err=True)
+    if plan.softsign:
+        seed = _read_seed(plan.softsign_key)
+        fmt = KeyFormat("bech32", plan.prefixes.account, plan.prefixes.consensus)
+        click.echo(f"consensus key of {plan.chain_id} (software key {plan.softsign_key}):")
+        for line in render_forms(public_key_forms(public_key_from_seed(seed), fmt), "  "):
+            click.echo(line)
     click.echo(
         f"next: edit {plan.config} (see the steps at its top), then kms start -c {plan.config}"
     )
+
+
+def _prefixes(chain_id: str, account: str | None, consensus: str | None) -> Bech32Prefixes:
+    """The chain's bech32 prefixes: the flags, else the known-chains table, else a usage error."""
+    for flag, value in (("--account-prefix", account), ("--consensus-prefix", consensus)):
+        if value is not None and not is_bech32_prefix(value):
+            raise click.BadParameter(
+                f"{value!r}: expected a bech32 prefix (lower-case letters and digits)",
+                param_hint=f"'{flag}'",
+            )
+    known = known_prefixes(chain_id)
+    if account is not None and consensus is not None:
+        return Bech32Prefixes(account, consensus)
+    if known is None:
+        raise click.UsageError(
+            f"chain {chain_id!r} is not in kms's table of known chains: give its bech32 prefixes"
+            " with --account-prefix and --consensus-prefix (e.g. osmopub and osmovalconspub)"
+        )
+    return Bech32Prefixes(account or known.account, consensus or known.consensus)
+
+
+def _read_seed(path: Path) -> bytes:
+    return decode_base64_key(path, read_secret_file(path))[:32]

@@ -7,7 +7,8 @@ touches double-sign state or validator connections.
 Devices come from a config (`-c`: every `[[providers.yubihsm]]` section; for
 keygen/import/export only the sections whose `keys` list the key id, or all
 sections when none does) or from flags (`--connector URL` repeated, one auth
-key id and password for all). Passwords come from files (mode 0600) or a
+key id and password for all). With `-c`, `--auth-key` + `--password-file`
+replace the config's auth key (e.g. the operator role after `kms hsm setup`). Passwords come from files (mode 0600) or a
 prompt, never from arguments.
 
 Rules:
@@ -23,6 +24,9 @@ Rules:
   (`--wrap-key-id`, default 1: tmkms's convention for the wrap key, which must
   already exist on every device, e.g. from the same `yubihsm-setup`).
 - After every write, every device's public key is read back and compared.
+- `kms import` also takes the bare wrap blob tmkms and yubihsm-shell write
+  (kms/hsm/backup.py); it goes into one device first, whose public key is
+  shown, then into the others. `kms export --format tmkms` writes that form.
 - A wrapped backup is a small JSON document (0600): format, key id, wrap key
   id, public key and the device's wrap blob in base64. The key id and public
   key are recorded because the blob itself is encrypted and cannot be checked
@@ -48,8 +52,12 @@ from typing import Any, NoReturn, TypeVar
 import click
 from yubihsm.defs import ERROR
 
+from kms.chains import public_key_forms, render_forms
+from kms.cli.errors import EXIT_REFUSED
 from kms.config import Config, KeyFormat, load_config
-from kms.errors import HsmDeviceError, KmsError
+from kms.errors import ConfigError, HsmConnectionError, HsmDeviceError, HsmTimeoutError, KmsError
+from kms.hsm.backup import RawWrapped, detect_raw_wrapped, tmkms_file
+from kms.hsm.devices import strip_name
 from kms.keys import (
     check_private_mode,
     decode_base64_key,
@@ -160,7 +168,7 @@ def specs_from_flags(
         try:
             conn = parse_connector(text)
         except ValueError as e:
-            raise KeyCommandError(str(e)) from None
+            raise click.BadParameter(str(e), param_hint="'--connector'") from None
         specs.append(DeviceSpec(connector_name(conn), conn, auth_key, password))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -253,11 +261,12 @@ class SeedSource:
         return public_key_from_seed(self.seed)
 
 
-KeySource = SeedSource | WrappedBackup
+KeySource = SeedSource | WrappedBackup | RawWrapped
 
 
 def read_key_source(path: Path) -> KeySource:
-    """A priv_validator_key.json, a base64 seed file, or a kms wrapped backup."""
+    """A priv_validator_key.json, a base64 seed file, a kms wrapped backup, or a raw wrap
+    blob as tmkms (`yubihsm keys export`) and yubihsm-shell (`get-wrapped`) write it."""
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -270,6 +279,8 @@ def read_key_source(path: Path) -> KeySource:
             raise KeyCommandError(f"{path}: not valid JSON ({e})") from None
     if isinstance(doc, dict) and doc.get("format") == WRAPPED_FORMAT:
         return parse_wrapped_backup(path, doc)
+    if doc is None and (wrapped := detect_raw_wrapped(raw)) is not None:
+        return wrapped  # encrypted under the wrap key: no clear secret, no mode check
     check_private_mode(path)  # everything else holds the secret in the clear
     if doc is not None:
         return SeedSource(parse_priv_validator_key(path, raw).seed)
@@ -396,7 +407,7 @@ def _import_blob(d: Device, wrap_key_id: int, blob: bytes, key_id: int) -> None:
 def import_flow(
     devices: Sequence[Device],
     key_id: int,
-    source: KeySource,
+    source: SeedSource | WrappedBackup,
     *,
     label: str,
     domains: int,
@@ -434,11 +445,51 @@ def import_flow(
     return _agree(devices, key_id, expected)
 
 
+def raw_import_flow(
+    devices: Sequence[Device],
+    key_id: int,
+    source: RawWrapped,
+    wrap_key_id: int,
+    *,
+    force: bool,
+    show: Callable[[bytes], None],
+) -> bytes:
+    """Import a tmkms / yubihsm-shell blob: its key is only readable once a device holds it,
+    so it goes into ONE device first, its public key is shown, then into the others."""
+    existing = {d.name: d.find(key_id) for d in devices}
+    present = [n for n, k in existing.items() if k is not None]
+    if present and not force:
+        raise KeyCommandError(
+            f"key id {key_id} already exists on {', '.join(present)}; a wrapped key keeps its"
+            " id: use --force to replace it; nothing was changed"
+        )
+    _check_wrap_key(devices, wrap_key_id)
+    done: list[str] = []
+    expected: bytes | None = None
+    try:
+        for d in devices:
+            if existing[d.name] is not None:
+                d.call(lambda s: delete_key(s, key_id), ": delete")
+            _import_blob(d, wrap_key_id, source.blob, key_id)
+            done.append(d.name)
+            info = d.find(key_id)
+            if info is None or info.public_key is None:
+                raise KeyCommandError(f"{d.name}: imported key {key_id} is not an Ed25519 key")
+            if expected is None:
+                expected = info.public_key
+                show(expected)  # before the blob goes into any other replica
+    except KmsError as e:
+        _partial(devices, key_id, done, e)
+    return _agree(devices, key_id, expected)
+
+
 def _put_seed(d: Device, key_id: int, label: str, domains: int, caps: int, seed: bytes) -> None:
     d.call(lambda s: put_ed25519(s, key_id, label, domains, caps, seed), ": put")
 
 
-def export_flow(devices: Sequence[Device], key_id: int, wrap_key_id: int, out: Path) -> bytes:
+def export_flow(
+    devices: Sequence[Device], key_id: int, wrap_key_id: int, out: Path, *, tmkms: bool = False
+) -> bytes:
     check_new_file(out)
     holder = next(((d, k) for d in devices if (k := d.find(key_id)) is not None), None)
     if holder is None:
@@ -449,7 +500,8 @@ def export_flow(devices: Sequence[Device], key_id: int, wrap_key_id: int, out: P
     if not dev.call(lambda s: wrap_key_exists(s, wrap_key_id), ": wrap key"):
         raise KeyCommandError(f"{dev.name}: wrap key {wrap_key_id} not found")
     blob = dev.call(lambda s: export_wrapped(s, wrap_key_id, key_id), ": export")
-    write_secret_file(out, WrappedBackup(key_id, wrap_key_id, info.public_key, blob).to_json())
+    backup = WrappedBackup(key_id, wrap_key_id, info.public_key, blob)
+    write_secret_file(out, tmkms_file(blob) if tmkms else backup.to_json())
     return info.public_key
 
 
@@ -471,8 +523,9 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
             dev = Device(spec)
             infos = dev.call(list_asymmetric_keys, ": list")
         except KmsError as e:
-            entry["error"] = str(e)
-            problems.append(f"{spec.name}: unreachable ({e})")
+            entry["error"] = strip_name(e, spec.name).removeprefix("list: ")  # name shown once
+            down = isinstance(e, HsmConnectionError | HsmTimeoutError)
+            problems.append(f"{spec.name}: {'unreachable' if down else 'refused'} (see above)")
             continue
         finally:
             if dev is not None:
@@ -496,6 +549,9 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
             if k.public_key is not None:
                 item["public_key"] = format_public_key(k.public_key, fmt)
                 item["address"] = validator_address(k.public_key)
+                item["forms"] = public_key_forms(
+                    k.public_key, fmt if isinstance(fmt, KeyFormat) else None
+                )
                 seen.setdefault(k.key_id, {})[spec.name] = k.public_key
             entry["keys"].append(item)
     for kid, holders in sorted(seen.items()):
@@ -506,20 +562,49 @@ def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing
     return Listing(devices, problems)
 
 
+def list_softsign(config: Config) -> Listing:
+    """The softsign keys of a config, listed like devices (a file instead of a device)."""
+    from kms.signer.softsign import load_softsign
+
+    devices: list[dict[str, Any]] = []
+    problems: list[str] = []
+    chains = {c.id: c for c in config.chains}
+    for p in config.softsign:
+        entry: dict[str, Any] = {"device": f"softsign {p.path}", "keys": []}
+        devices.append(entry)
+        try:
+            public_key = load_softsign(p.path, p.key_format).public_key
+        except KmsError as e:
+            entry["error"] = str(e)
+            problems.append(f"softsign {p.path}: unreadable ({e})")
+            continue
+        fmt = next((chains[c].key_format for c in p.chain_ids if c in chains), None)
+        entry["keys"].append(
+            {
+                "id": None,
+                "label": p.path.name,
+                "algorithm": "ed25519",
+                "capabilities": [],
+                "key_type": p.key_type,
+                "chains": list(p.chain_ids),
+                "public_key": format_public_key(public_key, fmt or "base64"),
+                "address": validator_address(public_key),
+                "forms": public_key_forms(public_key, fmt),
+            }
+        )
+    return Listing(devices, problems)
+
+
 # --- command line --------------------------------------------------------------------
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    """KmsError passes through to `kms.cli.errors`; a library ValueError becomes a KmsError."""
     try:
         yield
-    except (KmsError, ValueError) as e:
-        _fail(str(e))
+    except ValueError as e:
+        raise KeyCommandError(str(e)) from None
 
 
 def _specs(
@@ -527,16 +612,28 @@ def _specs(
     connectors: tuple[str, ...],
     auth_key: int | None,
     password_file: Path | None,
+    *,
+    allow_empty: bool = False,
 ) -> tuple[list[DeviceSpec], Config | None]:
     if config is not None and connectors:
-        raise KeyCommandError("give either -c CONFIG or --connector, not both")
+        raise click.UsageError("give either -c CONFIG or --connector, not both")
     if config is not None:
-        if auth_key is not None or password_file is not None:
-            raise KeyCommandError("--auth-key/--password-file go with --connector, not -c")
         cfg = load_config(config, check_files=False)
-        return specs_from_config(cfg), cfg
+        specs = specs_from_config(cfg)
+        if not specs and not allow_empty:
+            raise ConfigError(f"{config}: no [[providers.yubihsm]] sections: no device to use")
+        if auth_key is None and password_file is None:
+            return specs, cfg
+        if auth_key is None or password_file is None:
+            raise click.UsageError("with -c, give both --auth-key and --password-file (or neither)")
+        # another role than the config's (e.g. the operator after kms hsm setup)
+        override = functools.partial(read_password_file, password_file)
+        return [
+            DeviceSpec(s.name, s.connector, auth_key, override, s.key_formats, s.key_chains)
+            for s in specs
+        ], cfg
     if not connectors:
-        raise KeyCommandError("give -c CONFIG or --connector URL (repeat for replicas)")
+        raise click.UsageError("give -c CONFIG or --connector URL (repeat for replicas)")
     return specs_from_flags(
         connectors, auth_key if auth_key is not None else 1, password_file
     ), None
@@ -558,7 +655,9 @@ def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
         ),
         click.option(
-            "--auth-key", type=_OBJECT_ID, help="auth key id with --connector [default: 1]"
+            "--auth-key",
+            type=_OBJECT_ID,
+            help="auth key id [default: the config's, else 1]; with -c also --password-file",
         ),
         click.option(
             "--password-file",
@@ -573,16 +672,47 @@ def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def _key_id(value: int | None) -> int:
     if value is None:
-        raise KeyCommandError("--key-id is required")
+        raise click.UsageError("--key-id is required")
     if not 1 <= value <= 0xFFFE:
-        raise KeyCommandError(f"--key-id {value}: expected 1..65534")
+        raise click.BadParameter(f"{value}: expected 1..65534", param_hint="'--key-id'")
     return value
 
 
-def _report(public_key: bytes, devices: Sequence[Device], what: str) -> None:
-    click.echo(f"{what} key on {', '.join(d.name for d in devices)}")
-    click.echo(f"public key (base64): {base64.b64encode(public_key).decode()}")
-    click.echo(f"validator address:   {validator_address(public_key)}")
+_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+
+
+def _key_format_for(devices: Sequence[Device], key_id: int | None) -> KeyFormat | None:
+    for d in devices:
+        if key_id is not None and key_id in d.spec.key_formats:
+            return d.spec.key_formats[key_id]
+    return None
+
+
+def _report(
+    public_key: bytes,
+    *,
+    what: str,
+    where: list[str],
+    as_json: bool,
+    key_format: KeyFormat | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """The outcome of keygen/import: every form of the public key, as text or JSON."""
+    forms = public_key_forms(public_key, key_format)
+    if as_json:
+        doc = {"result": what, "written_to": where, "public_key": forms, **(extra or {})}
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"{what} on {', '.join(where)}")
+    for line in render_forms(forms):
+        click.echo(line)
+    for k, v in (extra or {}).items():
+        click.echo(f"{k.replace('_', ' ') + ':':<21} {v}")
+
+
+def _show_key(public_key: bytes, key_format: KeyFormat | None = None) -> None:
+    for line in render_forms(public_key_forms(public_key, key_format)):
+        click.echo(line)
 
 
 @click.command()
@@ -600,6 +730,7 @@ def _report(public_key: bytes, devices: Sequence[Device], what: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="write a new software key (base64 seed, 0600) instead",
 )
+@_JSON_OPTION
 def keygen(
     config: Path | None,
     connectors: tuple[str, ...],
@@ -612,12 +743,13 @@ def keygen(
     wrap_key_id: int,
     backup: Path | None,
     softsign: Path | None,
+    as_json: bool,
 ) -> None:
     """Generate a consensus key on the first replica and clone it to the others."""
     with _errors():
         if softsign is not None:
             _no_device_options(config, connectors, key_id)
-            _write_softsign(softsign, generate_seed())
+            _write_softsign(softsign, generate_seed(), "generated software key", as_json)
             return
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
@@ -631,25 +763,27 @@ def keygen(
                 wrap_key_id=wrap_key_id,
                 backup=backup,
             )
-            _report(pub, devices, f"generated key {kid};")
-            if backup is not None:
-                click.echo(f"wrapped backup:      {backup}")
+            _report(
+                pub,
+                what=f"generated key {kid}",
+                where=[d.name for d in devices],
+                as_json=as_json,
+                key_format=_key_format_for(devices, kid),
+                extra={"wrapped_backup": str(backup)} if backup is not None else None,
+            )
 
 
 def _no_device_options(
     config: Path | None, connectors: tuple[str, ...], key_id: int | None
 ) -> None:
     if config or connectors or key_id is not None:
-        raise KeyCommandError("--softsign takes no device options")
+        raise click.UsageError("--softsign takes no device options")
 
 
-def _write_softsign(path: Path, seed: bytes) -> None:
+def _write_softsign(path: Path, seed: bytes, what: str, as_json: bool) -> None:
     """Write a software key file (base64 seed, 0600) and say what it holds."""
     write_base64_seed(path, seed)
-    pub = public_key_from_seed(seed)
-    click.echo(f"wrote {path}")
-    click.echo(f"public key (base64): {base64.b64encode(pub).decode()}")
-    click.echo(f"validator address:   {validator_address(pub)}")
+    _report(public_key_from_seed(seed), what=what, where=[str(path)], as_json=as_json)
 
 
 @click.command("import")
@@ -660,10 +794,18 @@ def _write_softsign(path: Path, seed: bytes) -> None:
 @click.option("--non-exportable", is_flag=True, help="do not allow export under wrap")
 @click.option("--force", is_flag=True, help="replace a different key with the same id")
 @click.option(
+    "--wrap-key-id",
+    type=_OBJECT_ID,
+    default=DEFAULT_WRAP_KEY_ID,
+    show_default=True,
+    help="wrap key of a tmkms / yubihsm-shell wrapped file",
+)
+@click.option(
     "--softsign",
     type=click.Path(path_type=Path, dir_okay=False),
     help="write the key to this software key file instead",
 )
+@_JSON_OPTION
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 def import_cmd(
     config: Path | None,
@@ -675,37 +817,85 @@ def import_cmd(
     domains: int,
     non_exportable: bool,
     force: bool,
+    wrap_key_id: int,
     softsign: Path | None,
+    as_json: bool,
     file: Path,
 ) -> None:
-    """Import FILE (priv_validator_key.json, base64 seed or wrapped backup) into every replica."""
+    """Import FILE into every replica: priv_validator_key.json, base64 seed, kms wrapped
+    backup, or a wrapped key written by tmkms / yubihsm-shell (detected by content)."""
     with _errors():
         source = read_key_source(file)
         if softsign is not None:
             _no_device_options(config, connectors, key_id)
             if not isinstance(source, SeedSource):
                 raise KeyCommandError(f"{file}: a wrapped backup can only go into a device")
-            _write_softsign(softsign, source.seed)
+            _write_softsign(softsign, source.seed, f"imported {file}", as_json)
             return
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
         with connected(specs_for_key(specs, kid)) as devices:
-            pub = import_flow(
-                devices,
-                kid,
-                source,
-                label=label,
-                domains=domains,
-                exportable=not non_exportable,
-                force=force,
+            key_format = _key_format_for(devices, kid)
+            if isinstance(source, RawWrapped):
+                if not as_json:
+                    click.echo(
+                        f"{file}: wrapped key ({source.origin}, tmkms / yubihsm-shell format)"
+                        f" under wrap key {wrap_key_id}; its public key is read from the first"
+                        " device"
+                    )
+                pub = raw_import_flow(
+                    devices,
+                    kid,
+                    source,
+                    wrap_key_id,
+                    force=force,
+                    show=lambda pk: (
+                        None
+                        if as_json
+                        else _report(
+                            pk,
+                            what=f"imported key {kid} first",
+                            where=[devices[0].name],
+                            as_json=False,
+                            key_format=key_format,
+                        )
+                    ),
+                )
+            else:
+                if not as_json:
+                    click.echo(f"importing {file} as key {kid}:")
+                    _show_key(source.public_key, key_format)
+                pub = import_flow(
+                    devices,
+                    kid,
+                    source,
+                    label=label,
+                    domains=domains,
+                    exportable=not non_exportable,
+                    force=force,
+                )
+            _report(
+                pub,
+                what=f"imported key {kid}",
+                where=[d.name for d in devices],
+                as_json=as_json,
+                key_format=key_format,
             )
-            _report(pub, devices, f"imported key {kid};")
 
 
 @click.command("export")
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the key to back up")
 @click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["kms", "tmkms"]),
+    default="kms",
+    show_default=True,
+    help="kms: JSON with key id and public key; tmkms: the bare base64 blob tmkms and"
+    " yubihsm-shell read",
+)
 @click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
 def export_cmd(
     config: Path | None,
@@ -714,6 +904,7 @@ def export_cmd(
     password_file: Path | None,
     key_id: int | None,
     wrap_key_id: int,
+    fmt: str,
     out: Path,
 ) -> None:
     """Write a wrapped backup of a key (encrypted under the wrap key) to OUT."""
@@ -721,7 +912,7 @@ def export_cmd(
         kid = _key_id(key_id)
         specs, _ = _specs(config, connectors, auth_key, password_file)
         with connected(specs_for_key(specs, kid)) as devices:
-            pub = export_flow(devices, kid, wrap_key_id, out)
+            pub = export_flow(devices, kid, wrap_key_id, out, tmkms=fmt == "tmkms")
             click.echo(f"wrote {out} (key {kid} wrapped under wrap key {wrap_key_id})")
             click.echo(f"validator address:   {validator_address(pub)}")
 
@@ -752,25 +943,31 @@ def list_cmd(
 ) -> None:
     """Per device: key id, label, capabilities, public key, validator address."""
     with _errors():
-        specs, _ = _specs(config, connectors, auth_key, password_file)
+        specs, cfg = _specs(config, connectors, auth_key, password_file, allow_empty=True)
         fallback: KeyFormat | str = key_format or "base64"
         if key_format == "bech32":
             fallback = KeyFormat("bech32", consensus_key_prefix=prefix)
         listing = list_flow(specs, fallback)
+        if cfg is not None:
+            soft = list_softsign(cfg)
+            listing = Listing(listing.devices + soft.devices, listing.problems + soft.problems)
     if as_json:
         click.echo(json.dumps({"devices": listing.devices, "problems": listing.problems}, indent=2))
     else:
+        if not listing.devices:
+            click.echo("no keys configured (no [[providers.yubihsm]] or [[providers.softsign]])")
         for dev in listing.devices:
             click.echo(dev["device"] + (f"  ERROR: {dev['error']}" if "error" in dev else ""))
             for k in dev["keys"]:
                 chains = f"  chains {','.join(k['chains'])}" if k["chains"] else ""
-                click.echo(
-                    f"  key {k['id']}  label {k['label']!r}  {k['algorithm']}{chains}\n"
-                    f"    capabilities {','.join(k['capabilities']) or '-'}"
-                )
-                if "public_key" in k:
-                    click.echo(f"    public key {k['public_key']}\n    address    {k['address']}")
+                name = f"key {k['id']}" if k["id"] is not None else "key"
+                click.echo(f"  {name}  label {k['label']!r}  {k['algorithm']}{chains}")
+                if k["capabilities"]:
+                    click.echo(f"    capabilities:        {','.join(k['capabilities'])}")
+                if "forms" in k:
+                    for line in render_forms(k["forms"], "    "):
+                        click.echo(line)
         for p in listing.problems:
             click.echo(f"PROBLEM: {p}", err=True)
     if listing.problems:
-        sys.exit(1)
+        sys.exit(EXIT_REFUSED)

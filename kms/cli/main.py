@@ -2,23 +2,30 @@
 
 Each subcommand lives in its own module under kms/cli/ and is loaded lazily (so
 `kms state show` does not import the HSM library). Commands stay thin: they
-parse arguments, call the library, and turn KmsError into one clear line on
-stderr with a non-zero exit code.
+parse arguments, call the library and raise; `kms.cli.errors` (called from the
+group's `main`) turns whatever they raise into one `error: ...` line on stderr and
+the exit code (2 usage/configuration, 1 refused at run time).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from kms import __version__
+from kms.cli.errors import run_command
+from kms.harden import disable_core_dumps
 
 # command name -> "module:attribute"
 _COMMANDS: dict[str, str] = {
     "demo": "kms.cli.demo:demo",
     "export": "kms.cli.keys:export_cmd",
     "handover": "kms.cli.handover:handover",
+    "hsm": "kms.cli.hsm:hsm",
     "hsm-sim": "kms.cli.hsm_sim:hsm_sim",
     "import": "kms.cli.keys:import_cmd",
     "init": "kms.cli.init:init",
@@ -41,10 +48,30 @@ class _LazyGroup(click.Group):
             return cmd
         return super().get_command(ctx, cmd_name)
 
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        code = run_command(
+            lambda: super(_LazyGroup, self).main(args, prog_name, complete_var, False, **extra)
+        )
+        sys.exit(code)
+
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "-V", "--version", prog_name="kms", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """kms: a remote signer for CometBFT validators (YubiHSM2 replicas or softsign)."""
+    # Every command may hold key material: no core dump may ever contain it.
+    disable_core_dumps()
 
 
 @cli.command()
@@ -54,4 +81,4 @@ def version() -> None:
 
 
 def main() -> None:
-    cli()
+    cli(prog_name="kms")

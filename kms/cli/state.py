@@ -1,45 +1,37 @@
-"""`kms state`: inspect and carry the double-sign watermark (show, check, history, import, set).
+"""`kms state`: inspect and carry the double-sign watermark (show, check, history, import,
+set, export).
 
 Owns: the operator commands around state files and audit logs. Thin: parsing and
 validation live in `kms.state.store` / `kms.state.audit`. Never signs, never
 lowers a watermark without `--force` and a confirmation, and takes the state
 file's lock before writing, so it refuses to touch a file a running kms owns.
-Every failure is one line on stderr and a non-zero exit code.
+Failures are raised; `kms.cli.errors` turns them into one line and the exit code.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
-from kms.errors import KmsError, StateFileError
+from kms.errors import StateFileError
+from kms.fsutil import atomic_write
 from kms.state.audit import read_audit
+from kms.state.format1 import (
+    check_chain,
+    decode_foreign_state,
+    encode_block_id,
+    encode_state,
+    format_time,
+    sign_bytes_chain,
+)
 from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step, block_id_text
-from kms.state.store import StateStore, decode_foreign_state, encode_block_id, format_time
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from kms.state.store import StateStore
 
 _STEP_NAMES = {int(s): s.name.lower() for s in Step}
-
-
-def _one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """Turn KmsError into `error: ...` on stderr and exit code 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except KmsError as e:
-            raise click.ClickException(str(e)) from None
-
-    return wrapper
 
 
 class _StepType(click.ParamType[int]):
@@ -72,7 +64,6 @@ def state() -> None:
 @click.option("--shared", is_flag=True, help="Show the etcd watermark of [shared_state] instead.")
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default=None)
 @click.option("--chain-id", default=None, help="With --shared: one chain (default: all).")
-@_one_line_errors
 def show(
     file: Path | None,
     as_json: bool,
@@ -87,11 +78,15 @@ def show(
         return show_shared(config_path, chain_id, as_json)
     if file is None:
         raise click.UsageError("give a state FILE, or --shared -c CONFIG")
-    s = StateStore(file).load()
+    store = StateStore(file)
+    s = store.load()
+    chain = sign_bytes_chain(s)
     mtime = datetime.fromtimestamp(file.stat().st_mtime, UTC)
     if as_json:
         out = {
             "file": str(file),
+            "format": store.format,
+            "chain_id": chain,
             "height": s.height,
             "round": s.round,
             "step": s.step,
@@ -106,7 +101,7 @@ def show(
         return
     bid = s.block_id
     lines = [
-        f"state file:  {file}",
+        f"state file:  {file} (format {store.format})",
         f"height:      {s.height}",
         f"round:       {s.round}",
         f"step:        {s.step} ({_STEP_NAMES[s.step]})",
@@ -119,7 +114,7 @@ def show(
         ),
         "sign bytes:  "
         + (
-            f"stored ({len(s.sign_bytes)} bytes)"
+            f"stored ({len(s.sign_bytes)} bytes, chain {chain})"
             if s.sign_bytes
             else "none (a request at exactly this height/round/step will be refused)"
         ),
@@ -131,21 +126,35 @@ def show(
 
 @state.command()
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@_one_line_errors
-def check(file: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def check(file: Path, as_json: bool) -> None:
     """Exit 0 only if FILE is a valid state file."""
     s = StateStore(file).load()
+    if as_json:
+        doc = {
+            "file": str(file),
+            "ok": True,
+            "height": s.height,
+            "round": s.round,
+            "step": s.step,
+            "step_name": _STEP_NAMES[s.step],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
     click.echo(f"{file}: ok ({_hrs(s)})")
 
 
 @state.command()
 @click.argument("audit_log", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--height", "height", type=click.IntRange(0), help="Only this height.")
-@_one_line_errors
-def history(audit_log: Path, height: int | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (JSON Lines).")
+def history(audit_log: Path, height: int | None, as_json: bool) -> None:
     """List the signatures and refusals recorded in AUDIT_LOG."""
     for e in read_audit(audit_log):
         if height is not None and e.height != height:
+            continue
+        if as_json:
+            click.echo(e.to_line(), nl=False)
             continue
         block = e.block_id.get("hash") or "<nil>"
         parts = [
@@ -172,8 +181,11 @@ def history(audit_log: Path, height: int | None) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="CometBFT priv_validator_state.json, a tmkms state file, or a kms state file.",
 )
-@_one_line_errors
-def import_cmd(file: Path, source: Path) -> None:
+@click.option(
+    "--chain-id",
+    help="Refuse a source whose stored sign bytes were made for another chain.",
+)
+def import_cmd(file: Path, source: Path, chain_id: str | None) -> None:
     """Carry the watermark from another signer's state file into FILE (never lowers it)."""
     try:
         data = source.read_bytes()
@@ -181,7 +193,12 @@ def import_cmd(file: Path, source: Path) -> None:
         raise StateFileError(f"{source}: cannot read: {e.strerror or e}") from None
     try:
         imported, kind = decode_foreign_state(data)
-    except ValueError as e:  # the decoder's shape errors
+        # the chain this watermark belongs to: --chain-id, else what FILE already holds
+        if chain_id is None and file.exists():
+            chain_id = sign_bytes_chain(StateStore(file).load())
+        if chain_id is not None:
+            check_chain(imported, chain_id)
+    except ValueError as e:  # the decoders' shape errors (BadState)
         raise StateFileError(f"{source}: not a state file we can import: {e}") from None
     imported = _with_time(imported)
     if not file.exists():
@@ -218,9 +235,15 @@ def import_cmd(file: Path, source: Path) -> None:
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--height", required=True, type=click.IntRange(0, MAX_HEIGHT))
 @click.option("--round", "round_", default=0, show_default=True, type=click.IntRange(0, MAX_ROUND))
-@click.option("--step", default="precommit", show_default=True, type=_StepType())
+@click.option(
+    "--step",
+    default="precommit",
+    show_default=True,
+    type=_StepType(),
+    help="proposal, prevote or precommit (or kms/tmkms numbers 0, 1, 2; CometBFT's"
+    " priv_validator_state.json numbers them 1, 2, 3: use the names).",
+)
 @click.option("--force", is_flag=True, help="Allow lowering the watermark (asks to confirm).")
-@_one_line_errors
 def set_cmd(file: Path, height: int, round_: int, step: int, force: bool) -> None:
     """Set FILE's watermark to HEIGHT/ROUND/STEP (upward only unless --force).
 
@@ -254,8 +277,34 @@ def set_cmd(file: Path, height: int, round_: int, step: int, force: bool) -> Non
                 abort=True,
                 err=True,
             )
-        store.save(new)
+        if current is None:
+            store.replace(new)  # unreadable: nothing to write a slot next to
+        else:
+            store.save(new)
     click.echo(f"{file}: set to {_hrs(new)}")
+
+
+@state.command(name="export")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tmkms"]),
+    default="tmkms",
+    show_default=True,
+    help="tmkms: format 1, the JSON document tmkms reads.",
+)
+def export_cmd(file: Path, out: Path, fmt: str) -> None:
+    """Write FILE's watermark to OUT in another signer's format (OUT must not exist)."""
+    s = StateStore(file).load()
+    try:
+        atomic_write(out, encode_state(s), overwrite=False)
+    except FileExistsError:
+        raise StateFileError(f"{out}: already exists; refusing to overwrite it") from None
+    except OSError as e:
+        raise StateFileError(f"{out}: cannot write: {e}") from None
+    click.echo(f"{out}: {fmt} state at {_hrs(s)}")
 
 
 def _with_time(s: SignState) -> SignState:

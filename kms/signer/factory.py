@@ -30,6 +30,7 @@ from kms.signer.yubihsm import (
     UsbConnector,
     YubiHsmDevice,
     YubiHsmSigner,
+    check_distinct_devices,
     derive_credentials,
 )
 
@@ -85,6 +86,11 @@ def build_signers(
             signers[chain_id] = soft
 
     hsm = config.hsm
+    check_distinct_devices(
+        {p.name: provider_connector(p) for p in config.yubihsm if p.keys},
+        hsm.connect_timeout,
+        hsm.request_timeout,
+    )
     replicas: dict[str, list[Signer]] = {}
     for p in config.yubihsm:
         wanted = [k for k in p.keys if k.key_type == "consensus"]

@@ -264,9 +264,13 @@ class ReplicaSet(Signer):
                     raise res
                 r.state, r.last_error = "down", _describe(res)
                 r.errors += 1
-                log.warning("%s: replica %s unreachable at start: %s", self.name, r.name, res)
+                # the error names the replica; an auth failure is not "unreachable"
+                log.warning("%s: replica down at start: %s", self.name, r.last_error)
         if not keys:
-            detail = "; ".join(f"{r.name}: {r.last_error}" for r in self._replicas)
+            detail = "; ".join(
+                e if (e := r.last_error).startswith(r.name) else f"{r.name}: {e}"
+                for r in self._replicas
+            )
             await self.close()
             raise NoHealthyReplicaError(f"{self.name}: no replica could be opened ({detail})")
         if len(set(keys.values())) > 1:

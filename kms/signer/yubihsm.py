@@ -29,6 +29,13 @@ Rules (see docs/YUBIHSM.md §1.1, §3.5, §3.7, §6):
   is the keep-alive the replica set's health loop sends.
 - `open()` checks that the key exists, is Ed25519 and has sign-eddsa; every
   signature is verified against the public key read at open.
+- At start: two configured names that reach one serial are refused
+  (`check_distinct_devices`, called by the factory before any session), and a
+  device that still holds the factory auth key (id 1) is a loud warning.
+- `yhusb://` uses the library's UsbBackend; no device, no libusb or no
+  permission is one HsmConnectionError line naming the device.
+- A missing auth key and a wrong password are HsmAuthError naming the auth key
+  id ("authentication failed ..."), never a connection error.
 - Errors carry the device name and key id: HsmConnectionError (connector
   unreachable, connection broke, HTTP error), HsmTimeoutError (no answer in
   time), HsmDeviceError (the device answered with an error, bad MAC/response,
@@ -136,10 +143,42 @@ def make_backend(
         # requests takes float seconds; the library's annotation says int
         timeouts: Any = (connect_timeout, request_timeout)
         return HttpBackend(connector.url, timeout=timeouts)
-    from yubihsm.backends.usb import UsbBackend  # needs pyusb; only for USB devices
+    return _usb_backend(connector, request_timeout)
 
-    # pyusb takes whole seconds here (converted to ms inside the backend)
-    return UsbBackend(serial=connector.serial, timeout=max(1, round(request_timeout)))
+
+def _usb_backend(connector: UsbConnector, request_timeout: float) -> YhsmBackend:
+    """The library's direct-USB backend, its failures as one-line HsmConnectionErrors."""
+    name = connector_name(connector)
+    try:
+        import usb.core  # type: ignore[import-untyped]
+        from yubihsm.backends.usb import UsbBackend
+    except ImportError:
+        raise HsmConnectionError(
+            f"{name}: USB support is not installed (pip install 'yubihsm[usb]')"
+        ) from None
+    which = (
+        "a YubiHSM2" if connector.serial is None else f"the YubiHSM2 with serial {connector.serial}"
+    )
+    try:
+        # pyusb takes whole seconds here (converted to ms inside the backend)
+        return UsbBackend(serial=connector.serial, timeout=max(1, round(request_timeout)))
+    except usb.core.NoBackendError:
+        raise HsmConnectionError(
+            f"{name}: libusb-1.0 is not installed (e.g. apt install libusb-1.0-0),"
+            " or use yubihsm-connector over http"
+        ) from None
+    except YubiHsmConnectionError as e:
+        cause = e.args[0] if e.args else None
+        if isinstance(cause, usb.core.USBError) and cause.errno == 13:
+            raise HsmConnectionError(
+                f"{name}: permission denied opening the USB device (add a udev rule for"
+                " 1050:0030 or run as the device's owner)"
+            ) from None
+        if cause is None or "No YubiHSM found" in str(e):
+            raise HsmConnectionError(f"{name}: {which} is not connected over USB") from None
+        raise HsmConnectionError(f"{name}: USB error: {_first_line(e)}") from None
+    except (usb.core.USBError, ValueError) as e:
+        raise HsmConnectionError(f"{name}: USB error: {_first_line(e)}") from None
 
 
 # --- credentials -------------------------------------------------------------------------
@@ -189,7 +228,7 @@ def map_error(exc: BaseException, where: str) -> HsmError:
     if isinstance(exc, YubiHsmDeviceError):
         return HsmDeviceError(f"{where}: device error {exc.code.name}")
     if isinstance(exc, YubiHsmAuthenticationError):
-        return HsmAuthError(f"{where}: authentication failed (wrong password or auth key id?)")
+        return HsmAuthError(f"{where}: authentication failed (wrong password?)")
     if isinstance(exc, YubiHsmInvalidResponseError):
         return HsmDeviceError(f"{where}: invalid response from device ({_first_line(exc)})")
     if isinstance(exc, YubiHsmInvalidRequestError):
@@ -292,8 +331,20 @@ class DeviceSession:
             try:
                 self._session = self._hsm.create_session(c.auth_key_id, c.key_enc, c.key_mac)
             except YubiHsmAuthenticationError as e:
-                self._auth_failed = (now, str(map_error(e, self.name)))
-                raise
+                msg = (
+                    f"{self.name}: authentication failed for auth key {c.auth_key_id}"
+                    " (wrong password?)"
+                )
+                self._auth_failed = (now, msg)
+                raise HsmAuthError(msg) from e
+            except YubiHsmDeviceError as e:
+                if e.code != ERROR.OBJECT_NOT_FOUND:
+                    raise
+                # CREATE_SESSION names no signing key: the AUTH key is what is missing
+                raise HsmAuthError(
+                    f"{self.name}: authentication failed: auth key {c.auth_key_id}"
+                    " does not exist on the device"
+                ) from e
             self._auth_failed = None
             self.sessions_created += 1
             self._messages = 0
@@ -455,6 +506,61 @@ def delete_key(session: AuthSession, key_id: int) -> None:
     AsymmetricKey(session, key_id).delete()
 
 
+FACTORY_AUTH_KEY_ID = 1
+
+
+def factory_auth_key_present(session: AuthSession) -> bool:
+    """Whether the factory auth key (id 1, password "password" until changed) still exists.
+
+    It has every capability in every domain, so any session can see it."""
+    found = session.list_objects(
+        object_id=FACTORY_AUTH_KEY_ID, object_type=OBJECT.AUTHENTICATION_KEY
+    )
+    return bool(found)
+
+
+def read_serial(connector: Connector, connect_timeout: float, request_timeout: float) -> int:
+    """The device's serial from a plaintext DEVICE_INFO (no session, no password)."""
+    hsm = YubiHsm(make_backend(connector, connect_timeout, request_timeout))
+    try:
+        return int(hsm.get_device_info().serial)
+    finally:
+        hsm.close()
+
+
+def check_distinct_devices(
+    devices: dict[str, Connector], connect_timeout: float, request_timeout: float
+) -> None:
+    """Refuse two names (addresses) that reach the same device: they are one replica, not two.
+
+    Every device is asked for its serial in parallel; one that does not answer is
+    skipped here (the replica set reports it down)."""
+    if len(devices) < 2:
+        return
+
+    def probe(item: tuple[str, Connector]) -> tuple[str, int | None]:
+        name, conn = item
+        try:
+            return name, read_serial(conn, connect_timeout, request_timeout)
+        except Exception as e:
+            log.debug("%s: serial not read at start: %s", name, e)
+            return name, None
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
+        results = list(pool.map(probe, devices.items()))
+    by_serial: dict[int, list[str]] = {}
+    for name, serial in results:
+        if serial is not None:
+            by_serial.setdefault(serial, []).append(name)
+    dups = [
+        f"{' and '.join(names)} are the same YubiHSM2 (serial {serial})"
+        for serial, names in sorted(by_serial.items())
+        if len(names) > 1
+    ]
+    if dups:
+        raise HsmDeviceError("; ".join(dups) + ": list each device once")
+
+
 def check_signing_key(info: KeyInfo | None, where: str) -> bytes:
     """The public key of a usable validator key, or HsmKeyError saying what is wrong."""
     if info is None:
@@ -517,6 +623,7 @@ class YubiHsmDevice:
         self.pending = 0  # run() calls queued or running, from every signer on this device
         self._transport_failures = 0  # bumped on connection errors and timeouts
         self._failures_lock = threading.Lock()
+        self.factory_key_checked = False  # warned (once) when the factory auth key exists
 
     def _transport_failed(self) -> None:
         with self._failures_lock:
@@ -667,6 +774,21 @@ class YubiHsmSigner(Signer):
             self._acquired = True
         info = await self._run(lambda s: find_key(s, self.key_id), None, ": open")
         public_key = check_signing_key(info, self._where)
+        if not self.device.factory_key_checked:
+            self.device.factory_key_checked = True
+            try:
+                factory = await self.device.run(factory_auth_key_present, what=": list")
+            except HsmError as e:  # a warning must never keep a replica from signing
+                log.debug("%s: factory auth key check failed: %s", self.name, e)
+                factory = False
+            if factory:
+                log.warning(
+                    '%s: WARNING: the factory auth key %d (password "password") still exists'
+                    " on this device: anyone who can reach it controls every key; provision it"
+                    " with kms hsm setup (or delete the key)",
+                    self.name,
+                    FACTORY_AUTH_KEY_ID,
+                )
         self._public_key = public_key
         self._verify_key = VerifyKey(public_key)
         log.info("%s: opened, public key %s", self._where, public_key.hex())

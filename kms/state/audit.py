@@ -9,9 +9,13 @@ Rules:
   calls `record()` after `save()` returned), so the log never shows a signature
   the state file does not know.
 - The log is evidence, not a gate: a broken audit log never blocks or delays
-  signing. A failing write is reported with logging.error once per failure
-  state (not once per line), the lines are kept in a bounded queue, and every
-  later record retries; recovery is logged too.
+  signing. But it is never dropped silently either: the file must be writable
+  when the log is opened (start-up refuses otherwise); at run time every failed
+  write is logged (ERROR) and counted, the lines are kept in a bounded queue and
+  every later record retries (recovery is logged); a line pushed out of a full
+  queue is logged and counted; at close, lines that still could not be written
+  are logged one by one (so they reach the journal) with their count, and
+  `not_written` tells the caller how many were lost to the file.
 - Each write opens the file in append mode (0600), writes whole lines and closes
   it, so log rotation by rename needs no signal. There is no fsync per line: the
   state file, not the audit log, is what protects against double signing.
@@ -34,7 +38,7 @@ from typing import Any, Literal
 
 from kms.errors import StateError
 from kms.privval.messages import BlockID
-from kms.state.store import encode_block_id, format_time
+from kms.state.format1 import encode_block_id, format_time
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ _STEP_NAMES = {0: "proposal", 1: "prevote", 2: "precommit"}
 
 
 class AuditLogError(StateError):
-    """An audit log could not be read (a line is malformed)."""
+    """An audit log cannot be written (at start-up) or read (a line is malformed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +137,15 @@ class AuditLog:
         append: Callable[[str, str], None] | None = None,
     ) -> None:
         self.path = Path(path)
+        check_writable(self.path)
         self._append = append or _append_lines
         self._pending: collections.deque[tuple[int, str]] = collections.deque()
         self._seq = 0
-        self._dropped = 0
+        self._dropped = 0  # pushed out of the full queue since the last good write
         self._failing = False
+        self.write_failures = 0  # failed write attempts, ever
+        self.lost = 0  # lines pushed out of the full queue, ever
+        self.not_written = 0  # lines the file never got (set by close)
         self._mutex = threading.Lock()
         self._thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"audit-{self.path.name}"
@@ -153,8 +161,15 @@ class AuditLog:
         """Queue `entry` and return at once; lines are written in the order recorded."""
         with self._mutex:
             if len(self._pending) >= MAX_PENDING_LINES:
-                self._pending.popleft()
+                _, line = self._pending.popleft()
                 self._dropped += 1
+                self.lost += 1
+                log.error(
+                    "audit log %s: queue full (%d lines); record lost: %s",
+                    self.path,
+                    MAX_PENDING_LINES,
+                    line.rstrip("\n"),
+                )
             self._seq += 1
             self._pending.append((self._seq, entry.to_line()))
         self._last = self._thread.submit(self._drain)
@@ -168,8 +183,26 @@ class AuditLog:
             return not self._pending
 
     def close(self) -> None:
-        self.flush(timeout=5.0)
+        """Write what is queued (one last try), then report every line that never got written."""
+        if not self.flush(timeout=5.0):
+            self._last = self._thread.submit(self._drain)
+            self.flush(timeout=5.0)
         self._thread.shutdown(wait=True)
+        with self._mutex:
+            left = [line for _, line in self._pending]
+            self._pending.clear()
+        self.not_written = len(left) + self.lost
+        for line in left:
+            log.error("audit log %s: record not written: %s", self.path, line.rstrip("\n"))
+        if self.not_written:
+            log.error(
+                "audit log %s: %d records were not written to the file (%d lost to the queue"
+                " limit, %d failed writes); they are in this log",
+                self.path,
+                self.not_written,
+                self.lost,
+                self.write_failures,
+            )
 
     def _drain(self) -> None:
         with self._mutex:
@@ -180,14 +213,16 @@ class AuditLog:
         try:
             self._append(str(self.path), "".join(line for _, line in batch))
         except Exception as e:
-            if not self._failing:
-                self._failing = True
-                log.error(
-                    "audit log %s: write failed (%s); signing continues, lines are kept "
-                    "and retried",
-                    self.path,
-                    e,
-                )
+            self._failing = True
+            self.write_failures += 1
+            log.error(
+                "audit log %s: write failed (%s); signing continues, %d lines are kept and"
+                " retried with the next record (%d failed writes so far)",
+                self.path,
+                e,
+                len(batch),
+                self.write_failures,
+            )
             return
         last_written = batch[-1][0]
         with self._mutex:
@@ -202,6 +237,20 @@ class AuditLog:
                 len(batch),
                 dropped,
             )
+
+
+def check_writable(path: Path) -> None:
+    """Refuse (AuditLogError) an audit log path that cannot be appended to right now."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        hint = (
+            f"create the directory first (mkdir -m 700 {path.parent})"
+            if not path.parent.is_dir()
+            else "fix its permissions or the chain's audit_log"
+        )
+        raise AuditLogError(f"audit log {path}: cannot write: {e.strerror or e}; {hint}") from None
+    os.close(fd)
 
 
 def _append_lines(path: str, text: str) -> None:

@@ -8,8 +8,8 @@ the configured ID), or talks to devices (the caller passes a `sign` callback).
 
 Rules:
 - Under the lock: `decide()`; on SIGN call `sign(sign_bytes)`, write the new
-  state (fsync file, rename, fsync directory; in the executor, off the event
-  loop) and only then return the signature. REUSE returns the stored signature
+  state (in place and fdatasync'ed, `kms.state.store`; in the executor, off
+  the event loop) and only then return the signature. REUSE returns the stored signature
   (and, for a vote, the stored timestamp) without signing or writing.
 - Any exception from `sign` or from the write propagates (SignerError,
   StatePersistError): no signature leaves the guard and the in-memory state is
@@ -21,7 +21,15 @@ Rules:
   While the file is unreadable, or if it went backwards, every request fails
   (fail closed); once it reads back, signing resumes.
 - The state file lock is held for the guard's lifetime: no second process (or
-  `kms state set`) can write the same file meanwhile.
+  `kms state set`) can write the same file meanwhile. `close()` releases it
+  last, after every write has finished and the executor has stopped: a write
+  still running after the lock is gone would let a second process go back in
+  time (its late write lands on top of the other process's newer state).
+- At start-up, before serving: a format-1 file is converted to format 2 once,
+  the stored sign bytes must name this chain, and what was loaded is made
+  durable (fsync of the file and its directory), because a previous process may
+  have died between its write and its sync, and a stored signature must never
+  be re-sent from a state that is only in the page cache.
 - Audit lines are queued after the state is persisted and never block.
 - With a shared watermark (`gate`, kms.shared.gate), a local SIGN also needs the
   gate's etcd compare-and-swap, before the HSM signs: etcd commit -> sign ->
@@ -45,6 +53,7 @@ from kms.errors import CodecError, SignerError, StateFileError
 from kms.privval.messages import Proposal, Timestamp, Vote
 from kms.signer.base import Signature
 from kms.state.audit import AuditEntry, AuditLog, Outcome
+from kms.state.format1 import BadState, check_chain
 from kms.state.machine import (
     CODE_INVALID,
     Action,
@@ -109,14 +118,14 @@ class ChainGuard:
         )
         self._file_lock = store.lock()
         try:
-            store.remove_stale_temp_files()
-            self._state = store.load()
+            self._state = self._load_for_serving()
         except BaseException:
+            store.close()
             self._file_lock.release()
             raise
         self._lock = asyncio.Lock()
         self._needs_verify = False
-        self._inflight: asyncio.Future[Any] | None = None
+        self._inflight: concurrent.futures.Future[Any] | None = None
 
     @classmethod
     def open(cls, chain: ChainConfig) -> ChainGuard:
@@ -137,12 +146,43 @@ class ChainGuard:
         return self._state
 
     def close(self) -> None:
-        """Release the state file lock, flush the audit log, stop our executor."""
-        self._file_lock.release()
-        if self.audit is not None:
-            self.audit.close()
+        """Wait for every write, stop our executor, flush the audit log; release the lock last.
+
+        Blocks while a write is still running (a stalled disk): releasing the
+        lock before it ends is the one thing that must never happen.
+        """
+        inflight = self._inflight
+        if inflight is not None and not inflight.done():
+            log.warning(
+                "chain %s: waiting for a state write to finish before releasing %s",
+                self.chain_id,
+                self.store.path,
+            )
         if self._own_executor:
             self._executor.shutdown(wait=True)
+        elif inflight is not None:
+            # A shared executor: wait for our own last write (the only one that can run).
+            concurrent.futures.wait([inflight])
+        self.store.close()
+        if self.audit is not None:
+            self.audit.close()
+        self._file_lock.release()
+
+    def _load_for_serving(self) -> SignState:
+        """Load, convert, check the chain and make durable (start-up rules above)."""
+        if self.store.convert():
+            log.warning(
+                "chain %s: converted state file %s from format 1 (JSON) to format 2",
+                self.chain_id,
+                self.store.path,
+            )
+        state = self.store.load()
+        try:
+            check_chain(state, self.chain_id)
+        except BadState as e:
+            raise StateFileError(f"state file {self.store.path} {e}") from None
+        self.store.make_durable()
+        return state
 
     async def sign_vote(self, vote: Vote, sign: SignCallback) -> GuardResult:
         try:
@@ -230,10 +270,10 @@ class ChainGuard:
         The future is shielded and remembered: a cancelled caller does not stop
         the write, and the next request waits for it before reading the file.
         """
-        fut = asyncio.get_running_loop().run_in_executor(self._executor, fn)
-        self._inflight = fut
+        work = self._executor.submit(fn)
+        self._inflight = work  # close() waits for it before releasing the lock
         try:
-            result = await asyncio.shield(fut)
+            result = await asyncio.shield(asyncio.wrap_future(work))
         except BaseException as e:
             # The file now holds the old or the new state; find out before signing again.
             self._needs_verify = True
@@ -248,7 +288,8 @@ class ChainGuard:
 
     async def _reverify(self) -> None:
         if self._inflight is not None:
-            await asyncio.wait([self._inflight])  # an interrupted write: let it finish
+            # an interrupted write: let it finish
+            await asyncio.wait([asyncio.wrap_future(self._inflight)])
             self._inflight = None
         disk = await self._offload(self.store.load)
         if disk.hrs < self._state.hrs:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kms.state.store import StateStore
+
 from .cometbft import Poller
 
 KMS = [sys.executable, "-m", "kms"]
@@ -218,7 +220,16 @@ class KmsHost(_Process):
     # -- home -------------------------------------------------------------------------------
 
     def init(self) -> None:
-        kms_cli("init", str(self.home), "--chain-id", self.chain_id)
+        kms_cli(
+            "init",
+            str(self.home),
+            "--chain-id",
+            self.chain_id,
+            "--account-prefix",
+            "cosmospub",
+            "--consensus-prefix",
+            "cosmosvalconspub",
+        )
         (self.home / "audit").mkdir(mode=0o700, exist_ok=True)
 
     @property
@@ -344,8 +355,9 @@ class KmsHost(_Process):
         )
 
     def read_state(self) -> tuple[int, int, int]:
-        doc = json.loads(self.state_file.read_text())
-        return int(doc["height"]), int(doc["round"]), int(doc["step"])
+        """The watermark, read the way kms reads it (format 1 or 2)."""
+        s = StateStore(self.state_file).load()
+        return s.height, s.round, s.step
 
     # -- process ----------------------------------------------------------------------------
 

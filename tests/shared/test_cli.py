@@ -130,4 +130,4 @@ def test_import_refuses_a_bad_file(etcd_cluster: EtcdCluster, tmp_path: Path, do
     f = tmp_path / "bad.json"
     f.write_text(doc)
     code, out = kms("handover", "import", "-c", cfg, str(f))
-    assert code != 0 and "Error:" in out and "Traceback" not in out
+    assert code != 0 and "error:" in out.lower() and "Traceback" not in out

@@ -18,6 +18,7 @@ DOCUMENTED = {
     "hsm-sim",
     "demo",
     "handover",
+    "hsm",
 }
 
 

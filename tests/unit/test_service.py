@@ -186,6 +186,30 @@ async def test_wrong_chain_id_is_refused_before_the_guard(svc: SignService) -> N
     assert svc.chain(CHAIN).guard.state.height == 0
 
 
+@pytest.mark.parametrize("kind", ["vote", "proposal", "pubkey"])
+async def test_a_huge_node_supplied_chain_id_is_never_echoed_or_logged_whole(
+    svc: SignService, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Regression (issue 11, item 7): a 1 MiB chain ID made a 1 MiB log line and reply.
+    huge = "x" * (1 << 20)
+    request: SignVoteRequest | SignProposalRequest | PubKeyRequest = {
+        "vote": SignVoteRequest(vote(SignedMsgType.PREVOTE), huge),
+        "proposal": SignProposalRequest(
+            Proposal(SignedMsgType.PROPOSAL, 5, 0, -1, BLOCK, TS), huge
+        ),
+        "pubkey": PubKeyRequest(huge),
+    }[kind]
+    with caplog.at_level("DEBUG"):
+        r = await svc.handle(request, link())
+    assert isinstance(r, SignedVoteResponse | SignedProposalResponse | PubKeyResponse)
+    assert r.error is not None
+    description = r.error.description
+    assert "chain id" in description and len(description) < 300
+    assert f"({1 << 20} characters)" in description
+    for record in caplog.records:
+        assert len(str(record.__dict__)) < 2000
+
+
 async def test_proposal_is_signed_over_its_canonical_bytes(svc: SignService) -> None:
     p = Proposal(SignedMsgType.PROPOSAL, 5, 0, -1, BLOCK, TS)
     r = await svc.handle(SignProposalRequest(p, CHAIN), link())

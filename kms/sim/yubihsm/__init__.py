@@ -26,7 +26,7 @@ sleep=time.sleep, reboot_window_s=0.0, idle_timeout_s=5.0)`:
 - `.start(host="127.0.0.1", port=0)` serves HTTP on a background thread (returns self);
   `.stop()`; context manager (starts on enter if needed, stops on exit).
 - `.url` ("http://127.0.0.1:PORT"), `.port`, `.host`, `.latency_ms` (settable).
-- `serial`: None takes the state file's serial (else 1000001); an explicit value wins, so
+- `serial`: None takes the state file's serial (else a random one per boot, not persisted); an explicit value wins, so
   replicas started from copies of one file can be told apart.
 - `reboot_window_s`: after RESET_DEVICE the API answers HTTP 500 this long (0: none).
   `idle_timeout_s`: idle keep-alive sockets are closed after this (5 s, like the real

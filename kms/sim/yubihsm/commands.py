@@ -22,6 +22,9 @@ from kms.sim.yubihsm.defs import (
     AUDITABLE_COMMANDS,
     DELETE_CAPABILITY,
     MAX_ID,
+    STORAGE_PAGE_SIZE,
+    STORAGE_PAGES,
+    STORAGE_RECORDS,
     WRAP_KEY_LENGTHS,
     Alg,
     Audit,
@@ -384,6 +387,9 @@ def cmd_import(dev: SimDevice, ctx: Ctx, data: bytes) -> bytes:
     ctx.second = obj.id
     if obj.capabilities & ~wrap_key.delegated:
         raise Refuse(Err.INSUFFICIENT_PERMISSIONS)
+    if obj.domains & ~ctx.session.domains:
+        # as for put/generate [ASSUMED]: a session cannot place objects outside its domains
+        raise Refuse(Err.INSUFFICIENT_PERMISSIONS)
     if obj.id == 0 or obj.id > MAX_ID:
         raise Refuse(Err.INVALID_ID)
     if obj.handle in dev._objects:
@@ -391,6 +397,22 @@ def cmd_import(dev: SimDevice, ctx: Ctx, data: bytes) -> bytes:
     obj = replace(obj, origin=(obj.origin & 0x0F) | Origin.IMPORTED_WRAPPED)
     obj = dev._store_new(obj)
     return struct.pack("!BH", obj.type, obj.id)
+
+
+def cmd_storage_info(dev: SimDevice, ctx: Ctx, data: bytes) -> bytes:
+    """Records and pages in use; no capability needed (as GET_OBJECT_INFO)."""
+    if data:
+        raise Refuse(Err.WRONG_LENGTH)
+    objects = list(dev._objects.values())
+    pages = sum(-(-o.size // STORAGE_PAGE_SIZE) for o in objects)
+    return struct.pack(
+        "!HHHHH",
+        STORAGE_RECORDS,
+        STORAGE_RECORDS - len(objects),
+        STORAGE_PAGES,
+        max(0, STORAGE_PAGES - pages),
+        STORAGE_PAGE_SIZE,
+    )
 
 
 def cmd_get_log(dev: SimDevice, ctx: Ctx, data: bytes) -> bytes:
@@ -466,6 +488,7 @@ HANDLERS: dict[int, Callable[[SimDevice, Ctx, bytes], bytes]] = {
     Cmd.GENERATE_WRAP_KEY: cmd_generate_wrap,
     Cmd.EXPORT_WRAPPED: cmd_export,
     Cmd.IMPORT_WRAPPED: cmd_import,
+    Cmd.GET_STORAGE_INFO: cmd_storage_info,
     Cmd.GET_LOG_ENTRIES: cmd_get_log,
     Cmd.SET_LOG_INDEX: cmd_set_log_index,
     Cmd.SET_OPTION: cmd_set_option,

@@ -46,6 +46,7 @@ from kms.sim.yubihsm.defs import (
     MAX_SESSIONS,
     SESSION_CAPABILITY,
     SESSION_TIMEOUT_S,
+    STORAGE_RECORDS,
     WRAP_KEY_LENGTHS,
     Alg,
     Audit,
@@ -64,8 +65,14 @@ from kms.sim.yubihsm.objects import (
 )
 from kms.sim.yubihsm.store import StateFile
 
-MAX_OBJECTS = 256
+MAX_OBJECTS = STORAGE_RECORDS
 DEFAULT_SERIAL = 1000001
+
+
+def _random_serial() -> int:
+    # os.urandom, not the injected random_bytes: tests that script the card challenges
+    # must not see an extra draw at boot
+    return DEFAULT_SERIAL + int.from_bytes(os.urandom(4), "big") % 8_000_000
 
 
 @dataclass(slots=True)
@@ -120,7 +127,11 @@ class SimDevice:
         self.faults = faults if faults is not None else Faults()
         self._state_file = state_file
         self.on_reset: Callable[[], None] | None = None
-        self.serial = serial if serial is not None else DEFAULT_SERIAL
+        # An explicit serial (or one from the state file) is kept and persisted; without
+        # one each boot picks its own, so copies of one state file are distinct devices
+        # (as real replicas are: kms refuses two addresses reaching one serial).
+        self._serial_fixed = serial is not None
+        self.serial = serial if serial is not None else _random_serial()
         self.version = version
         self.part_number = part_number
         self._boot_time = clock()
@@ -453,7 +464,7 @@ class SimDevice:
             return {
                 "format": 1,
                 "device": {
-                    "serial": self.serial,
+                    **({"serial": self.serial} if self._serial_fixed else {}),
                     "version": list(self.version),
                     "part_number": self.part_number,
                 },
@@ -469,8 +480,9 @@ class SimDevice:
     def _restore(self, doc: dict[str, Any], serial: int | None) -> None:
         try:
             dev = doc.get("device", {})
-            if serial is None:  # an explicit serial wins over the file's
-                self.serial = int(dev.get("serial", self.serial))
+            if serial is None and "serial" in dev:  # an explicit serial wins over the file's
+                self.serial = int(dev["serial"])
+                self._serial_fixed = True
             self.version = tuple(int(v) for v in dev.get("version", self.version))  # type: ignore[assignment]
             self.part_number = str(dev.get("part_number", self.part_number))
             opts = doc.get("options", {})

@@ -1,7 +1,7 @@
 """The simulator's optional JSON state file.
 
-Owns: reading and atomically writing one JSON document (temporary file in the
-same directory, fsync, rename over the target, fsync the directory). The
+Owns: reading and atomically writing one JSON document (through
+`kms.fsutil.atomic_write`, mode 0600). The
 document's shape belongs to `device.py`. Never touches sessions (they are never
 persisted: a restart is a power cycle). The file holds keys in the clear: it is
 for simulators only, never for secrets from real devices.
@@ -9,12 +9,11 @@ for simulators only, never for secrets from real devices.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from kms.fsutil import atomic_write
 
 
 class StateFileError(ValueError):
@@ -42,23 +41,6 @@ class StateFile:
         return doc
 
     def save(self, doc: dict[str, Any]) -> None:
-        directory = self.path.parent
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(doc, f, indent=1, sort_keys=True)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8")
+        atomic_write(self.path, data, mode=0o600)

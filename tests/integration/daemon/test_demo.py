@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,10 @@ def test_demo_signs_heights_shows_failover_and_refuses_a_double_sign(args: list[
     assert "was refused (code 2" in r.stdout
     if args[2:4] != ["--replicas", "0"]:
         assert "stopped (connections refused)" in r.stdout or heights < 3
+        # replicas are named in words and counts say what they count
+        assert re.search(r"signed by replica \d \(127\.0\.0\.1:\d+\): \d+ signatures?", r.stdout)
+        assert re.search(r"-- replica \d \(127\.0\.0\.1:\d+\) stopped", r.stdout)
+        assert re.search(r"done: .* sign requests answered .*; signatures: replica 1 ", r.stdout)
 
 
 def _installed_cometbft() -> list[Path]:

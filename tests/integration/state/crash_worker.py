@@ -3,7 +3,9 @@
 Run as ``python -m tests.integration.state.crash_worker STATE_FILE``. It imports
 everything once, then serves commands on stdin, one per line:
 
-* ``run SEED OUTFILE`` forks a worker and prints its pid. The worker opens a
+* ``run SEED OUTFILE`` forks a worker and prints its pid once the worker has
+  opened its guard (or died trying), so that the caller's kill delay is spent
+  signing, not starting. The worker opens a
   ChainGuard on STATE_FILE (real files, real fsync) and sends random votes and
   proposals around the current watermark (advances, repeats, conflicts,
   regressions); after the guard returns a signature it appends one JSON line to
@@ -47,11 +49,13 @@ def _next_request(rng: random.Random, hrs: tuple[int, int, int]) -> Vote | Propo
     return vote(s, h, r, rng.choice(BLOCKS), t=t)
 
 
-async def _work(state_file: str, seed: int, out_path: str) -> None:
+async def _work(state_file: str, seed: int, out_path: str, ready: int) -> None:
     rng = random.Random(seed)
     signer = SoftSigner()
     out = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     guard = ChainGuard(CHAIN, StateStore(state_file))
+    os.write(ready, b"r")
+    os.close(ready)
     for _ in range(MAX_REQUESTS):
         msg = _next_request(rng, guard.state.hrs)
         if isinstance(msg, Vote):
@@ -72,15 +76,20 @@ def main() -> None:
     for command in sys.stdin:
         parts = command.split()
         if parts[0] == "run":
+            ready_r, ready_w = os.pipe()
             pid = os.fork()
             if pid == 0:
+                os.close(ready_r)
                 code = 0
                 try:
-                    asyncio.run(_work(state_file, int(parts[1]), parts[2]))
+                    asyncio.run(_work(state_file, int(parts[1]), parts[2], ready_w))
                 except BaseException as e:  # report, never fall back into the server loop
                     print(f"worker failed: {e!r}", file=sys.stderr, flush=True)
                     code = 1
                 os._exit(code)
+            os.close(ready_w)
+            os.read(ready_r, 1)  # b"r" when ready, b"" if the worker died first
+            os.close(ready_r)
             print(pid, flush=True)
         elif parts[0] == "reap":
             _, status = os.waitpid(int(parts[1]), 0)

@@ -3,7 +3,10 @@ contradicted, neither by a later signature nor by the watermark on disk.
 
 A fork server (crash_worker.py) keeps the imports warm; each round forks a worker
 that signs through a ChainGuard with real fsync and is SIGKILLed after a random
-delay. KMS_CRASH_KILLS sets the number of kills (default 200).
+delay. KMS_CRASH_KILLS sets the number of kills that must land while a worker is
+signing (default 200). The test counts what happened, not how fast: the delay
+grows while workers are killed before they hand out anything (a loaded machine)
+and shrinks back once they do.
 """
 
 from __future__ import annotations
@@ -44,14 +47,17 @@ def test_sigkill_while_signing_never_loses_or_contradicts_a_signature(tmp_path: 
     checker = Checker(SigningKey(SEED).verify_key, CHAIN)
     previous = (0, 0, 0)
     kills = rounds = completed = 0
+    mid_signing = 0  # kills of a worker that had handed out at least one signature
+    max_delay = 0.03
     try:
-        while kills < KILLS:
+        while mid_signing < KILLS:
+            assert rounds < 20 * KILLS, f"only {mid_signing} of {rounds} kills hit a signing worker"
             rounds += 1
             out = tmp_path / f"emitted-{rounds}.jsonl"
             server.stdin.write(f"run {rng.randrange(2**32)} {out}\n")
             server.stdin.flush()
             pid = int(server.stdout.readline())
-            time.sleep(rng.uniform(0, 0.03))
+            time.sleep(rng.uniform(0, max_delay))
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             server.stdin.write(f"reap {pid}\n")
@@ -62,6 +68,7 @@ def test_sigkill_while_signing_never_loses_or_contradicts_a_signature(tmp_path: 
             completed += code == 0
 
             # everything the worker handed out, in order (a torn last line was never emitted)
+            emitted = 0
             if out.exists():
                 for line in out.read_text().splitlines(keepends=True):
                     if line.endswith("\n"):
@@ -69,6 +76,12 @@ def test_sigkill_while_signing_never_loses_or_contradicts_a_signature(tmp_path: 
                         checker.emitted(
                             bytes.fromhex(item["sign_bytes"]), bytes.fromhex(item["signature"])
                         )
+                        emitted += 1
+            if code == -signal.SIGKILL and emitted:
+                mid_signing += 1
+                max_delay = max(0.03, max_delay / 2)
+            elif not emitted:
+                max_delay = min(1.0, max_delay * 2)
             # the state loads after every crash, never goes backwards, and covers all emitted
             state = StateStore(state_path).load()
             assert state.hrs >= previous
@@ -77,8 +90,8 @@ def test_sigkill_while_signing_never_loses_or_contradicts_a_signature(tmp_path: 
     finally:
         server.stdin.close()
         server.wait(timeout=10)
-    assert checker.count > kills  # the workers really signed between the kills
+    assert checker.count >= mid_signing  # the workers really signed between the kills
     print(
-        f"{kills} kills, {completed} workers finished, {checker.count} signatures emitted, "
-        f"final state {previous}"
+        f"{kills} kills ({mid_signing} while signing), {completed} workers finished, "
+        f"{checker.count} signatures emitted, final state {previous}"
     )

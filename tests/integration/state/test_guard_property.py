@@ -33,16 +33,16 @@ BLOCKS = [NIL, block(0xA1), block(0xB2), block(0xA1, 0xC3)]
 
 
 class FlakyOps(FileOps):
-    """Fails the next `failures` fsyncs (of file or directory) with EIO."""
+    """Fails the next `failures` syncs of a state write (fdatasync) with EIO."""
 
     def __init__(self) -> None:
         self.failures = 0
 
-    def fsync(self, fd: int) -> None:
+    def fdatasync(self, fd: int) -> None:
         if self.failures:
             self.failures -= 1
             raise OSError(errno.EIO, "Input/output error")
-        super().fsync(fd)
+        super().fdatasync(fd)
 
 
 def requests() -> st.SearchStrategy[Vote | Proposal]:

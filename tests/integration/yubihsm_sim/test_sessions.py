@@ -13,10 +13,10 @@ from kms.sim.yubihsm import SimulatedHsm
 from .conftest import FakeClock
 
 
-def test_connect_reads_device_info_with_both_pages(hsm: YubiHsm) -> None:
+def test_connect_reads_device_info_with_both_pages(hsm: YubiHsm, sim: SimulatedHsm) -> None:
     info = hsm.get_device_info()
     assert info.version == (2, 4, 0)
-    assert info.serial == 1000001
+    assert info.serial == sim.device.serial >= 1000001
     assert info.log_size == 62 and info.log_used == 2
     assert info.part_number == "SIM-YubiHSM2"
     assert len(info.supported_algorithms) >= 47

@@ -19,9 +19,13 @@ from kms.errors import ConfigError
 from kms.identity import load_identity_key
 from kms.keys import write_secret_file
 
+# the test chains are not in the known-chains table: their prefixes are given
+TEST_PREFIXES = ("--account-prefix", "testpub", "--consensus-prefix", "testvalconspub")
+
 
 def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, ["init", *args], catch_exceptions=False)
+    extra = TEST_PREFIXES if "--chain-id" in args else ()
+    return CliRunner().invoke(cli, ["init", *args, *extra], catch_exceptions=False)
 
 
 def mode(path: Path) -> int:
@@ -157,7 +161,7 @@ def test_refuses_to_overwrite_and_leaves_everything_as_it_was(tmp_path: Path) ->
     assert run(str(home), "--softsign", "--chain-id", "c-1", "--fresh-state").exit_code == 0
     before = {p: p.read_bytes() for p in home.rglob("*") if p.is_file()}
     r = CliRunner().invoke(
-        cli, ["init", str(home), "--softsign", "--chain-id", "c-1", "--fresh-state"]
+        cli, ["init", str(home), "--softsign", "--chain-id", "c-1", "--fresh-state", *TEST_PREFIXES]
     )
     assert r.exit_code != 0
     assert "refusing to overwrite" in r.output and "kms-identity.key" in r.output
@@ -172,7 +176,9 @@ def test_any_existing_target_file_stops_init_before_writing_anything(
     (home / "secrets").mkdir(parents=True)
     (home / "state").mkdir()
     (home / existing).write_text("operator's file")
-    r = CliRunner().invoke(cli, ["init", str(home), "--chain-id", "c-1", "--fresh-state"])
+    r = CliRunner().invoke(
+        cli, ["init", str(home), "--chain-id", "c-1", "--fresh-state", *TEST_PREFIXES]
+    )
     assert r.exit_code != 0 and existing.split("/")[-1] in r.output
     assert [p for p in home.rglob("*") if p.is_file()] == [home / existing]
     assert (home / existing).read_text() == "operator's file"
@@ -190,6 +196,59 @@ def test_existing_empty_directory_is_used_and_a_permissive_one_is_noted(tmp_path
 
 @pytest.mark.parametrize("chain_id", ["a/b", "../up", 'q"uote', "x" * 51, "-dash"])
 def test_chain_id_that_cannot_name_a_file_is_refused(tmp_path: Path, chain_id: str) -> None:
-    r = CliRunner().invoke(cli, ["init", str(tmp_path / "h"), "--chain-id", chain_id])
+    r = CliRunner().invoke(
+        cli, ["init", str(tmp_path / "h"), "--chain-id", chain_id, *TEST_PREFIXES]
+    )
     assert r.exit_code != 0 and "chain ID" in r.output
     assert not (tmp_path / "h").exists()
+
+
+def test_known_chain_gets_its_own_bech32_prefixes(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "h"), "--chain-id", "osmosis-1"])
+    assert r.exit_code == 0, r.output
+    text = (tmp_path / "h" / "tmkms.toml").read_text()
+    assert 'account_key_prefix = "osmopub", consensus_key_prefix = "osmovalconspub"' in text
+    assert "cosmosvalconspub" not in text
+
+
+def test_unknown_chain_needs_both_prefixes_and_writes_nothing_without_them(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["init", str(tmp_path / "h"), "--chain-id", "mychain-1"])
+    assert r.exit_code == 2
+    assert "--account-prefix" in r.output and "--consensus-prefix" in r.output
+    assert not (tmp_path / "h").exists()
+    r = CliRunner().invoke(
+        cli, ["init", str(tmp_path / "h"), "--chain-id", "mychain-1", "--account-prefix", "mypub"]
+    )
+    assert r.exit_code == 2 and not (tmp_path / "h").exists()
+
+
+def test_softsign_init_shows_every_form_of_the_new_public_key(tmp_path: Path) -> None:
+    import base64
+
+    from kms.keys import bech32_consensus_pubkey, public_key_from_seed, validator_address
+
+    home = tmp_path / "h"
+    r = CliRunner().invoke(cli, ["init", str(home), "--chain-id", "juno-1", "--softsign"])
+    assert r.exit_code == 0, r.output
+    seed = base64.b64decode((home / "secrets" / "juno-1-consensus.key").read_text().strip())
+    pub = public_key_from_seed(seed[:32])
+    for form in (
+        pub.hex().upper(),
+        base64.b64encode(pub).decode(),
+        bech32_consensus_pubkey(pub, "junovalconspub"),
+        validator_address(pub),
+    ):
+        assert form in r.output
+    assert "junovalcons1" in r.output
+
+
+def test_init_creates_the_audit_directory_its_config_names(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    assert run(str(home), "--softsign", "--chain-id", "c-1").exit_code == 0
+    assert mode(home / "audit") == 0o700
+    text = (
+        (home / "tmkms.toml").read_text().replace(VALIDATOR_ADDR_PLACEHOLDER, "tcp://127.0.0.1:1")
+    )
+    (home / "tmkms.toml").write_text(text)
+    (chain,) = load_config(home / "tmkms.toml").chains
+    assert chain.audit_log == home / "audit" / "c-1.jsonl"

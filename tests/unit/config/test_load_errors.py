@@ -156,8 +156,11 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
         "already defined",
     ),
     (
-        "chain-without-key",
-        add('[[chain]]\nid = "chain-c"\nkey_format = { type = "hex" }\nstate_file = "c.json"'),
+        "chain-without-key-but-with-a-validator",
+        add(
+            '[[chain]]\nid = "chain-c"\nkey_format = { type = "hex" }\nstate_file = "c.json"\n'
+            '[[validator]]\nchain_id = "chain-c"\naddr = "unix:///run/c.sock"'
+        ),
         "[[chain]] #3",
         "id",
         "no consensus key",
@@ -238,6 +241,34 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
         "[[validator]] #1",
         "protocol_version",
         "v0.38",
+    ),
+    (
+        "protocol-version-legacy",
+        sub(VAL_A_ADDR, VAL_A_ADDR + '\nprotocol_version = "legacy"'),
+        "[[validator]] #1",
+        "protocol_version",
+        '"v0.34", "v0.37", "v0.38", "v1"',
+    ),
+    (
+        "protocol-version-v0.33",
+        sub(VAL_A_ADDR, VAL_A_ADDR + '\nprotocol_version = "v0.33"'),
+        "[[validator]] #1",
+        "protocol_version",
+        "amino",
+    ),
+    (
+        "unix-path-longer-than-the-socket-limit",
+        sub(VAL_B_ADDR, f'addr = "unix:///run/{"s" * 100}.sock"'),
+        "[[validator]] #2",
+        "addr",
+        "at most 107 bytes",
+    ),
+    (
+        "audit-log-directory-missing",
+        sub(CHAIN_A_STATE, CHAIN_A_STATE + '\naudit_log = "no-such-dir/a.jsonl"'),
+        "[[chain]] #1",
+        "audit_log",
+        "mkdir -m 700",
     ),
     (
         "timeout-zero",

@@ -56,7 +56,7 @@ addr = "tcp://F88883B673FC69D7869CAB098DE3BAFC2FF76EB8@127.0.0.1:23456"
 chain_id = "cosmoshub"
 reconnect = false
 secret_key = "secrets/id.key"
-protocol_version = "legacy"
+protocol_version = "v0.34"
 timeout = 10
 max_height = "500000"
 
@@ -176,6 +176,7 @@ def test_tmkms_single_yubihsm_config_loads_with_warnings(home: Path) -> None:
 
 
 def test_multi_replica_config_loads(home: Path) -> None:
+    (home / "audit").mkdir()
     cfg = load_config(write_config(home, MULTI_REPLICA))
     assert [c.id for c in cfg.chains] == ["cosmoshub-4", "osmosis-1"]
     hub = cfg.chain("cosmoshub-4")

@@ -48,11 +48,35 @@ def test_a_failed_write_leaves_the_previous_file_whole(
     assert [p.name for p in tmp_path.iterdir()] == ["kms.prom"], "temporary file left behind"
 
 
-def test_temporary_file_is_hidden_and_not_a_prom_file(tmp_path: Path) -> None:
-    w = TextfileWriter(tmp_path / "kms.prom", 1.0, lambda: "")
-    tmp = w._tmp_path()
+def test_temporary_file_is_hidden_and_not_a_prom_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Path] = []
+    real_open = os.open
+
+    def spy(path: str, flags: int, mode: int = 0o777) -> int:
+        opened.append(Path(path))
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", spy)
+    TextfileWriter(tmp_path / "kms.prom", 1.0, lambda: "").write_once()
+    tmp = opened[0]
     assert tmp.parent == tmp_path  # same directory: rename is atomic
     assert tmp.name.startswith(".") and not tmp.name.endswith(".prom")
+
+
+def test_a_symlink_planted_at_the_old_predictable_temp_name_is_not_followed(
+    tmp_path: Path,
+) -> None:
+    # Regression (issue 11, item 4): the temporary file used to be
+    # ".kms.prom.<pid>.tmp" opened with O_TRUNC, so anyone who could write the
+    # directory could make kms truncate and overwrite any file it can write.
+    victim = tmp_path / "state.json"
+    victim.write_text("precious\n")
+    (tmp_path / f".kms.prom.{os.getpid()}.tmp").symlink_to(victim)
+    TextfileWriter(tmp_path / "kms.prom", 1.0, lambda: "x_total 1\n").write_once()
+    assert victim.read_text() == "precious\n"
+    assert (tmp_path / "kms.prom").read_text() == "x_total 1\n"
 
 
 def test_concurrent_reader_never_sees_a_torn_file(tmp_path: Path) -> None:

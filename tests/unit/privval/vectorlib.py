@@ -1,6 +1,6 @@
 """Build `kms.privval.messages` dataclasses from the JSON conformance vectors.
 
-Test helper only: the vectors stay in ../shared/vectors (read via `vectors_dir`).
+Test helper only: the vectors live in tests/vectors (read via `vectors_dir`).
 """
 
 from __future__ import annotations

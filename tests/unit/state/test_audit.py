@@ -1,4 +1,5 @@
-"""The audit log: ordered JSON lines, never blocking, loud once per failure, retried."""
+"""The audit log: ordered JSON lines, never blocking, every failure logged and counted, retried,
+never dropped silently."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def test_lines_round_trip_in_order_with_private_mode(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_failure_is_logged_once_lines_kept_and_written_after_recovery(
+def test_every_failure_is_logged_and_counted_lines_kept_and_written_after_recovery(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     broken = True
@@ -61,7 +62,8 @@ def test_failure_is_logged_once_lines_kept_and_written_after_recovery(
             assert not log.flush(timeout=5)
         assert log.failing
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-        assert len(errors) == 1 and "No space left" in errors[0].getMessage()
+        assert len(errors) == 5 and all("No space left" in r.getMessage() for r in errors)
+        assert log.write_failures == 5
         broken = False
         log.record(entry(6))
         assert log.flush(timeout=5)
@@ -111,3 +113,53 @@ def test_rotation_by_rename_starts_a_new_file(tmp_path: Path) -> None:
     log.record(entry(2))
     log.close()
     assert [e.height for e in read_audit(path)] == [2]
+
+
+def test_a_path_that_cannot_be_written_is_refused_when_opened(tmp_path: Path) -> None:
+    with pytest.raises(AuditLogError, match=r"missing/a\.jsonl: cannot write.*mkdir -m 700"):
+        AuditLog(tmp_path / "missing" / "a.jsonl")
+    (tmp_path / "ro").mkdir(mode=0o500)
+    if os.access(tmp_path / "ro", os.W_OK):
+        return  # root writes anywhere: the missing-directory case above is the check
+    with pytest.raises(AuditLogError, match="cannot write"):
+        AuditLog(tmp_path / "ro" / "a.jsonl")
+
+
+def test_lines_never_written_are_logged_one_by_one_and_counted_at_close(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def fail(path: str, text: str) -> None:
+        raise OSError(5, "EIO")
+
+    log = AuditLog(tmp_path / "a.jsonl", append=fail)
+    with caplog.at_level(logging.ERROR, logger="kms.state.audit"):
+        for h in range(1, 4):
+            log.record(entry(h))
+        log.close()
+    assert log.not_written == 3
+    kept = [r.getMessage() for r in caplog.records if "record not written" in r.getMessage()]
+    assert len(kept) == 3
+    # each logged line is the full audit record: nothing is lost, it moved to the log
+    assert [AuditEntry.from_line(m.split(": ", 2)[2]).height for m in kept] == [1, 2, 3]
+    assert any("3 records were not written" in r.getMessage() for r in caplog.records)
+
+
+def test_lines_pushed_out_of_a_full_queue_are_logged_and_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(audit_mod, "MAX_PENDING_LINES", 2)
+    gate = __import__("threading").Event()
+
+    def blocked(path: str, text: str) -> None:
+        gate.wait(5)
+        raise OSError(5, "EIO")
+
+    log = AuditLog(tmp_path / "a.jsonl", append=blocked)
+    with caplog.at_level(logging.ERROR, logger="kms.state.audit"):
+        for h in range(1, 6):
+            log.record(entry(h))
+        gate.set()
+        log.close()
+    lost = [r for r in caplog.records if "record lost" in r.getMessage()]
+    assert log.lost == len(lost) >= 1
+    assert log.not_written == 5

@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 from kms.cli.main import cli
 from kms.privval.messages import BlockID
 from kms.state.audit import AuditEntry, AuditLog
+from kms.state.format1 import decode_foreign_state, encode_state
 from kms.state.guard import ChainGuard, GuardResult
 from kms.state.machine import SignCandidate, SignState, advance
 from kms.state.store import StateStore
@@ -250,3 +251,50 @@ def test_set_without_sign_bytes_makes_that_exact_hrs_refused(tmp_path: Path) -> 
 
     same, above = asyncio.run(both())
     assert (same.outcome, same.error_code, above.outcome) == ("refused", 2, "signed")
+
+
+# --- chain checks, format 2 and export ---------------------------------------------------
+
+
+def _other_chain_state(h: int) -> SignState:
+    c = SignCandidate.for_vote("other-chain-9", vote(PREVOTE, h, 0, A))
+    return advance(c, SoftSigner().key.sign(c.sign_bytes).signature, datetime.now(UTC))
+
+
+def test_import_refuses_a_watermark_of_another_chain_naming_both(tmp_path: Path) -> None:
+    # Regression (issue 16, bug 3): sign bytes of another chain were imported silently.
+    source = tmp_path / "source.json"
+    source.write_bytes(encode_state(_other_chain_state(50)))
+    target = tmp_path / "s.json"
+    line = one_error_line(run("import", target, "--from", source, "--chain-id", CHAIN))
+    assert "'other-chain-9'" in line and repr(CHAIN) in line
+    assert not target.exists()
+    # without --chain-id, the chain the destination already holds is the reference
+    StateStore.create(target, signed(10))
+    line = one_error_line(run("import", target, "--from", source))
+    assert "'other-chain-9'" in line and repr(CHAIN) in line
+    assert StateStore(target).load().height == 10
+
+
+def test_set_force_replaces_an_unreadable_file_only_after_confirming(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    StateStore.create(path, signed(10))
+    path.write_bytes(b"\x00" * 100)  # corrupt
+    assert run("set", path, "--height", "5", "--force", input="n\n").exit_code != 0
+    assert path.read_bytes() == b"\x00" * 100  # untouched when the answer is no
+    r = run("set", path, "--height", "5", "--force", input="y\n")
+    assert r.exit_code == 0, r.output
+    assert StateStore(path).load().hrs == (5, 0, 2)
+
+
+def test_export_writes_the_tmkms_format_and_show_names_format_and_chain(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    StateStore.create(path, signed(12))
+    out = tmp_path / "tmkms-state.json"
+    assert run("export", path, out).exit_code == 0
+    doc = json.loads(out.read_text())
+    assert (doc["height"], doc["round"], doc["step"]) == ("12", "0", 1)
+    assert decode_foreign_state(out.read_bytes())[0] == StateStore(path).load()
+    assert "already exists" in one_error_line(run("export", path, out))
+    shown = json.loads(run("show", path, "--json").output)
+    assert (shown["format"], shown["chain_id"]) == (2, CHAIN)

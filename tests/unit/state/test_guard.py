@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -150,9 +151,9 @@ async def test_fsync_runs_off_the_event_loop(state_path: Path) -> None:
     release = threading.Event()
 
     class SlowSync(FileOps):
-        def fsync(self, fd: int) -> None:
+        def fdatasync(self, fd: int) -> None:
             release.wait(5)
-            super().fsync(fd)
+            super().fdatasync(fd)
 
     g = ChainGuard(CHAIN, StateStore(state_path, ops=SlowSync()))
     try:
@@ -173,9 +174,9 @@ async def test_cancelled_write_is_verified_before_the_next_signature(state_path:
     release = threading.Event()
 
     class SlowSync(FileOps):
-        def fsync(self, fd: int) -> None:
+        def fdatasync(self, fd: int) -> None:
             release.wait(5)
-            super().fsync(fd)
+            super().fdatasync(fd)
 
     g = ChainGuard(CHAIN, StateStore(state_path, ops=SlowSync()))
     try:
@@ -256,13 +257,15 @@ async def test_open_from_config_loads_state_and_writes_audit_lines(
 
 
 async def test_broken_audit_log_does_not_block_signing(state_path: Path, tmp_path: Path) -> None:
+    (tmp_path / "gone").mkdir()
     chain = ChainConfig(
         id=CHAIN,
         key_format=KeyFormat(),
         state_file=state_path,
-        audit_log=tmp_path / "no-such-dir" / "a.jsonl",
+        audit_log=tmp_path / "gone" / "a.jsonl",
     )
-    g = ChainGuard.open(chain)
+    g = ChainGuard.open(chain)  # writable at start-up (a missing directory is refused)...
+    shutil.rmtree(tmp_path / "gone")  # ...and broken at run time
     try:
         t0 = time.monotonic()
         r = await g.sign_vote(vote(PREVOTE, 5, 0, A), SoftSigner())

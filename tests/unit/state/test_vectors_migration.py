@@ -25,8 +25,8 @@ from kms.privval.messages import (
     Timestamp,
     Vote,
 )
+from kms.state.format1 import decode_foreign_state
 from kms.state.machine import Action, SignCandidate, decide
-from kms.state.store import decode_foreign_state
 
 MIGRATABLE = (
     "derived-vote-precommit-full",
