@@ -150,7 +150,8 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
     try:
         for c in config.chains:
             guards[c.id] = ChainGuard.open(c)
-        etcd, gates = await open_gates(config, metrics)
+        floors = {cid: g.state for cid, g in guards.items()}
+        etcd, gates = await open_gates(config, metrics, floors)
         for chain_id, gate in gates.items():
             guards[chain_id].gate = gate
         signers = build_signers(config)

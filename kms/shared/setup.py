@@ -3,19 +3,23 @@
 Owns: reading the etcd password file, choosing which chains are gated (every
 chain unless `shared_state = false`), and the start-up check that each gated
 chain's record exists and decodes (else start-up is refused, naming
-`kms state push`). Never signs and never writes etcd.
+`kms state push`), raising a record that is below this host's state file (never
+lowering one). Never signs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from kms.config import Config, SharedStateConfig
 from kms.errors import KeyFileError, SharedStateError
 from kms.keys import read_secret_file
+from kms.shared.admin import push
 from kms.shared.etcd import EtcdClient, TlsFiles
 from kms.shared.gate import GateObserver, SharedGate
 from kms.shared.preference import Preference
+from kms.state.machine import SignState
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +50,16 @@ def gated_chains(config: Config) -> list[str]:
 
 
 async def open_gates(
-    config: Config, observer: GateObserver | None = None
+    config: Config,
+    observer: GateObserver | None = None,
+    floors: Mapping[str, SignState] | None = None,
 ) -> tuple[EtcdClient | None, dict[str, SharedGate]]:
-    """The client and one loaded gate per gated chain (SharedStateError on any problem)."""
+    """The client and one loaded gate per gated chain (SharedStateError on any problem).
+
+    `floors`: this host's local states. A record below one is raised to it first (never
+    lowered): what this host signed before must never be signable by another host, e.g.
+    after the etcd cluster was rebuilt from an older push.
+    """
     cfg = config.shared_state
     if cfg is None:
         return None, {}
@@ -74,6 +85,15 @@ async def open_gates(
             )
             gate.preference = pref
             rec = await gate.load()
+            floor = (floors or {}).get(chain_id)
+            if floor is not None and floor.hrs > rec.hrs:
+                out = await push(client, cfg.prefix, chain_id, floor, cfg.host_id)
+                log.warning(
+                    "chain %s: the shared watermark was below this host's state file; %s",
+                    chain_id,
+                    out.message,
+                )
+                rec = await gate.load()
             log.info(
                 "shared watermark ready",
                 extra={

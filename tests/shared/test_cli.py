@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -131,3 +132,31 @@ def test_import_refuses_a_bad_file(etcd_cluster: EtcdCluster, tmp_path: Path, do
     f.write_text(doc)
     code, out = kms("handover", "import", "-c", cfg, str(f))
     assert code != 0 and "error:" in out.lower() and "Traceback" not in out
+
+
+async def test_start_raises_a_record_below_the_local_state(
+    etcd_cluster: EtcdCluster, tmp_path: Path
+) -> None:
+    """A host whose state file is above the shared record (a rebuilt cluster) raises it at
+    start, so no other host can sign what this one already signed."""
+    from kms.config import load_config
+    from kms.shared.admin import read
+    from kms.shared.setup import open_gates
+
+    home = make_home(tmp_path / "h", [CHAIN])
+    cfg = config(home, etcd_cluster.endpoints, "/kms/floor")
+    set_state(home, SignState(5, 0, 1))
+    code, _ = await asyncio.to_thread(kms, "state", "push", "-c", str(cfg), "--chain-id", CHAIN)
+    assert code == 0
+    local = SignState(40, 1, 2)
+    client, gates = await open_gates(load_config(cfg), None, {CHAIN: local})
+    assert client is not None
+    got = await read(client, "/kms/floor", CHAIN)
+    assert got is not None and got[0].hrs == (40, 1, 2) and gates[CHAIN].cached == got[0]
+    # never lowered: a host with an older state changes nothing
+    other, _ = await open_gates(load_config(cfg), None, {CHAIN: SignState(3, 0, 0)})
+    assert other is not None
+    await other.close()
+    got = await read(client, "/kms/floor", CHAIN)
+    assert got is not None and got[0].hrs == (40, 1, 2)
+    await client.close()
