@@ -106,7 +106,11 @@ class MemberStatus:
 
 
 def _describe(e: grpc.aio.AioRpcError) -> str:
+    """`CODE: details`, with gRPC's connection chatter cut to its last clause
+    ("failed to connect to all addresses; last error: ...: Connection refused")."""
     details = (e.details() or "").strip()
+    if "last error:" in details:
+        details = details.rsplit(": ", 1)[-1]
     return f"{e.code().name}: {details}" if details else e.code().name
 
 
