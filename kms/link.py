@@ -20,7 +20,8 @@ Rules:
 - a node that takes the TCP connection but never answers the handshake serves
   another signer (a CometBFT node accepts one signer at a time; the others wait
   in its listen backlog): this host is a standby for that node. That is logged
-  once ("standby for node"), shown as kms_link_standby = 1, and the next dial
+  once as soon as the handshake stays silent for STANDBY_AFTER ("standby for
+  node"), shown as kms_link_standby = 1; when the handshake times out the next dial
   follows at once with no backoff, so a queued connection is always waiting
   when the node's current signer goes away (fast take-over).
 """
@@ -45,6 +46,7 @@ log = logging.getLogger("kms.link")
 
 INITIAL_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
+STANDBY_AFTER = 1.0  # seconds of handshake silence after which we are a standby
 
 
 class LinkMetrics(Protocol):
@@ -93,6 +95,7 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.requests_served = 0
+        self._standby = False  # our connection waits in the node's backlog
         self.decode_failures = 0  # connections in a row that ended on an undecodable message
         self.idle_timeout = max(2.0 * cfg.timeout, 7.0)
         if cfg.peer_id is not None:
@@ -115,21 +118,21 @@ class Link:
                     transport = await self._connect()
                 except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
                     reason = _describe(e)
-                    standby = isinstance(e, NodeBusy)
-                    self._set_standby(standby)
-                    if reason != down_reason:
-                        msg = f"standby for node {self.cfg.name}" if standby else "link down"
-                        log.warning(msg, extra={"fields": self._fields(reason=reason)})
+                    if isinstance(e, NodeBusy):
+                        self._enter_standby(reason)  # (normally already, after STANDBY_AFTER)
                         down_reason = reason
-                    if standby:
                         attempt = 0  # queue again at once: take over as soon as the node frees
                         continue
+                    self._leave_standby()
+                    if reason != down_reason:
+                        log.warning("link down", extra={"fields": self._fields(reason=reason)})
+                        down_reason = reason
                     attempt += 1
                     await asyncio.sleep(backoff_delay(attempt, self._rng))
                     continue
                 attempt = 0
                 down_reason = None
-                self._set_standby(False)
+                self._leave_standby()
                 log.info("link up", extra={"fields": self._fields()})
                 self._set_state(True)
                 served_before = self.requests_served
@@ -179,15 +182,25 @@ class Link:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(cfg.host, cfg.port, limit=65536), cfg.timeout
         )
-        try:
-            assert self._identity is not None
-            return await open_secret_connection(
+        assert self._identity is not None
+        handshake = asyncio.ensure_future(
+            open_secret_connection(
                 reader,
                 writer,
                 self._identity,
                 expected_peer_id=cfg.peer_id,
                 timeout=cfg.timeout,
             )
+        )
+        try:
+            done, _ = await asyncio.wait({handshake}, timeout=min(STANDBY_AFTER, cfg.timeout))
+            if not done:
+                # A waiting node answers the handshake in milliseconds: this one is
+                # serving another signer and our connection waits in its backlog.
+                self._enter_standby(
+                    "connected, but the node does not answer the handshake: it serves another signer"
+                )
+            return await handshake
         except HandshakeTimeout:
             writer.close()
             raise NodeBusy(
@@ -195,6 +208,7 @@ class Link:
                 " probably serving another signer"
             ) from None
         except BaseException:
+            handshake.cancel()
             writer.close()
             raise
 
@@ -249,9 +263,21 @@ class Link:
         if self._metrics is not None:
             self._metrics.link_state(self.cfg.chain_id, self.cfg.name, up)
 
-    def _set_standby(self, standby: bool) -> None:
+    def _enter_standby(self, reason: str) -> None:
+        if self._standby:
+            return
+        self._standby = True
+        log.warning(
+            f"standby for node {self.cfg.name}",
+            extra={"fields": self._fields(reason=reason)},
+        )
         if self._metrics is not None:
-            self._metrics.link_standby(self.cfg.chain_id, self.cfg.name, standby)
+            self._metrics.link_standby(self.cfg.chain_id, self.cfg.name, True)
+
+    def _leave_standby(self) -> None:
+        if self._standby and self._metrics is not None:
+            self._metrics.link_standby(self.cfg.chain_id, self.cfg.name, False)
+        self._standby = False
 
     def _fields(self, **extra: object) -> dict[str, object]:
         return {"chain": self.cfg.chain_id, "link": self.cfg.name, **extra}
