@@ -197,7 +197,7 @@ class SharedGate:
             False,
             "contention",
             reason=f"shared watermark kept moving ({self.max_attempts} attempts); refusing",
-            error_code=1,
+            error_code=0,  # generic, transient (kms.service.CODE_GENERIC): not a double sign
         )
 
     async def _write(self, new: Record, rev: int) -> int | None:
