@@ -235,3 +235,22 @@ async def test_guards_on_two_hosts_sign_one_block_per_hrs(
         g.close()
     for c in clients:
         await c.close()
+
+
+async def test_client_reads_fail_over_but_a_txn_is_never_resent(
+    etcd_cluster: EtcdCluster,
+) -> None:
+    c = client_for(etcd_cluster, timeout=0.5)
+    await init_record(c)
+    key = watermark_key(PREFIX, CHAIN)
+    etcd_cluster.kill(etcd_cluster.members[0])  # the preferred endpoint
+    kv = await c.get(key)  # a read moves on to the next member
+    assert kv is not None
+    c2 = client_for(etcd_cluster, timeout=0.5)
+    with pytest.raises(SharedStateAmbiguous):  # sent to the dead member once, not re-sent
+        await c2.cas(key, kv.mod_revision, b"x")
+    assert (await c2.get(key)) == kv  # nothing was written anywhere
+    res = await c2.cas(key, kv.mod_revision, b"y")  # the next call uses the next member
+    assert res.succeeded
+    await c.close()
+    await c2.close()
