@@ -18,6 +18,8 @@ Targets (issue 15's table, printed next to the numbers):
 - precommit with extension, 3 replicas at 110 ms, p50 <= 130 ms;
 - HSM throughput with N replicas >= 0.95 x N / 0.110 s;
 - failover <= 250 ms after a refused connection; no failed request under load.
+- shared (etcd gate, 3 members on loopback): added p50 <= 2 ms, p99 <= 10 ms;
+  host take-over (kill -9 -> next signature from the standby host) <= 2 s.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ from bench.common import Section, Target, jsonable, load_average
 from bench.floor import run_floor
 from bench.hsm import SIGN_LATENCY_MS, run_failover, run_hsm
 from bench.hsm_extension import run_extension
+from bench.shared import run_shared
 from bench.softsign import paired_ratio, run_diagnose, run_softsign, tmkms_path
 
-SECTIONS = ("floor", "softsign", "tmkms", "hsm", "failover", "extension")
+SECTIONS = ("floor", "softsign", "tmkms", "hsm", "failover", "extension", "shared")
 OPTIONAL = ("diagnose",)  # only with --diagnose or --only
 
 
@@ -61,6 +64,7 @@ def compute_targets(results: dict[str, Section]) -> list[Target]:
     hsm = results["hsm"].data if "hsm" in results else {}
     fo = results["failover"].data if "failover" in results else {}
     ext = results["extension"].data if "extension" in results else {}
+    sh = results["shared"].data if "shared" in results else {}
     targets = [
         Target(
             "softsign p50 / tmkms p50, 1 chain, paired runs (median) <= 1.0",
@@ -114,6 +118,11 @@ def compute_targets(results: dict[str, Section]) -> list[Target]:
             0.0,
             "<=",
         ),
+    ]
+    targets += [
+        Target("shared gate added p50 (ms) <= 2", _num(sh, "gate", "p50"), 2.0, "<="),
+        Target("shared gate added p99 (ms) <= 10", _num(sh, "gate", "p99"), 10.0, "<="),
+        Target("host take-over (ms, max) <= 2000", _num(sh, "takeover", "max"), 2000.0, "<="),
     ]
     return targets
 
@@ -241,6 +250,27 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
                     f"{d.get('n')} heights, {d.get('failed', 0)} failed",
                 )
             )
+    if "shared" in results:
+        sh = results["shared"]
+        if sh.skipped:
+            rows.append(("shared", "-", "-", "-", f"skipped: {sh.skipped}"))
+        for key, label in (
+            ("gate", "shared: etcd gate added"),
+            ("gate_tmpfs", "shared: gate, etcd on tmpfs"),
+            ("takeover", "shared: host take-over"),
+        ):
+            d = sh.data.get(key, {})
+            if "error" in d:
+                rows.append((label, "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+            elif d:
+                other = f"{d.get('n')} samples"
+                if key.startswith("gate"):
+                    other += (
+                        f", linearizable Range mean {_fmt(_num(d, 'linearizable_range_mean'))} ms"
+                    )
+                rows.append(
+                    (label, _fmt(_num(d, "p50")), _fmt(_num(d, "p99")), _fmt(_num(d, "max")), other)
+                )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -322,6 +352,8 @@ async def run_all(quick: bool, workdir: Path, only: set[str]) -> dict[str, Secti
         results["failover"] = await run_failover(workdir / "failover", quick)
     if step("extension"):
         results["extension"] = await run_extension(workdir / "extension", quick)
+    if step("shared"):
+        results["shared"] = await run_shared(workdir / "shared", quick)
     if step("diagnose"):
         results["diagnose"] = await run_diagnose(quick)
     return results

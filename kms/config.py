@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import re
+import socket
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
@@ -64,6 +65,8 @@ class ChainConfig:
     # NEW: raw-bytes signing (v1 SignBytesRequest / Celestia SignRawBytesRequest):
     # "off" (refuse, the default) or "prefixed" (sign only with a domain-separation prefix)
     raw_bytes: Literal["off", "prefixed"] = "off"
+    # NEW: with a [shared_state] section, false keeps this chain on its local state alone
+    shared_state: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,28 @@ class MetricsConfig:
     interval: float = 5.0
 
 
+DEFAULT_PREFERENCE_DELAY = 0.2  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class SharedStateConfig:
+    """NEW [shared_state]: several signer hosts share one watermark per chain in etcd."""
+
+    endpoints: tuple[str, ...]
+    prefix: str
+    host_id: str
+    timeout: float = 1.0  # seconds, one etcd call
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure: bool = False  # allow http:// endpoints (loopback tests)
+    preference_ttl: int | None = None  # seconds; None: no host preference
+    preference_delay: float = 0.2  # DEFAULT_PREFERENCE_DELAY: a non-preferred host's wait
+    backend: Literal["etcd"] = "etcd"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     path: Path
@@ -156,6 +181,7 @@ class Config:
     hsm: HsmPolicy
     metrics: MetricsConfig
     warnings: tuple[str, ...] = ()  # accepted-but-ignored tmkms options etc., one line each
+    shared_state: SharedStateConfig | None = None
 
     def chain(self, chain_id: str) -> ChainConfig:
         for c in self.chains:
@@ -509,7 +535,7 @@ def _is_loopback(host: str) -> bool:
 # Sections
 # =============================================================================
 
-_TOP_KEYS = ("chain", "validator", "providers", "hsm", "metrics")
+_TOP_KEYS = ("chain", "validator", "providers", "hsm", "metrics", "shared_state")
 _TOP_UNSUPPORTED = {
     "tx_signer": "tmkms's transaction signer is not supported by kms; remove this section",
 }
@@ -527,6 +553,7 @@ _CHAIN_KEYS = (
     "audit_log",
     "raw_bytes",
     "state_hook",
+    "shared_state",
 )
 _VALIDATOR_KEYS = (
     "chain_id",
@@ -541,6 +568,10 @@ _YUBIHSM_KEYS = ("adapter", "auth", "keys", "serial_number", "connector_server")
 _SOFTSIGN_KEYS = ("chain_ids", "key_type", "key_format", "path")
 _HSM_KEYS = ("policy", "health_interval", "connect_timeout", "request_timeout", "hedge")
 _METRICS_KEYS = ("textfile", "listen", "interval")
+_SHARED_KEYS = (
+    "backend", "endpoints", "prefix", "host_id", "timeout", "auth", "tls", "insecure",
+    "preference",
+)  # fmt: skip
 
 _ARRAY_OF = "an array of tables ([[{0}]] sections)"
 _HEIGHT = 'a block height (a positive integer, or a decimal string such as "25000000")'
@@ -591,6 +622,9 @@ class _Parser:
         softsign = [(self._softsign(t), t) for t in softsign_tables]
         hsm = self._hsm(self._single(top, "hsm", _HSM_KEYS))
         metrics = self._metrics(self._single(top, "metrics", _METRICS_KEYS))
+        shared = None
+        if top.has("shared_state"):
+            shared = self._shared_state(self._single(top, "shared_state", _SHARED_KEYS))
 
         chains = self._cross_check(chains, validators, yubihsm, softsign)
         if not chains:
@@ -604,6 +638,7 @@ class _Parser:
             hsm=hsm,
             metrics=metrics,
             warnings=tuple(self.warnings),
+            shared_state=shared,
         )
 
     def _sections(
@@ -655,6 +690,7 @@ class _Parser:
             max_height=t.optional_integer("max_height", 1, MAX_HEIGHT, _HEIGHT, strings=True),
             audit_log=audit_log,
             raw_bytes=t.choice("raw_bytes", _RAW_BYTES, default="off"),
+            shared_state=t.boolean("shared_state", True),
         )
 
     def _key_format(self, t: _Table) -> KeyFormat:
@@ -895,6 +931,65 @@ class _Parser:
             interval=t.seconds("interval", MetricsConfig().interval),
         )
 
+    # --- [shared_state] (NEW) ---------------------------------------------------------
+
+    def _shared_state(self, t: _Table) -> SharedStateConfig:
+        t.choice("backend", ("etcd",), default="etcd")
+        insecure = t.boolean("insecure", False)
+        what = 'a non-empty list of etcd URLs such as ["https://10.0.0.1:2379"]'
+        raw = t.data.get("endpoints")
+        if not isinstance(raw, list) or not raw or not all(isinstance(e, str) for e in raw):
+            t.expected("endpoints", what)
+        for e in raw:
+            scheme, sep, rest = e.partition("://")
+            if not sep or scheme not in ("http", "https") or _host_port(rest.rstrip("/")) is None:
+                t.fail("endpoints", f"expected {what}, got {e!r} in the list")
+            if scheme == "http" and not insecure:
+                t.fail(
+                    "endpoints",
+                    f"{e!r} is plain http: the watermark would travel unauthenticated;"
+                    " use https:// (and tls), or set insecure = true for a loopback test",
+                )
+        prefix = t.text(
+            "prefix", 'an etcd key prefix such as "/kms/prod"',
+            check=lambda p: p.startswith("/") and p.isascii() and p.isprintable() and p != "/",
+        )  # fmt: skip
+        timeout = _duration(t, "timeout", 1.0)
+        username = password_file = None
+        if t.has("auth"):
+            a = t.sub("auth", ("username", "password_file"), "{ username, password_file }")
+            username = a.text("username", "an etcd user name")
+            password_file = a.path("password_file")
+            if self.check_files:
+                self._check_password_file(a, password_file)
+        ca = cert = key = None
+        if t.has("tls"):
+            tt = t.sub(
+                "tls", ("ca_file", "cert_file", "key_file"), "{ ca_file, cert_file, key_file }"
+            )
+            ca, cert, key = (tt.optional_path(k) for k in ("ca_file", "cert_file", "key_file"))
+            if (cert is None) != (key is None):
+                tt.fail("cert_file", "cert_file and key_file go together (a client certificate)")
+        pref_ttl, pref_delay = None, DEFAULT_PREFERENCE_DELAY
+        if t.has("preference"):
+            p = t.sub("preference", ("ttl", "delay"), '{ ttl = 3, delay = "200ms" }')
+            pref_ttl = p.integer("ttl", 1, 3600, "a lease TTL in whole seconds (1..3600)")
+            pref_delay = _duration(p, "delay", pref_delay)
+        return SharedStateConfig(
+            preference_ttl=pref_ttl,
+            preference_delay=pref_delay,
+            endpoints=tuple(raw),
+            prefix=prefix.rstrip("/"),
+            host_id=t.text("host_id", "a host name for the records", default=socket.gethostname()),
+            timeout=timeout,
+            username=username,
+            password_file=password_file,
+            ca_file=ca,
+            cert_file=cert,
+            key_file=key,
+            insecure=insecure,
+        )
+
     # --- cross-checks ------------------------------------------------------------
 
     def _cross_check(
@@ -984,6 +1079,17 @@ class _Parser:
                 c = dataclasses.replace(c, max_height=min(caps))
             out.append((c, t))
         return out
+
+
+def _duration(t: _Table, key: str, default: float) -> float:
+    """Seconds as a number, or a string such as "1s", "500ms"."""
+    value = t.data.get(key, default)
+    if isinstance(value, str):
+        m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(ms|s)", value.strip())
+        if m is None or float(m[1]) <= 0:
+            t.expected(key, 'a duration such as "1s" or "500ms", or a number of seconds')
+        return float(m[1]) / (1000 if m[2] == "ms" else 1)
+    return t.seconds(key, default)
 
 
 def _is_hrp(text: str) -> bool:

@@ -53,6 +53,10 @@ class LinkClosed(KmsError):
     """The link's transport is closed (EOF or local close)."""
 
 
+class NodeBusy(LinkClosed):
+    """The node took the TCP connection but not the handshake: it serves another signer."""
+
+
 # --- double-sign state ---------------------------------------------------------
 
 
@@ -66,6 +70,14 @@ class StateFileError(StateError):
 
 class StatePersistError(StateError):
     """Writing or syncing the state failed; the signature must not be released."""
+
+
+class SharedStateError(StateError):
+    """The shared (etcd) watermark cannot be used: unreachable, no quorum, auth, bad record."""
+
+
+class SharedStateAmbiguous(SharedStateError):
+    """An etcd write was sent but its outcome is unknown (timeout, connection lost)."""
 
 
 # --- signers and keys ------------------------------------------------------------

@@ -16,7 +16,14 @@ Rules:
   then redialled; refusals travel inside responses and keep the link up;
 - a write must complete within `timeout` seconds; a link with nothing to read
   for `idle_timeout` (the node pings every ~3.3 s) is considered dead;
-- on shutdown, a request being answered is finished first.
+- on shutdown, a request being answered is finished first;
+- a node that takes the TCP connection but never answers the handshake serves
+  another signer (a CometBFT node accepts one signer at a time; the others wait
+  in its listen backlog): this host is a standby for that node. That is logged
+  once as soon as the handshake stays silent for STANDBY_AFTER ("standby for
+  node"), shown as kms_link_standby = 1; when the handshake times out the next dial
+  follows at once with no backoff, so a queued connection is always waiting
+  when the node's current signer goes away (fast take-over).
 """
 
 from __future__ import annotations
@@ -28,10 +35,10 @@ from collections import deque
 from typing import Protocol
 
 from kms.config import ValidatorConfig
-from kms.errors import CodecError, KmsError, LinkClosed, ProtocolError
+from kms.errors import CodecError, KmsError, LinkClosed, NodeBusy, ProtocolError
 from kms.privval.codec import decode_request, encode
 from kms.privval.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageReader, frame
-from kms.secretconn.connection import open_secret_connection
+from kms.secretconn.connection import HandshakeTimeout, open_secret_connection
 from kms.service import LinkInfo, SignService
 from kms.transport import PlainTransport, Transport
 
@@ -39,12 +46,15 @@ log = logging.getLogger("kms.link")
 
 INITIAL_BACKOFF = 0.05
 MAX_BACKOFF = 1.0
+STANDBY_AFTER = 1.0  # seconds of handshake silence after which we are a standby
 
 
 class LinkMetrics(Protocol):
     def link_state(self, chain: str, link: str, up: bool) -> None: ...
 
     def link_reconnect(self, chain: str, link: str) -> None: ...
+
+    def link_standby(self, chain: str, link: str, standby: bool) -> None: ...
 
 
 DECODE_FAILURES_HINT = 3  # connections in a row lost to undecodable messages before the hint
@@ -85,6 +95,7 @@ class Link:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.requests_served = 0
+        self._standby = False  # our connection waits in the node's backlog
         self.decode_failures = 0  # connections in a row that ended on an undecodable message
         self.idle_timeout = max(2.0 * cfg.timeout, 7.0)
         if cfg.peer_id is not None:
@@ -107,6 +118,12 @@ class Link:
                     transport = await self._connect()
                 except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
                     reason = _describe(e)
+                    if isinstance(e, NodeBusy):
+                        self._enter_standby(reason)  # (normally already, after STANDBY_AFTER)
+                        down_reason = reason
+                        attempt = 0  # queue again at once: take over as soon as the node frees
+                        continue
+                    self._leave_standby()
                     if reason != down_reason:
                         log.warning("link down", extra={"fields": self._fields(reason=reason)})
                         down_reason = reason
@@ -115,6 +132,7 @@ class Link:
                     continue
                 attempt = 0
                 down_reason = None
+                self._leave_standby()
                 log.info("link up", extra={"fields": self._fields()})
                 self._set_state(True)
                 served_before = self.requests_served
@@ -164,16 +182,33 @@ class Link:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(cfg.host, cfg.port, limit=65536), cfg.timeout
         )
-        try:
-            assert self._identity is not None
-            return await open_secret_connection(
+        assert self._identity is not None
+        handshake = asyncio.ensure_future(
+            open_secret_connection(
                 reader,
                 writer,
                 self._identity,
                 expected_peer_id=cfg.peer_id,
                 timeout=cfg.timeout,
             )
+        )
+        try:
+            done, _ = await asyncio.wait({handshake}, timeout=min(STANDBY_AFTER, cfg.timeout))
+            if not done:
+                # A waiting node answers the handshake in milliseconds: this one is
+                # serving another signer and our connection waits in its backlog.
+                self._enter_standby(
+                    "connected, but the node does not answer the handshake: it serves another signer"
+                )
+            return await handshake
+        except HandshakeTimeout:
+            writer.close()
+            raise NodeBusy(
+                f"connected, but no handshake within {cfg.timeout:g} s: the node is"
+                " probably serving another signer"
+            ) from None
         except BaseException:
+            handshake.cancel()
             writer.close()
             raise
 
@@ -227,6 +262,22 @@ class Link:
             self.connected.clear()
         if self._metrics is not None:
             self._metrics.link_state(self.cfg.chain_id, self.cfg.name, up)
+
+    def _enter_standby(self, reason: str) -> None:
+        if self._standby:
+            return
+        self._standby = True
+        log.warning(
+            f"standby for node {self.cfg.name}",
+            extra={"fields": self._fields(reason=reason)},
+        )
+        if self._metrics is not None:
+            self._metrics.link_standby(self.cfg.chain_id, self.cfg.name, True)
+
+    def _leave_standby(self) -> None:
+        if self._standby and self._metrics is not None:
+            self._metrics.link_standby(self.cfg.chain_id, self.cfg.name, False)
+        self._standby = False
 
     def _fields(self, **extra: object) -> dict[str, object]:
         return {"chain": self.cfg.chain_id, "link": self.cfg.name, **extra}

@@ -86,6 +86,7 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "signer_error",
     "state_error",
     "raw_bytes",
+    "shared_state",
 )
 """The refusal slugs the service uses (others are accepted and exported as given)."""
 
@@ -422,7 +423,7 @@ _SPECS: tuple[_Spec, ...] = (
         "counter",
         ("chain", "reason"),
         "Sign requests refused, by reason (regression, double_sign, max_height, chain_id, "
-        "invalid, signer_error, state_error, raw_bytes).",
+        "invalid, signer_error, state_error, raw_bytes, shared_state).",
     ),
     _Spec(
         "kms_sign_latency_seconds",
@@ -485,6 +486,20 @@ _SPECS: tuple[_Spec, ...] = (
         ("chain", "from", "to"),
         "Sign requests also sent to another replica because the first had not answered "
         "within its hedge delay.",
+    ),
+    _Spec(
+        "kms_link_standby",
+        "gauge",
+        ("chain", "link"),
+        "1 while the node takes our TCP connection but not the handshake: it serves another "
+        "signer and this host waits as a standby.",
+    ),
+    _Spec(
+        "kms_shared_state_total",
+        "counter",
+        ("chain", "result"),
+        "Shared-watermark (etcd) gate events: committed, reused, refused, conflict, ambiguous, "
+        "contention, unavailable, bad_record.",
     ),
     _Spec(
         "kms_metrics_write_errors_total",
@@ -550,6 +565,8 @@ class Metrics:
         self._failovers = c("kms_failovers_total")
         self._hedges = c("kms_hedges_total")
         self.write_errors = c("kms_metrics_write_errors_total")
+        self._shared = c("kms_shared_state_total")
+        self._standby = g("kms_link_standby")
 
     # -- recording (hot path) --
 
@@ -588,6 +605,12 @@ class Metrics:
 
     def hedge(self, chain: str, slow_replica: str, to_replica: str) -> None:
         self._hedges.inc((chain, slow_replica, to_replica))
+
+    def link_standby(self, chain: str, link: str, standby: bool) -> None:
+        self._standby.set((chain, link), 1 if standby else 0)
+
+    def shared_state(self, chain: str, result: str) -> None:
+        self._shared.inc((chain, result))
 
     # -- reading --
 

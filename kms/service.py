@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from kms.config import ChainConfig
-from kms.errors import KmsError, SignerError, StateError
+from kms.errors import KmsError, SharedStateError, SignerError, StateError
 from kms.privval import canonical
 from kms.privval.framing import frame
 from kms.privval.messages import (
@@ -497,4 +497,6 @@ def _refusal_slug(result: GuardResult) -> str:
 
 
 def _error_slug(e: KmsError) -> str:
+    if isinstance(e, SharedStateError):
+        return "shared_state"
     return "state_error" if isinstance(e, StateError) else "signer_error"

@@ -31,6 +31,9 @@ from kms.identity import load_identity_key
 from kms.link import Link
 from kms.metrics import Metrics, run_metrics
 from kms.service import Chain, SignService
+from kms.shared.etcd import EtcdClient
+from kms.shared.preference import Preference
+from kms.shared.setup import open_gates
 from kms.signer.base import Signer
 from kms.signer.factory import build_signers
 from kms.signer.replicas import ReplicaSet
@@ -53,6 +56,8 @@ class Daemon:
     guards: dict[str, ChainGuard]
     metrics: Metrics
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    etcd: EtcdClient | None = None  # [shared_state]: closed after the guards
+    preference: Preference | None = None  # [shared_state] preference: a background job
 
     async def run(self, *, install_signals: bool = True) -> None:
         loop = asyncio.get_running_loop()
@@ -102,6 +107,9 @@ class Daemon:
                 await s.close()
         for g in self.guards.values():
             g.close()
+        if self.etcd is not None:
+            with contextlib.suppress(Exception):
+                await self.etcd.close()
 
     def _background_jobs(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
@@ -109,6 +117,8 @@ class Daemon:
             for chain_id, signer in self.signers.items()
             if isinstance(signer, ReplicaSet)
         ]
+        if self.preference is not None:
+            jobs.append(("preference", functools.partial(self.preference.run, self.stop_event)))
         m = self.config.metrics
         if m.textfile is not None or m.listen is not None:
             jobs.append(
@@ -135,10 +145,15 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
     """Open state, signers and identities, failing closed with a clear error."""
     metrics = metrics or Metrics()
     guards: dict[str, ChainGuard] = {}
+    etcd: EtcdClient | None = None
     opened: list[Signer] = []
     try:
         for c in config.chains:
             guards[c.id] = ChainGuard.open(c)
+        floors = {cid: g.state for cid, g in guards.items()}
+        etcd, gates = await open_gates(config, metrics, floors)
+        for chain_id, gate in gates.items():
+            guards[chain_id].gate = gate
         signers = build_signers(config)
         for signer in signers.values():
             if isinstance(signer, ReplicaSet):
@@ -177,6 +192,9 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
                 await s.close()
         for g in guards.values():
             g.close()
+        if etcd is not None:
+            with contextlib.suppress(Exception):
+                await etcd.close()
         raise
     return Daemon(
         config=config,
@@ -185,4 +203,6 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
         signers=signers,
         guards=guards,
         metrics=metrics,
+        etcd=etcd,
+        preference=next((g.preference for g in gates.values() if g.preference), None),
     )

@@ -95,6 +95,13 @@ class _ReplicaTally(logging.Handler):
     help="Keep the demo files here (default: a temporary directory).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Show the daemon's own log lines.")
+@click.option(
+    "--hosts",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 2),
+    help="2: two kms hosts sharing a watermark in a local etcd cluster (needs etcd).",
+)
 def demo(
     heights: int,
     replicas: int,
@@ -104,9 +111,17 @@ def demo(
     cometbft: Path | None,
     workdir: Path | None,
     verbose: bool,
+    hosts: int,
 ) -> None:
     """Run HSM simulators + a validator node + the signer, signing live."""
     setup_logging("text", "INFO" if verbose else "WARNING")
+    if hosts == 2:
+        from kms.cli.demo_hosts import run_two_hosts
+
+        with tempfile.TemporaryDirectory(prefix="kms-demo-hosts-") as tmp:
+            root = workdir or Path(tmp)
+            root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            raise SystemExit(asyncio.run(run_two_hosts(root, heights, _say)))
     tally = _ReplicaTally()
     logging.getLogger("kms.service").addHandler(tally)
     logging.getLogger("kms.service").setLevel(logging.INFO)

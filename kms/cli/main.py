@@ -24,6 +24,7 @@ from kms.harden import disable_core_dumps
 _COMMANDS: dict[str, str] = {
     "demo": "kms.cli.demo:demo",
     "export": "kms.cli.keys:export_cmd",
+    "handover": "kms.cli.handover:handover",
     "hsm": "kms.cli.hsm:hsm",
     "hsm-sim": "kms.cli.hsm_sim:hsm_sim",
     "import": "kms.cli.keys:import_cmd",

@@ -59,10 +59,25 @@ def state() -> None:
 
 
 @state.command()
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def show(file: Path, as_json: bool) -> None:
-    """Show what FILE says was last signed."""
+@click.option("--shared", is_flag=True, help="Show the etcd watermark of [shared_state] instead.")
+@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), default=None)
+@click.option("--chain-id", default=None, help="With --shared: one chain (default: all).")
+def show(
+    file: Path | None,
+    as_json: bool,
+    shared: bool,
+    config_path: Path | None,
+    chain_id: str | None,
+) -> None:
+    """Show what FILE says was last signed (or, with --shared, the etcd record)."""
+    if shared:
+        from kms.cli.handover import show_shared
+
+        return show_shared(config_path, chain_id, as_json)
+    if file is None:
+        raise click.UsageError("give a state FILE, or --shared -c CONFIG")
     store = StateStore(file)
     s = store.load()
     chain = sign_bytes_chain(s)
@@ -296,3 +311,12 @@ def _with_time(s: SignState) -> SignState:
     return SignState(
         s.height, s.round, s.step, s.block_id, s.sign_bytes, s.signature, datetime.now(UTC)
     )
+
+
+def _add_shared_commands() -> None:
+    from kms.cli.handover import push_cmd
+
+    state.add_command(push_cmd)
+
+
+_add_shared_commands()

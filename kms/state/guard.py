@@ -31,6 +31,10 @@ Rules:
   have died between its write and its sync, and a stored signature must never
   be re-sent from a state that is only in the page cache.
 - Audit lines are queued after the state is persisted and never block.
+- With a shared watermark (`gate`, kms.shared.gate), a local SIGN also needs the
+  gate's etcd compare-and-swap, before the HSM signs: etcd commit -> sign ->
+  state file durable -> reply. The gate may refuse, or allow signing the sign
+  bytes stored in etcd (another host's identical message) instead.
 """
 
 from __future__ import annotations
@@ -40,9 +44,9 @@ import concurrent.futures
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kms.config import ChainConfig
 from kms.errors import CodecError, SignerError, StateFileError
@@ -59,6 +63,9 @@ from kms.state.machine import (
     decide,
 )
 from kms.state.store import StateStore
+
+if TYPE_CHECKING:
+    from kms.shared.gate import SharedGate
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,10 @@ def _utc_now() -> datetime:
 
 class ChainGuard:
     """Double-sign protection for one chain; see the module docstring."""
+
+    # Optional shared watermark (several signer hosts, kms.shared): set after
+    # construction by the supervisor; None signs on the local state alone.
+    gate: SharedGate | None = None
 
     def __init__(
         self,
@@ -217,22 +228,41 @@ class ChainGuard:
                     0,
                     None,
                 )
+            sign_bytes, timestamp, base = decision.sign_bytes, cand.timestamp, None
+            if self.gate is not None:
+                # Shared watermark (kms.shared.gate): etcd commit -> sign -> persist -> reply.
+                try:
+                    verdict = await self.gate.authorize(cand, max_height=self.max_height)
+                except BaseException as e:
+                    self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
+                    raise
+                if not verdict.allowed:
+                    self._audit(cand, "refused", reason=verdict.reason)
+                    return GuardResult(
+                        "refused", b"", cand.timestamp, cand.sign_bytes,
+                        verdict.reason, verdict.error_code, None,
+                    )  # fmt: skip
+                assert verdict.timestamp is not None and verdict.state is not None
+                sign_bytes, timestamp, base = verdict.sign_bytes, verdict.timestamp, verdict.state
             try:
-                sig = await sign(decision.sign_bytes)
+                sig = await sign(sign_bytes)
                 if len(sig.signature) != SIGNATURE_SIZE:
                     raise SignerError(
                         f"signer {sig.by} returned a {len(sig.signature)}-byte signature"
                     )
-                new_state = advance(cand, sig.signature, self._clock())
+                if base is None:
+                    new_state = advance(cand, sig.signature, self._clock())
+                else:
+                    new_state = replace(base, signature=sig.signature, updated_at=self._clock())
                 await self._persist(new_state)
             except BaseException as e:
                 self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
                 raise
             self._state = new_state
-            self._audit(cand, "signed", replica=sig.by)
-            return GuardResult(
-                "signed", sig.signature, cand.timestamp, cand.sign_bytes, None, 0, sig.by
-            )
+            # (with a gate, what was signed may be the stored message, not the request's)
+            signed = replace(cand, sign_bytes=sign_bytes, timestamp=timestamp)
+            self._audit(signed, "signed", replica=sig.by)
+            return GuardResult("signed", sig.signature, timestamp, sign_bytes, None, 0, sig.by)
 
     async def _offload(self, fn: Callable[[], T]) -> T:
         """Run file work in the executor; on any failure or cancellation, re-verify later.

@@ -17,6 +17,7 @@ DOCUMENTED = {
     "state",
     "hsm-sim",
     "demo",
+    "handover",
     "hsm",
 }
 

@@ -310,6 +310,7 @@ def test_shipped_example_documents_every_key_the_loader_accepts() -> None:
         *c._SOFTSIGN_KEYS,
         *c._HSM_KEYS,
         *c._METRICS_KEYS,
+        *c._SHARED_KEYS,
     }
     missing = sorted(k for k in keys if re.search(rf"(^|[#\s]){k}( =|:)", text, re.M) is None)
     assert missing == []
