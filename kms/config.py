@@ -43,6 +43,7 @@ from typing import Literal, NoReturn, TypeVar
 from kms.errors import ConfigError, KeyFileError
 from kms.identity import load_identity_key
 from kms.keys import read_secret_file
+from kms.noise.peerid import parse_peer_id
 from kms.privval.messages import Dialect
 
 
@@ -70,12 +71,14 @@ class ChainConfig:
 class ValidatorConfig:
     chain_id: str
     addr: str  # as written in the file
-    scheme: Literal["tcp", "unix"]
-    host: str  # tcp only ("" for unix)
-    port: int  # tcp only (0 for unix)
-    peer_id: str | None  # tcp://<id>@host:port -> lower-case hex node ID to verify
+    scheme: Literal["tcp", "unix", "noise"]
+    host: str  # tcp/noise only ("" for unix)
+    port: int  # tcp/noise only (0 for unix)
+    # tcp://<id>@host:port -> lower-case hex node ID to verify;
+    # noise://<peer-id>@host:port -> the node's libp2p peer ID (12D3KooW...), always pinned
+    peer_id: str | None
     path: Path | None  # unix only
-    secret_key: Path | None  # identity key for SecretConnection (required for tcp)
+    secret_key: Path | None  # identity key for SecretConnection/Noise (required for tcp, noise)
     protocol_version: Dialect = Dialect.V0_38
     reconnect: bool = True
     timeout: float = 5.0  # seconds; see kms.link for how read/write deadlines use it
@@ -427,7 +430,8 @@ _HOST_RE = re.compile(
 )
 _NODE_ID_RE = re.compile(r"[0-9A-Fa-f]{40}")
 VALIDATOR_ADDR_FORMS = (
-    "tcp://[<node-id>@]host:port (node-id: 40 hex chars) or unix:///absolute/path"
+    "tcp://[<node-id>@]host:port (node-id: 40 hex chars), unix:///absolute/path"
+    " or noise://<validator-peer-id>@host:port (peer ID from cometbft show-node-id --libp2p)"
 )
 
 
@@ -451,7 +455,7 @@ def _host_port(text: str) -> tuple[str, int] | None:
 class ParsedAddr:
     """A validator address, split (see ValidatorConfig for the meaning of each field)."""
 
-    scheme: Literal["tcp", "unix"]
+    scheme: Literal["tcp", "unix", "noise"]
     host: str = ""
     port: int = 0
     peer_id: str | None = None
@@ -459,7 +463,10 @@ class ParsedAddr:
 
 
 def parse_validator_addr(addr: str) -> ParsedAddr | None:
-    """Parse `tcp://[id@]host:port` or `unix:///abs/path`; None when malformed."""
+    """Parse `tcp://[id@]host:port`, `unix:///abs/path` or `noise://peer-id@host:port`;
+    None when malformed."""
+    if addr.startswith("noise://"):
+        return _parse_noise_addr(addr[len("noise://") :])
     if addr.startswith("unix://"):
         rest = addr[len("unix://") :]
         if not rest.startswith("/") or "\0" in rest or rest.rstrip("/") == "":
@@ -478,6 +485,39 @@ def parse_validator_addr(addr: str) -> ParsedAddr | None:
     if hp is None:
         return None
     return ParsedAddr("tcp", host=hp[0], port=hp[1], peer_id=peer_id)
+
+
+def _parse_noise_addr(rest: str) -> ParsedAddr | None:
+    """`<peer-id>@host:port`: the peer ID is required (split at the last `@`, like cometbft)."""
+    if "@" not in rest:
+        return None
+    peer_id, _, hostport = rest.rpartition("@")
+    try:
+        parse_peer_id(peer_id)
+    except ValueError:
+        return None
+    hp = _host_port(hostport)
+    if hp is None:
+        return None
+    return ParsedAddr("noise", host=hp[0], port=hp[1], peer_id=peer_id)
+
+
+def noise_addr_problem(addr: str) -> str | None:
+    """Why a `noise://` address is malformed, in one line (None if it is fine or not noise)."""
+    if not addr.startswith("noise://") or parse_validator_addr(addr) is not None:
+        return None
+    rest = addr[len("noise://") :]
+    if "@" not in rest:
+        return (
+            "noise:// needs the validator's peer ID: noise://<peer-id>@host:port"
+            " (cometbft show-node-id --libp2p)"
+        )
+    peer_id, _, hostport = rest.rpartition("@")
+    try:
+        parse_peer_id(peer_id)
+    except ValueError as e:
+        return f"validator peer ID {peer_id!r}: {e}"
+    return f"{hostport!r} is not host:port"
 
 
 def _is_loopback(host: str) -> bool:
@@ -676,13 +716,16 @@ class _Parser:
         addr_text = t.text("addr", VALIDATOR_ADDR_FORMS)
         addr = parse_validator_addr(addr_text)
         if addr is None:
+            problem = noise_addr_problem(addr_text)
+            if problem is not None:
+                t.fail("addr", problem)
             t.expected("addr", VALIDATOR_ADDR_FORMS)
         secret_key: Path | None = t.optional_path("secret_key")
-        if addr.scheme == "tcp":
+        if addr.scheme in ("tcp", "noise"):
             if secret_key is None:
                 t.fail(
                     "secret_key",
-                    "missing; a tcp:// validator needs an identity key file"
+                    f"missing; a {addr.scheme}:// validator needs an identity key file"
                     " (create one with `kms init`)",
                 )
             if self.check_files:

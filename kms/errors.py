@@ -27,6 +27,10 @@ class HandshakeError(ProtocolError):
     """The SecretConnection handshake failed (bad key, bad signature, wrong peer)."""
 
 
+class PeerMismatch(HandshakeError):
+    """The peer authenticated as someone other than the pinned peer ID (Noise links)."""
+
+
 class FrameError(ProtocolError):
     """A SecretConnection frame failed to authenticate or was malformed."""
 

@@ -1,8 +1,9 @@
 """One validator connection: dial, handshake, read requests, answer them, redial.
 
 Owns: the asyncio side of one `[[validator]]` entry: the outbound connection
-(`tcp://[id@]host:port` through SecretConnection with our identity key, or
-`unix://path` in the clear), read/write deadlines, and the reconnect loop.
+(`tcp://[id@]host:port` through SecretConnection with our identity key,
+`noise://peer-id@host:port` through libp2p Noise with the same key and the node's
+peer ID pinned, or `unix://path` in the clear), read/write deadlines, and the reconnect loop.
 Never decides what to answer (that is `kms.service`) and never listens.
 
 Rules:
@@ -29,6 +30,7 @@ from typing import Protocol
 
 from kms.config import ValidatorConfig
 from kms.errors import KmsError, LinkClosed, ProtocolError
+from kms.noise.connection import open_noise_connection
 from kms.privval.codec import decode_request, encode
 from kms.privval.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageReader, frame
 from kms.secretconn.connection import open_secret_connection
@@ -68,8 +70,8 @@ class Link:
         rng: random.Random | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     ) -> None:
-        if cfg.scheme == "tcp" and identity_seed is None:
-            raise KmsError(f"validator {cfg.addr}: a tcp:// link needs an identity key")
+        if cfg.scheme in ("tcp", "noise") and identity_seed is None:
+            raise KmsError(f"validator {cfg.addr}: a {cfg.scheme}:// link needs an identity key")
         self.cfg = cfg
         self.info = LinkInfo(cfg.chain_id, cfg.protocol_version, cfg.name)
         self._service = service
@@ -83,7 +85,7 @@ class Link:
         self.connected = asyncio.Event()
         self.requests_served = 0
         self.idle_timeout = max(2.0 * cfg.timeout, 7.0)
-        if cfg.peer_id is not None:
+        if cfg.peer_id is not None and cfg.scheme == "tcp":
             log.warning(
                 "peer ID pinned: CometBFT makes a new signer-listener identity at every node "
                 "start, so this link will refuse the node after its next restart",
@@ -160,6 +162,14 @@ class Link:
         )
         try:
             assert self._identity is not None
+            if cfg.scheme == "noise":
+                return await open_noise_connection(
+                    reader,
+                    writer,
+                    self._identity,
+                    expected_peer_id=cfg.peer_id,
+                    timeout=cfg.timeout,
+                )
             return await open_secret_connection(
                 reader,
                 writer,

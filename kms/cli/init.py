@@ -32,8 +32,9 @@ from pathlib import Path
 import click
 
 from kms.errors import KmsError
-from kms.identity import write_identity_key
+from kms.identity import identity_public_key, load_identity_key, write_identity_key
 from kms.keys import write_secret_file
+from kms.noise.peerid import peer_id_from_ed25519
 
 CONFIG_NAME = "tmkms.toml"
 IDENTITY_KEY = Path("secrets") / "kms-identity.key"
@@ -103,7 +104,7 @@ sign_extensions = true          # sign vote extensions of non-nil precommits (v0
 
 [[validator]]
 chain_id = "{chain_id}"
-addr = "{placeholder}"   # FILL IN: tcp://[<node-id>@]host:port or unix:///path
+addr = "{placeholder}"   # FILL IN: tcp://[<node-id>@]host:port, unix:///path or noise://<node-peer-id>@ip:port (v0.40)
 secret_key = "{identity}"
 protocol_version = "v0.38"      # v0.34 | v0.37 | v0.38 | v1
 reconnect = true
@@ -254,6 +255,8 @@ def init(home: Path, chain_id: str | None, fresh_state: bool, softsign: bool) ->
         raise click.ClickException(str(e)) from None
     for f in plan.files:
         click.echo(f"created {f}")
+    pub = identity_public_key(load_identity_key(plan.identity_key))
+    click.echo(f"kms libp2p peer ID (for noise:// on CometBFT v0.40): {peer_id_from_ed25519(pub)}")
     for n in notes:
         click.echo(n, err=True)
     click.echo(

@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
     "demo": "kms.cli.demo:demo",
     "export": "kms.cli.keys:export_cmd",
     "hsm-sim": "kms.cli.hsm_sim:hsm_sim",
+    "ident": "kms.cli.ident:ident",
     "import": "kms.cli.keys:import_cmd",
     "init": "kms.cli.init:init",
     "keygen": "kms.cli.keys:keygen",
