@@ -741,7 +741,7 @@ class _Parser:
         )
         dialect = Dialect.V0_38
         if t.has("protocol_version"):
-            what = "one of v0.34, v0.37, v0.38, v1 (or legacy = v0.34)"
+            what = "one of v0.34, v0.37, v0.38, v0.40, v1 (or legacy = v0.34, v0.39 = v0.38)"
             version = t.text("protocol_version", what)
             try:
                 dialect = Dialect.parse(version)

@@ -32,7 +32,8 @@ from kms.config import ValidatorConfig
 from kms.errors import KmsError, LinkClosed, ProtocolError
 from kms.noise.connection import open_noise_connection
 from kms.privval.codec import decode_request, encode
-from kms.privval.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageReader, frame
+from kms.privval.framing import MessageReader, frame
+from kms.privval.framing import max_message_size as max_message_size_for
 from kms.secretconn.connection import open_secret_connection
 from kms.service import LinkInfo, SignService
 from kms.transport import PlainTransport, Transport
@@ -68,7 +69,7 @@ class Link:
         identity_seed: bytes | None,
         metrics: LinkMetrics | None = None,
         rng: random.Random | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
     ) -> None:
         if cfg.scheme in ("tcp", "noise") and identity_seed is None:
             raise KmsError(f"validator {cfg.addr}: a {cfg.scheme}:// link needs an identity key")
@@ -78,7 +79,12 @@ class Link:
         self._identity = identity_seed
         self._metrics = metrics
         self._rng = rng or random.Random()
-        self._max_message_size = max_message_size
+        # bounded memory per link: at most one message of the dialect's cap is buffered
+        self._max_message_size = (
+            max_message_size
+            if max_message_size is not None
+            else max_message_size_for(cfg.protocol_version)
+        )
         self._stopping = False
         self._busy = False
         self._task: asyncio.Task[None] | None = None

@@ -23,12 +23,13 @@ class Dialect(enum.Enum):
     V0_34 = "v0.34"
     V0_37 = "v0.37"
     V0_38 = "v0.38"
+    V0_40 = "v0.40"  # the v0.38 wire plus a ~1 MiB message cap (and noise://, a transport)
     V1 = "v1"
 
     @property
     def has_vote_extensions(self) -> bool:
         """Vote.extension / extension_signature and CanonicalVoteExtension exist (v0.38+)."""
-        return self in (Dialect.V0_38, Dialect.V1)
+        return self in (Dialect.V0_38, Dialect.V0_40, Dialect.V1)
 
     @property
     def v1_pubkey_layout(self) -> bool:
@@ -41,6 +42,7 @@ class Dialect(enum.Enum):
         t = text.strip().lower()
         aliases = {
             "legacy": "v0.34",
+            "v0.39": "v0.38",  # same wire and the same 10 KiB cap as v0.38
             "v0.33": "v0.34",
             "v1.0": "v1",
             "1": "v1",
@@ -53,7 +55,7 @@ class Dialect(enum.Enum):
             if d.value == t:
                 return d
         raise ValueError(
-            f"unknown protocol version {text!r}; expected one of v0.34, v0.37, v0.38, v1"
+            f"unknown protocol version {text!r}; expected one of v0.34, v0.37, v0.38, v0.40, v1"
         )
 
 

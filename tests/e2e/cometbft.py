@@ -33,7 +33,8 @@ S = TypeVar("S", bound="Stoppable")
 
 INSTALL_HINT = "install them with `scripts/install-cometbft` (needs Go >= 1.25)"
 DEFAULT_ROOT = Path.home() / ".cache" / "kms" / "cometbft"
-KNOWN_LINES = ("v0.34", "v0.37", "v0.38", "v0.40", "v1.0")
+KNOWN_LINES = ("v0.34", "v0.37", "v0.38", "v0.39", "v0.40", "v1.0")
+NOISE_LINES = ("v0.40",)  # lines whose priv_validator_laddr accepts noise://
 
 # line -> (kms protocol_version, genesis path of vote_extensions_enable_height or None)
 _LINE_TABLE: dict[str, tuple[str, tuple[str, str] | None]] = {
@@ -41,7 +42,7 @@ _LINE_TABLE: dict[str, tuple[str, tuple[str, str] | None]] = {
     "v0.37": ("v0.37", None),
     "v0.38": ("v0.38", ("abci", "vote_extensions_enable_height")),
     "v0.39": ("v0.38", ("abci", "vote_extensions_enable_height")),
-    "v0.40": ("v0.38", ("abci", "vote_extensions_enable_height")),
+    "v0.40": ("v0.40", ("abci", "vote_extensions_enable_height")),
     "v1.0": ("v1", ("feature", "vote_extensions_enable_height")),
 }
 
@@ -82,6 +83,10 @@ class CometBFT:
     @property
     def has_vote_extensions(self) -> bool:
         return self.vote_extensions_param is not None
+
+    @property
+    def has_noise(self) -> bool:
+        return self.line in NOISE_LINES
 
     def __str__(self) -> str:
         return f"cometbft {self.tag}"
@@ -302,6 +307,10 @@ class Node:
 
     def node_id(self) -> str:
         return self.run("show-node-id").strip()
+
+    def libp2p_id(self) -> str:
+        """The node's libp2p peer ID (`show-node-id --libp2p`, v0.40+): what kms pins."""
+        return self.run("show-node-id", "--libp2p").strip()
 
     def validator_key(self) -> ValidatorKey:
         return ValidatorKey.load(self.key_path)

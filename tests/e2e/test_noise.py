@@ -1,0 +1,119 @@
+"""CometBFT v0.40 with `priv_validator_laddr = "noise://<kms peer ID>@ip:port"`: kms dials with
+libp2p Noise, pins the node's peer ID (`cometbft show-node-id --libp2p`) and signs the chain.
+
+Negative controls, wired exactly like the passing test except for one identity:
+- kms pins another node's peer ID: kms drops the node after message 2 (before sending
+  message 3, so before the node even learns who we are), says so in one log line, signs
+  nothing; the node never gets its public key and gives up.
+- the node allowlists another signer: the handshake completes, the node logs
+  `rejecting non-allowlisted signer peer` with our ID and closes; nothing is signed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .cometbft import CometBFT, Node, Procs
+from .results import Result
+from .scenarios import solo_chain
+from .test_single_validator import assert_chain_signed_by_us
+
+pytestmark = [pytest.mark.e2e, pytest.mark.noise]
+
+BLOCKS = 20
+WATCH_SECONDS = 8
+
+
+def test_noise_chain_commits_blocks_signed_by_our_key(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+) -> None:
+    record.scenario = "single-softsign-noise"
+    record.transport, record.signer = "noise", "softsign"
+    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport="noise")
+    record.notes["seconds_to_height"] = round(solo.wait(BLOCKS + 1, timeout=120), 1)
+    assert_chain_signed_by_us(solo, BLOCKS)
+    record.blocks = BLOCKS
+    audit = solo.kms.audit_entries()
+    assert set(range(1, BLOCKS + 1)) <= {
+        int(e["height"]) for e in audit if e["outcome"] == "signed"
+    }
+    assert [e for e in audit if e["outcome"] in ("refused", "error")] == []
+    ups = [e for e in solo.kms.log_events() if e.get("msg") == "link up"]
+    assert ups and all(str(e.get("link", "")).startswith("noise://") for e in ups)
+
+
+def _watch_no_blocks(node: Node, seconds: float) -> int:
+    highest, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline and node.running:
+        try:
+            highest = max(highest, node.height())
+        except Exception:
+            break
+        time.sleep(0.3)
+    return highest
+
+
+def test_noise_wrong_pinned_peer_id_connects_to_nothing_and_says_so(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+) -> None:
+    record.scenario = "negative-noise-wrong-pin"
+    record.transport, record.signer = "noise", "softsign"
+    stranger = make_node("stranger").libp2p_id()
+    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport="noise", noise_pin=stranger)
+    real = solo.node.libp2p_id()
+    assert stranger != real
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        reasons = [str(e.get("reason", "")) for e in solo.kms.log_events()]
+        if any("peer ID mismatch" in r for r in reasons):
+            break
+        time.sleep(0.2)
+    highest = _watch_no_blocks(solo.node, WATCH_SECONDS)
+    solo.kms.assert_alive()
+    record.notes["highest"] = highest
+    assert highest == 0
+    events = solo.kms.log_events()
+    mismatches = [e for e in events if "peer ID mismatch" in str(e.get("reason", ""))]
+    assert len(mismatches) == 1, solo.kms.describe()
+    assert f"the node is {real}, expected {stranger}" in str(mismatches[0]["reason"])
+    assert not any(e.get("msg") == "link up" for e in events), solo.kms.describe()
+    assert solo.kms.audit_entries() == []
+    # The node never saw message 3, so it never got to its allowlist check.
+    assert "rejecting non-allowlisted signer peer" not in solo.node.log_text()
+
+
+def test_noise_node_allowlisting_another_signer_rejects_kms(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+) -> None:
+    record.scenario = "negative-noise-node-allowlist"
+    record.transport, record.signer = "noise", "softsign"
+    other = make_node("other-signer").libp2p_id()
+    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport="noise", noise_allow=other)
+    ours = solo.kms.peer_id()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "rejecting non-allowlisted" not in solo.node.log_text():
+        time.sleep(0.2)
+    highest = _watch_no_blocks(solo.node, WATCH_SECONDS)
+    solo.kms.assert_alive()
+    record.notes["highest"] = highest
+    assert highest == 0
+    log = solo.node.log_text()
+    assert "rejecting non-allowlisted signer peer" in log, solo.node.log_tail()
+    assert ours in log, solo.node.log_tail()
+    assert solo.kms.audit_entries() == []
