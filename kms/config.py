@@ -551,7 +551,11 @@ _CHAIN_KEYS = (
     "audit_log",
     "raw_bytes",
     "state_hook",
+    "key_type",
 )
+# The consensus key types CometBFT v0.40 knows (tendermint.crypto.PublicKey 1..5); kms
+# signs the first only. Naming another is refused at start, never answered wrongly.
+CONSENSUS_KEY_TYPES = ("ed25519", "secp256k1", "bls12381", "mldsa65", "secp256k1eth")
 _VALIDATOR_KEYS = (
     "chain_id",
     "addr",
@@ -664,6 +668,7 @@ class _Parser:
             self.warn(t, "state_file", f"not set; using {state_file} (tmkms's default name)")
         if t.has("state_hook"):
             self._state_hook(t)
+        self._chain_key_type(t)
         return ChainConfig(
             id=chain_id,
             key_format=key_format,
@@ -673,6 +678,22 @@ class _Parser:
             audit_log=t.optional_path("audit_log"),
             raw_bytes=t.choice("raw_bytes", _RAW_BYTES, default="off"),
         )
+
+    def _chain_key_type(self, t: _Table) -> None:
+        """`key_type` of the chain's consensus key: only "ed25519" is accepted."""
+        if not t.has("key_type"):
+            return
+        what = "ed25519 (kms signs Ed25519 consensus keys only)"
+        key_type = t.text("key_type", what)
+        if key_type == "ed25519":
+            return
+        if key_type in CONSENSUS_KEY_TYPES:
+            t.fail(
+                "key_type",
+                f"{key_type} consensus keys are not supported: kms signs Ed25519 only"
+                " (refusing to start rather than serve this chain)",
+            )
+        t.expected("key_type", what)
 
     def _key_format(self, t: _Table) -> KeyFormat:
         what = (

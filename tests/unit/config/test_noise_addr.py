@@ -58,3 +58,28 @@ def test_noise_without_identity_key_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"secret_key.*noise:// validator needs an identity key"):
         load_config(write_config(home, text))
+
+
+# --- [[chain]] key_type: kms signs Ed25519 only ------------------------------------------
+
+CHAIN_A_STATE = 'state_file = "state/chain-a.json"'
+
+
+@pytest.mark.parametrize("key_type", ["secp256k1", "bls12381", "mldsa65", "secp256k1eth"])
+def test_chain_for_another_key_type_is_refused(tmp_path: Path, key_type: str) -> None:
+    home = make_home(tmp_path / "home")
+    text = BASE.replace(CHAIN_A_STATE, f'{CHAIN_A_STATE}\nkey_type = "{key_type}"', 1)
+    with pytest.raises(ConfigError) as exc:
+        load_config(write_config(home, text))
+    msg = str(exc.value)
+    assert "\n" not in msg and "key 'key_type'" in msg
+    assert f"{key_type} consensus keys are not supported: kms signs Ed25519 only" in msg
+
+
+def test_chain_key_type_ed25519_is_accepted_and_nonsense_refused(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home")
+    ok = BASE.replace(CHAIN_A_STATE, f'{CHAIN_A_STATE}\nkey_type = "ed25519"', 1)
+    assert load_config(write_config(home, ok)).chains[0].id == "chain-a"
+    bad = BASE.replace(CHAIN_A_STATE, f'{CHAIN_A_STATE}\nkey_type = "rsa"', 1)
+    with pytest.raises(ConfigError, match="expected ed25519"):
+        load_config(write_config(home, bad))
