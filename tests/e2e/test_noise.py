@@ -1,6 +1,9 @@
 """CometBFT v0.40 with `priv_validator_laddr = "noise://<kms peer ID>@ip:port"`: kms dials with
 libp2p Noise, pins the node's peer ID (`cometbft show-node-id --libp2p`) and signs the chain.
 
+A precommit with a 1 MiB vote extension (v0.40's own e2e app makes them) is signed over
+Noise and over SecretConnection.
+
 Negative controls, wired exactly like the passing test except for one identity:
 - kms pins another node's peer ID: kms drops the node after message 2 (before sending
   message 3, so before the node even learns who we are), says so in one log line, signs
@@ -11,13 +14,14 @@ Negative controls, wired exactly like the passing test except for one identity:
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, Node, Procs
+from .cometbft import CometBFT, E2EApp, Node, Procs
 from .results import Result
 from .scenarios import solo_chain
 from .test_single_validator import assert_chain_signed_by_us
@@ -117,3 +121,58 @@ def test_noise_node_allowlisting_another_signer_rejects_kms(
     assert "rejecting non-allowlisted signer peer" in log, solo.node.log_tail()
     assert ours in log, solo.node.log_tail()
     assert solo.kms.audit_entries() == []
+
+
+MIB = 1024 * 1024
+EXT_ENABLE_HEIGHT = 2
+EXT_TX_PREFIX = b"extensionSum="  # the e2e app's tx carrying the extended commit, hex-encoded
+
+
+@pytest.mark.parametrize("transport", ["noise", "tcp"])
+def test_one_mib_vote_extensions_are_signed(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+    transport: str,
+) -> None:
+    """v0.40's own e2e app extends every precommit with 1 MiB (MaxVoteExtensionSize): each
+    SignVoteRequest is ~1 MiB, our response too; the chain only moves on if the node got
+    and verified our extension signatures, and each block carries the extended commit."""
+    record.scenario = f"vote-extension-1mib-{transport}"
+    record.transport, record.signer, record.extensions = transport, "softsign", True
+    solo = solo_chain(
+        cometbft,
+        make_node,
+        procs,
+        tmp_path,
+        transport=transport,
+        vote_extensions_height=EXT_ENABLE_HEIGHT,
+        start=False,
+    )
+    app = procs.add(E2EApp(cometbft, tmp_path / "app", solo.chain_id, vote_extension_size=MIB))
+    if not app.available:
+        pytest.fail(f"{app.path} missing: scripts/install-cometbft v0.40 builds it")
+    app.start()
+    solo.node.proxy_app = app.addr
+    solo.kms.start()
+    solo.node.start()
+    last = 6
+    record.notes["seconds_to_height"] = round(solo.wait(last + 1, timeout=180), 1)
+    assert_chain_signed_by_us(solo, last)
+    record.blocks = last
+    sizes = []
+    for h in range(EXT_ENABLE_HEIGHT + 1, last + 1):
+        txs = [base64.b64decode(t) for t in solo.node.block(h)["block"]["data"]["txs"] or []]
+        ext_txs = [t for t in txs if t.startswith(EXT_TX_PREFIX)]
+        assert len(ext_txs) == 1, f"height {h}: no extended-commit tx"
+        sizes.append(len(ext_txs[0]))
+    # hex of an extended commit holding one 1 MiB extension (+ our signatures)
+    assert all(s > 2 * MIB for s in sizes), sizes
+    record.notes["extended_commit_tx_bytes"] = sizes[0]
+    assert f"len={MIB}" in app.log_text() or f'"len":{MIB}' in app.log_text(), app.describe()
+    signed_ext = [
+        e for e in solo.kms.log_events() if e.get("msg") == "signed" and e.get("extension_signed")
+    ]
+    assert len(signed_ext) >= last - EXT_ENABLE_HEIGHT, solo.kms.describe()
