@@ -762,12 +762,20 @@ class _Parser:
         )
         dialect = Dialect.V0_38
         if t.has("protocol_version"):
-            what = "one of v0.34, v0.37, v0.38, v0.40, v1 (or legacy = v0.34, v0.39 = v0.38)"
+            what = (
+                "one of v0.34, v0.37, v0.38, v0.40, v1, celestia (or legacy = v0.34, v0.39 = v0.38)"
+            )
             version = t.text("protocol_version", what)
             try:
                 dialect = Dialect.parse(version)
             except ValueError:
                 t.expected("protocol_version", what)
+        if addr.scheme == "noise" and dialect is not Dialect.V0_40:
+            t.fail(
+                "protocol_version",
+                f"{dialect.value} with a noise:// address: noise:// is CometBFT v0.40's"
+                ' transport; set protocol_version = "v0.40"',
+            )
         return ValidatorConfig(
             chain_id=chain_id,
             addr=addr_text,

@@ -10,7 +10,7 @@ Dialect rules (table `_DIALECT_FEATURES`):
 * v0.34 / v0.37: no vote extensions. Decoding drops Vote fields 9/10 (Go skips
   unknown fields); encoding a Vote with an extension or extension signature fails.
   Tags 9/10 are the Celestia/tmkms SignRawBytesRequest / SignedRawBytesResponse.
-* v0.38, v0.40: vote extensions; tags 9/10 as on v0.34 (v0.40 differs only in the
+* v0.38, v0.40, celestia: vote extensions; tags 9/10 as on v0.34 (v0.40 differs only in the
   message size cap, `kms.privval.framing.max_message_size`).
 * v1: PubKeyResponse uses pub_key_bytes (3) / pub_key_type (4) with field 1 reserved;
   SignVoteRequest has skip_extension_signing (3); tags 9/10 are CometBFT's
@@ -101,6 +101,7 @@ _DIALECT_FEATURES: dict[Dialect, _Features] = {
     Dialect.V0_37: _Features(_tm_privval, False, False, False, False),
     Dialect.V0_38: _Features(_tm_privval, True, False, False, False),  # also v0.39 nodes
     Dialect.V0_40: _Features(_tm_privval, True, False, False, False, _ALL_KEY_TYPES),
+    Dialect.CELESTIA: _Features(_tm_privval, True, False, False, False),
     Dialect.V1: _Features(_v1_privval, True, True, True, True),
 }
 

@@ -25,11 +25,15 @@ class Dialect(enum.Enum):
     V0_38 = "v0.38"
     V0_40 = "v0.40"  # the v0.38 wire plus a ~1 MiB message cap (and noise://, a transport)
     V1 = "v1"
+    # celestia-core (a v0.38.x fork): the v0.38 wire, and tags 9/10 are its
+    # SignRawBytesRequest / SignedRawBytesResponse, signed as kms.privval.celestia says.
+    # Only ever chosen by configuration, never inferred from what a node sends.
+    CELESTIA = "celestia"
 
     @property
     def has_vote_extensions(self) -> bool:
         """Vote.extension / extension_signature and CanonicalVoteExtension exist (v0.38+)."""
-        return self in (Dialect.V0_38, Dialect.V0_40, Dialect.V1)
+        return self in (Dialect.V0_38, Dialect.V0_40, Dialect.V1, Dialect.CELESTIA)
 
     @property
     def v1_pubkey_layout(self) -> bool:
@@ -49,13 +53,14 @@ class Dialect(enum.Enum):
             "1.0": "v1",
         }
         t = aliases.get(t, t)
-        if not t.startswith("v"):
-            t = "v" + t
+        if t[:1].isdigit():
+            t = aliases.get("v" + t, "v" + t)
         for d in cls:
             if d.value == t:
                 return d
         raise ValueError(
-            f"unknown protocol version {text!r}; expected one of v0.34, v0.37, v0.38, v0.40, v1"
+            f"unknown protocol version {text!r}; expected one of v0.34, v0.37, v0.38, v0.40, v1,"
+            " celestia"
         )
 
 

@@ -35,7 +35,7 @@ def kms_peer_id(home: Home) -> str:
 
 def config(home: Home, addr: str) -> Path:
     text = home.chain_section(CHAIN)
-    text += home.validator_section(CHAIN, addr, home.identity, "v0.38")
+    text += home.validator_section(CHAIN, addr, home.identity, "v0.40")
     text += home.softsign_section([CHAIN])
     return home.write_config(text)
 
@@ -51,7 +51,7 @@ def log_events(kms: KmsProcess) -> list[dict[str, object]]:
 async def test_signs_over_noise_with_the_pinned_node(tmp_path: Path) -> None:
     home = make_home(tmp_path / "kms", [CHAIN])
     node = SimulatedValidator(
-        CHAIN, Dialect.V0_38, transport="noise", node_key=NODE_KEY, allow_peer_id=kms_peer_id(home)
+        CHAIN, Dialect.V0_40, transport="noise", node_key=NODE_KEY, allow_peer_id=kms_peer_id(home)
     )
     await node.start()
     assert node.addr.startswith(f"noise://{NODE_ID}@127.0.0.1:")
@@ -71,7 +71,7 @@ async def test_signs_over_noise_with_the_pinned_node(tmp_path: Path) -> None:
 async def test_wrong_pinned_peer_id_connects_to_nothing_and_says_so(tmp_path: Path) -> None:
     home = make_home(tmp_path / "kms", [CHAIN])
     node = SimulatedValidator(
-        CHAIN, Dialect.V0_38, transport="noise", node_key=NODE_KEY, allow_peer_id=None
+        CHAIN, Dialect.V0_40, transport="noise", node_key=NODE_KEY, allow_peer_id=None
     )
     await node.start()
     kms = KmsProcess(config(home, f"noise://{OTHER_ID}@127.0.0.1:{node.port}"))
@@ -97,7 +97,7 @@ async def test_node_allowlisting_another_signer_rejects_kms(tmp_path: Path) -> N
     home = make_home(tmp_path / "kms", [CHAIN])
     node = SimulatedValidator(
         CHAIN,
-        Dialect.V0_38,
+        Dialect.V0_40,
         transport="noise",
         node_key=NODE_KEY,
         allow_peer_id=OTHER_ID,

@@ -79,7 +79,7 @@ async def test_one_mib_extension_is_signed_on_v0_40(tmp_path: Path, transport: s
 
 async def test_v0_38_request_above_10_kib_is_refused_before_signing(tmp_path: Path) -> None:
     home = make_home(tmp_path / "kms", [CHAIN])
-    node = _node(home, "noise", Dialect.V0_38)
+    node = _node(home, "tcp", Dialect.V0_38)
     node.retry_window = 1.5
     await node.start()
     kms = KmsProcess(_config(home, node.addr, "v0.38"))

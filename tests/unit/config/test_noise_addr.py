@@ -24,9 +24,8 @@ def test_noise_addr_parses() -> None:
 
 def test_noise_validator_loads_with_the_identity_key(tmp_path: Path) -> None:
     home = make_home(tmp_path / "home")
-    cfg = load_config(
-        write_config(home, BASE.replace(TCP, f'addr = "noise://{PEER}@10.0.0.7:26659"'))
-    )
+    noise = f'addr = "noise://{PEER}@10.0.0.7:26659"\nprotocol_version = "v0.40"'
+    cfg = load_config(write_config(home, BASE.replace(TCP, noise)))
     v = cfg.validators[0]
     assert v.scheme == "noise" and v.peer_id == PEER and v.secret_key is not None
 
@@ -49,6 +48,17 @@ def test_bad_noise_addr_is_one_line(tmp_path: Path, addr: str, word: str) -> Non
         load_config(path)
     msg = str(exc.value)
     assert "\n" not in msg and "key 'addr'" in msg and word in msg, msg
+
+
+@pytest.mark.parametrize("version", ["v0.38", "v1", "celestia", None])
+def test_noise_needs_the_v0_40_dialect(tmp_path: Path, version: str | None) -> None:
+    home = make_home(tmp_path / "home")
+    line = f'\nprotocol_version = "{version}"' if version else ""
+    text = BASE.replace(TCP, f'addr = "noise://{PEER}@127.0.0.1:1"{line}')
+    with pytest.raises(
+        ConfigError, match=r"key 'protocol_version'.*set protocol_version = \"v0.40\""
+    ):
+        load_config(write_config(home, text))
 
 
 def test_noise_without_identity_key_is_refused(tmp_path: Path) -> None:
