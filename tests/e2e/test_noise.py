@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, E2EApp, Node, Procs
+from .cometbft import CometBFT, E2EApp, Node, Procs, edit_toml, free_port
 from .results import Result
-from .scenarios import solo_chain
+from .scenarios import network, new_kms_host, solo_chain
 from .test_single_validator import assert_chain_signed_by_us
+from .verify import check_commits, evidence_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.noise]
 
@@ -52,6 +53,48 @@ def test_noise_chain_commits_blocks_signed_by_our_key(
     assert [e for e in audit if e["outcome"] in ("refused", "error")] == []
     ups = [e for e in solo.kms.log_events() if e.get("msg") == "link up"]
     assert ups and all(str(e.get("link", "")).startswith("noise://") for e in ups)
+
+
+def test_noise_validator_in_a_4_validator_network(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+) -> None:
+    """Three validators with their own key files, the fourth signed by kms over Noise."""
+    record.scenario = "network-4-noise"
+    record.transport, record.signer = "noise", "softsign"
+    port = free_port()
+    net = network(
+        cometbft,
+        make_node,
+        tmp_path,
+        own_key={"v1": 10, "v2": 10, "v3": 10},
+        remote={"ours": ("ours", 10)},
+        remote_laddrs={"ours": "tcp://127.0.0.1:1"},  # replaced below: needs kms's peer ID
+    )
+    ours, key = net.node("ours"), net.keys["ours"]
+    kms = new_kms_host(tmp_path, procs, "kms", net.chain_id)
+    laddr = f"noise://{kms.peer_id()}@127.0.0.1:{port}"
+    ours.config_path.write_text(
+        edit_toml(ours.config_path.read_text(), {"": {"priv_validator_laddr": laddr}})
+    )
+    kms.add_validator(f"noise://{ours.libp2p_id()}@127.0.0.1:{port}", cometbft.protocol_version)
+    kms.state_import(ours.state_path)
+    kms.use_softsign(key.path)
+    kms.start()
+    net.start()
+    net.wait(BLOCKS + 1, timeout=150, alive=[kms.assert_alive])
+    watcher = net.node("v1")
+    report = check_commits(watcher, range(1, BLOCKS + 1), net.chain_id, key.public_key, key.address)
+    record.blocks = BLOCKS
+    record.notes["our_signatures_in_commits"] = len(report.signed)
+    assert not report.bad, report.summary()
+    # our node needs a moment to connect at start: allow the first blocks without us
+    assert len(report.signed) >= BLOCKS - 3, report.summary()
+    assert evidence_in(watcher, range(1, BLOCKS + 1)) == []
+    assert [e for e in kms.audit_entries() if e["outcome"] == "error"] == []
 
 
 def _watch_no_blocks(node: Node, seconds: float) -> int:
