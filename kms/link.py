@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections import deque
@@ -34,6 +35,7 @@ from kms.noise.connection import open_noise_connection
 from kms.privval.codec import decode_request, encode
 from kms.privval.framing import MessageReader, frame
 from kms.privval.framing import max_message_size as max_message_size_for
+from kms.privval.messages import Response, SignedVoteResponse
 from kms.secretconn.connection import open_secret_connection
 from kms.service import LinkInfo, SignService
 from kms.transport import PlainTransport, Transport
@@ -205,6 +207,8 @@ class Link:
                 body = pending.popleft()
                 request = decode_request(body, dialect)
                 response = await self._service.handle(request, self.info)
+                if self.cfg.scheme == "noise":
+                    response = single_frame_vote_response(response)
                 out = frame(encode(response, dialect))
                 async with asyncio.timeout(self.cfg.timeout):
                     await transport.write(out)
@@ -224,6 +228,28 @@ class Link:
 
     def _fields(self, **extra: object) -> dict[str, object]:
         return {"chain": self.cfg.chain_id, "link": self.cfg.name, **extra}
+
+
+def single_frame_vote_response(response: Response) -> Response:
+    """A SignedVoteResponse without the echoed vote extension, for noise:// links.
+
+    Why: go-libp2p v0.47's Noise `Read` (used by cometbft v0.40's NoiseListener) leaves a
+    drained buffer behind when a message ends exactly at the end of a frame it had to
+    read into its own buffer, and its next `Read` returns 0 bytes; cometbft's one-byte
+    uvarint reader then reuses a stale byte, reads the next response as empty and falls
+    one response behind for good (seen live: the node retried, then took a prevote
+    answer for its precommit and stopped with CONSENSUS FAILURE). Any response longer
+    than one Noise frame (65 519 bytes) triggers it. The node takes only `signature`,
+    `extension_signature` and `timestamp` from the vote we return (v0.40
+    types.SignAndCheckVote) and keeps its own extension, so dropping the echo keeps
+    every response in one frame and changes nothing the node uses.
+    """
+    if not isinstance(response, SignedVoteResponse):
+        return response
+    vote = response.vote
+    if vote is None or not vote.extension:
+        return response
+    return dataclasses.replace(response, vote=dataclasses.replace(vote, extension=b""))
 
 
 def _describe(e: BaseException) -> str:

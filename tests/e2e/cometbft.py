@@ -551,13 +551,21 @@ class E2EApp:
     extensions, of `vote_extension_size` random bytes each."""
 
     def __init__(
-        self, binary: CometBFT, directory: Path, chain_id: str, *, vote_extension_size: int
+        self,
+        binary: CometBFT,
+        directory: Path,
+        chain_id: str,
+        *,
+        vote_extension_size: int,
+        vote_extensions_enable_height: int,
     ) -> None:
         self.path = binary.binary.parent / "e2e-app"
         self.dir = directory
         self.chain_id = chain_id
         self.port = free_port()
         self.vote_extension_size = vote_extension_size
+        # the app re-applies this at InitChain (update height 0): keep it equal to the genesis
+        self.enable_height = vote_extensions_enable_height
         self.log_path = directory / "e2e-app.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -579,6 +587,8 @@ class E2EApp:
             f"dir = {toml_value(str(self.dir / 'data'))}\n"
             "persist_interval = 1\n"
             f"vote_extension_size = {self.vote_extension_size}\n"
+            f"vote_extensions_enable_height = {self.enable_height}\n"
+            "vote_extensions_update_height = 0\n"
         )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

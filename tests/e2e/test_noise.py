@@ -15,6 +15,7 @@ Negative controls, wired exactly like the passing test except for one identity:
 from __future__ import annotations
 
 import base64
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 
 from .cometbft import CometBFT, E2EApp, Node, Procs, edit_toml, free_port
 from .results import Result
-from .scenarios import network, new_kms_host, solo_chain
+from .scenarios import Solo, network, new_kms_host, solo_chain
 from .test_single_validator import assert_chain_signed_by_us
 from .verify import check_commits, evidence_in
 
@@ -167,24 +168,23 @@ def test_noise_node_allowlisting_another_signer_rejects_kms(
 
 
 MIB = 1024 * 1024
+# The largest extension v0.40 itself can carry: its consensus WAL refuses a message above
+# maxMsgSize + 24 = 1 048 600 bytes (consensus/wal.go), and a precommit with a full 1 MiB
+# extension is 1 048 859 bytes: the node stops with CONSENSUS FAILURE after kms signed it.
+WAL_SAFE_EXTENSION = MIB - 1024
 EXT_ENABLE_HEIGHT = 2
 EXT_TX_PREFIX = b"extensionSum="  # the e2e app's tx carrying the extended commit, hex-encoded
 
 
-@pytest.mark.parametrize("transport", ["noise", "tcp"])
-def test_one_mib_vote_extensions_are_signed(
+def _extension_chain(
     cometbft: CometBFT,
     make_node: Callable[[str], Node],
     procs: Procs,
     tmp_path: Path,
-    record: Result,
     transport: str,
-) -> None:
-    """v0.40's own e2e app extends every precommit with 1 MiB (MaxVoteExtensionSize): each
-    SignVoteRequest is ~1 MiB, our response too; the chain only moves on if the node got
-    and verified our extension signatures, and each block carries the extended commit."""
-    record.scenario = f"vote-extension-1mib-{transport}"
-    record.transport, record.signer, record.extensions = transport, "softsign", True
+    size: int,
+) -> tuple[Solo, E2EApp]:
+    """A solo v0.40 chain on the v0.40 e2e app, whose every precommit has a `size`-byte extension."""
     solo = solo_chain(
         cometbft,
         make_node,
@@ -194,13 +194,49 @@ def test_one_mib_vote_extensions_are_signed(
         vote_extensions_height=EXT_ENABLE_HEIGHT,
         start=False,
     )
-    app = procs.add(E2EApp(cometbft, tmp_path / "app", solo.chain_id, vote_extension_size=MIB))
+    app = procs.add(
+        E2EApp(
+            cometbft,
+            tmp_path / "app",
+            solo.chain_id,
+            vote_extension_size=size,
+            vote_extensions_enable_height=EXT_ENABLE_HEIGHT,
+        )
+    )
     if not app.available:
         pytest.fail(f"{app.path} missing: scripts/install-cometbft v0.40 builds it")
     app.start()
     solo.node.proxy_app = app.addr
     solo.kms.start()
     solo.node.start()
+    return solo, app
+
+
+def _signed_extended_precommits(solo: Solo) -> list[int]:
+    return [
+        int(e["height"])
+        for e in solo.kms.log_events()
+        if e.get("msg") == "signed" and e.get("type") == "precommit" and e.get("extension_signed")
+    ]
+
+
+@pytest.mark.parametrize("transport", ["noise", "tcp"])
+def test_near_1_mib_vote_extensions_keep_the_chain_going(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+    transport: str,
+) -> None:
+    """v0.40's own e2e app extends every precommit with 1 MiB - 1 KiB: every
+    SignVoteRequest and our response are ~1 MiB; the chain only moves on if the node got and
+    verified our extension signatures, and each block carries the extended commit."""
+    record.scenario = f"vote-extension-1mib-{transport}"
+    record.transport, record.signer, record.extensions = transport, "softsign", True
+    solo, app = _extension_chain(
+        cometbft, make_node, procs, tmp_path, transport, WAL_SAFE_EXTENSION
+    )
     last = 6
     record.notes["seconds_to_height"] = round(solo.wait(last + 1, timeout=180), 1)
     assert_chain_signed_by_us(solo, last)
@@ -211,11 +247,38 @@ def test_one_mib_vote_extensions_are_signed(
         ext_txs = [t for t in txs if t.startswith(EXT_TX_PREFIX)]
         assert len(ext_txs) == 1, f"height {h}: no extended-commit tx"
         sizes.append(len(ext_txs[0]))
-    # hex of an extended commit holding one 1 MiB extension (+ our signatures)
-    assert all(s > 2 * MIB for s in sizes), sizes
+    # hex of an extended commit holding one such extension (+ our signatures)
+    assert all(s > 2 * WAL_SAFE_EXTENSION for s in sizes), sizes
     record.notes["extended_commit_tx_bytes"] = sizes[0]
-    assert f"len={MIB}" in app.log_text() or f'"len":{MIB}' in app.log_text(), app.describe()
-    signed_ext = [
-        e for e in solo.kms.log_events() if e.get("msg") == "signed" and e.get("extension_signed")
-    ]
-    assert len(signed_ext) >= last - EXT_ENABLE_HEIGHT, solo.kms.describe()
+    assert f"len={WAL_SAFE_EXTENSION}" in app.log_text(), app.describe()
+    signed = _signed_extended_precommits(solo)
+    assert set(range(EXT_ENABLE_HEIGHT, last + 1)) <= set(signed), solo.kms.describe()
+
+
+def test_full_1_mib_extension_is_signed_and_reaches_the_node(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: Result,
+) -> None:
+    """Exactly MaxVoteExtensionSize over Noise: kms signs the precommit and the node takes our
+    1 MiB response (its own WAL then refuses the vote, a v0.40 limit, see WAL_SAFE_EXTENSION)."""
+    record.scenario = "vote-extension-full-1mib-noise"
+    record.transport, record.signer, record.extensions = "noise", "softsign", True
+    solo, app = _extension_chain(cometbft, make_node, procs, tmp_path, "noise", MIB)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and EXT_ENABLE_HEIGHT not in _signed_extended_precommits(
+        solo
+    ):
+        time.sleep(0.3)
+    assert EXT_ENABLE_HEIGHT in _signed_extended_precommits(solo), solo.kms.describe()
+    assert f"len={MIB}" in app.log_text(), app.describe()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "msg is too big" not in solo.node.log_text():
+        time.sleep(0.3)
+    log = solo.node.log_text()
+    # the node holds our signed 1 MiB precommit: it is what its WAL refuses to store
+    assert re.search(r"msg is too big: 1048[6-9]\d\d bytes, max: 1048600 bytes", log), log[-3000:]
+    assert "SIGNED_MSG_TYPE_PRECOMMIT" in log
+    solo.kms.assert_alive()
