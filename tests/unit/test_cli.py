@@ -7,7 +7,18 @@ from click.testing import CliRunner
 from kms import __version__
 from kms.cli.main import _COMMANDS, cli
 
-DOCUMENTED = {"start", "init", "keygen", "import", "export", "keys", "state", "hsm-sim", "demo"}
+DOCUMENTED = {
+    "start",
+    "init",
+    "keygen",
+    "import",
+    "export",
+    "keys",
+    "state",
+    "hsm-sim",
+    "demo",
+    "ident",
+}
 
 
 def test_every_documented_command_is_registered() -> None:
