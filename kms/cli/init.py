@@ -106,7 +106,7 @@ sign_extensions = true          # sign vote extensions of non-nil precommits (v0
 chain_id = "{chain_id}"
 addr = "{placeholder}"   # FILL IN: tcp://[<node-id>@]host:port, unix:///path or noise://<node-peer-id>@ip:port (v0.40)
 secret_key = "{identity}"
-protocol_version = "v0.38"      # v0.34 | v0.37 | v0.38 (also v0.39) | v0.40 | v1
+protocol_version = "v0.38"      # v0.34 | v0.37 | v0.38 (also v0.39) | v0.40 | v1 | celestia
 reconnect = true
 timeout = 5                     # seconds, read/write deadline
 
