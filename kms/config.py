@@ -44,6 +44,7 @@ from typing import Literal, NoReturn, TypeVar
 from kms.errors import ConfigError, KeyFileError
 from kms.identity import load_identity_key
 from kms.keys import read_secret_file
+from kms.noise.peerid import parse_peer_id
 from kms.privval.messages import Dialect
 
 
@@ -73,12 +74,14 @@ class ChainConfig:
 class ValidatorConfig:
     chain_id: str
     addr: str  # as written in the file
-    scheme: Literal["tcp", "unix"]
-    host: str  # tcp only ("" for unix)
-    port: int  # tcp only (0 for unix)
-    peer_id: str | None  # tcp://<id>@host:port -> lower-case hex node ID to verify
+    scheme: Literal["tcp", "unix", "noise"]
+    host: str  # tcp/noise only ("" for unix)
+    port: int  # tcp/noise only (0 for unix)
+    # tcp://<id>@host:port -> lower-case hex node ID to verify;
+    # noise://<peer-id>@host:port -> the node's libp2p peer ID (12D3KooW...), always pinned
+    peer_id: str | None
     path: Path | None  # unix only
-    secret_key: Path | None  # identity key for SecretConnection (required for tcp)
+    secret_key: Path | None  # identity key for SecretConnection/Noise (required for tcp, noise)
     protocol_version: Dialect = Dialect.V0_38
     reconnect: bool = True
     timeout: float = 5.0  # seconds; see kms.link for how read/write deadlines use it
@@ -469,7 +472,8 @@ _HOST_RE = re.compile(
 )
 _NODE_ID_RE = re.compile(r"[0-9A-Fa-f]{40}")
 VALIDATOR_ADDR_FORMS = (
-    "tcp://[<node-id>@]host:port (node-id: 40 hex chars) or unix:///absolute/path"
+    "tcp://[<node-id>@]host:port (node-id: 40 hex chars), unix:///absolute/path"
+    " or noise://<validator-peer-id>@host:port (peer ID from cometbft show-node-id --libp2p)"
 )
 
 
@@ -493,7 +497,7 @@ def _host_port(text: str) -> tuple[str, int] | None:
 class ParsedAddr:
     """A validator address, split (see ValidatorConfig for the meaning of each field)."""
 
-    scheme: Literal["tcp", "unix"]
+    scheme: Literal["tcp", "unix", "noise"]
     host: str = ""
     port: int = 0
     peer_id: str | None = None
@@ -501,7 +505,10 @@ class ParsedAddr:
 
 
 def parse_validator_addr(addr: str) -> ParsedAddr | None:
-    """Parse `tcp://[id@]host:port` or `unix:///abs/path`; None when malformed."""
+    """Parse `tcp://[id@]host:port`, `unix:///abs/path` or `noise://peer-id@host:port`;
+    None when malformed."""
+    if addr.startswith("noise://"):
+        return _parse_noise_addr(addr[len("noise://") :])
     if addr.startswith("unix://"):
         rest = addr[len("unix://") :]
         if not rest.startswith("/") or "\0" in rest or rest.rstrip("/") == "":
@@ -520,6 +527,39 @@ def parse_validator_addr(addr: str) -> ParsedAddr | None:
     if hp is None:
         return None
     return ParsedAddr("tcp", host=hp[0], port=hp[1], peer_id=peer_id)
+
+
+def _parse_noise_addr(rest: str) -> ParsedAddr | None:
+    """`<peer-id>@host:port`: the peer ID is required (split at the last `@`, like cometbft)."""
+    if "@" not in rest:
+        return None
+    peer_id, _, hostport = rest.rpartition("@")
+    try:
+        parse_peer_id(peer_id)
+    except ValueError:
+        return None
+    hp = _host_port(hostport)
+    if hp is None:
+        return None
+    return ParsedAddr("noise", host=hp[0], port=hp[1], peer_id=peer_id)
+
+
+def noise_addr_problem(addr: str) -> str | None:
+    """Why a `noise://` address is malformed, in one line (None if it is fine or not noise)."""
+    if not addr.startswith("noise://") or parse_validator_addr(addr) is not None:
+        return None
+    rest = addr[len("noise://") :]
+    if "@" not in rest:
+        return (
+            "noise:// needs the validator's peer ID: noise://<peer-id>@host:port"
+            " (cometbft show-node-id --libp2p)"
+        )
+    peer_id, _, hostport = rest.rpartition("@")
+    try:
+        parse_peer_id(peer_id)
+    except ValueError as e:
+        return f"validator peer ID {peer_id!r}: {e}"
+    return f"{hostport!r} is not host:port"
 
 
 def _is_loopback(host: str) -> bool:
@@ -554,7 +594,11 @@ _CHAIN_KEYS = (
     "raw_bytes",
     "state_hook",
     "shared_state",
+    "key_type",
 )
+# The consensus key types CometBFT v0.40 knows (tendermint.crypto.PublicKey 1..5); kms
+# signs the first only. Naming another is refused at start, never answered wrongly.
+CONSENSUS_KEY_TYPES = ("ed25519", "secp256k1", "bls12381", "mldsa65", "secp256k1eth")
 _VALIDATOR_KEYS = (
     "chain_id",
     "addr",
@@ -682,6 +726,7 @@ class _Parser:
                 f"directory {audit_log.parent} does not exist; create it"
                 f" (mkdir -m 700 {audit_log.parent}) or change audit_log",
             )
+        self._chain_key_type(t)
         return ChainConfig(
             id=chain_id,
             key_format=key_format,
@@ -692,6 +737,22 @@ class _Parser:
             raw_bytes=t.choice("raw_bytes", _RAW_BYTES, default="off"),
             shared_state=t.boolean("shared_state", True),
         )
+
+    def _chain_key_type(self, t: _Table) -> None:
+        """`key_type` of the chain's consensus key: only "ed25519" is accepted."""
+        if not t.has("key_type"):
+            return
+        what = "ed25519 (kms signs Ed25519 consensus keys only)"
+        key_type = t.text("key_type", what)
+        if key_type == "ed25519":
+            return
+        if key_type in CONSENSUS_KEY_TYPES:
+            t.fail(
+                "key_type",
+                f"{key_type} consensus keys are not supported: kms signs Ed25519 only"
+                " (refusing to start rather than serve this chain)",
+            )
+        t.expected("key_type", what)
 
     def _key_format(self, t: _Table) -> KeyFormat:
         what = (
@@ -735,6 +796,9 @@ class _Parser:
         addr_text = t.text("addr", VALIDATOR_ADDR_FORMS)
         addr = parse_validator_addr(addr_text)
         if addr is None:
+            problem = noise_addr_problem(addr_text)
+            if problem is not None:
+                t.fail("addr", problem)
             t.expected("addr", VALIDATOR_ADDR_FORMS)
         if addr.path is not None and len(os.fsencode(addr.path)) > MAX_UNIX_PATH:
             t.fail(
@@ -743,11 +807,11 @@ class _Parser:
                 f" can be at most {MAX_UNIX_PATH} bytes: use a shorter path (on the node too)",
             )
         secret_key: Path | None = t.optional_path("secret_key")
-        if addr.scheme == "tcp":
+        if addr.scheme in ("tcp", "noise"):
             if secret_key is None:
                 t.fail(
                     "secret_key",
-                    "missing; a tcp:// validator needs an identity key file"
+                    f"missing; a {addr.scheme}:// validator needs an identity key file"
                     " (create one with `kms init`)",
                 )
             if self.check_files:
@@ -775,6 +839,12 @@ class _Parser:
                 dialect = Dialect.parse(version)
             except ValueError:
                 t.expected("protocol_version", what)
+        if addr.scheme == "noise" and dialect is not Dialect.V0_40:
+            t.fail(
+                "protocol_version",
+                f"{dialect.value} with a noise:// address: noise:// is CometBFT v0.40's"
+                ' transport; set protocol_version = "v0.40"',
+            )
         return ValidatorConfig(
             chain_id=chain_id,
             addr=addr_text,

@@ -41,6 +41,18 @@ class HandshakeError(ProtocolError):
     """The SecretConnection handshake failed (bad key, bad signature, wrong peer)."""
 
 
+class PeerMismatch(HandshakeError):
+    """The peer authenticated as someone other than the pinned peer ID (Noise links)."""
+
+
+class HandshakeTimeout(HandshakeError):
+    """The peer did not complete the transport handshake (SecretConnection or Noise) in time.
+
+    A node that accepted our TCP connection but does not answer is serving another
+    signer (the link reports it as a standby).
+    """
+
+
 class FrameError(ProtocolError):
     """A SecretConnection frame failed to authenticate or was malformed."""
 

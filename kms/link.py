@@ -1,8 +1,9 @@
 """One validator connection: dial, handshake, read requests, answer them, redial.
 
 Owns: the asyncio side of one `[[validator]]` entry: the outbound connection
-(`tcp://[id@]host:port` through SecretConnection with our identity key, or
-`unix://path` in the clear), read/write deadlines, and the reconnect loop.
+(`tcp://[id@]host:port` through SecretConnection with our identity key,
+`noise://peer-id@host:port` through libp2p Noise with the same key and the node's
+peer ID pinned, or `unix://path` in the clear), read/write deadlines, and the reconnect loop.
 Never decides what to answer (that is `kms.service`) and never listens.
 
 Rules:
@@ -29,16 +30,21 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections import deque
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from kms.config import ValidatorConfig
-from kms.errors import CodecError, KmsError, LinkClosed, NodeBusy, ProtocolError
+from kms.errors import CodecError, HandshakeTimeout, KmsError, LinkClosed, NodeBusy, ProtocolError
+from kms.noise.connection import open_noise_connection
 from kms.privval.codec import decode_request, encode
-from kms.privval.framing import DEFAULT_MAX_MESSAGE_SIZE, MessageReader, frame
-from kms.secretconn.connection import HandshakeTimeout, open_secret_connection
+from kms.privval.framing import MessageReader, frame
+from kms.privval.framing import max_message_size as max_message_size_for
+from kms.privval.messages import Response, SignedVoteResponse
+from kms.secretconn.connection import open_secret_connection
 from kms.service import LinkInfo, SignService
 from kms.transport import PlainTransport, Transport
 
@@ -79,17 +85,22 @@ class Link:
         identity_seed: bytes | None,
         metrics: LinkMetrics | None = None,
         rng: random.Random | None = None,
-        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_message_size: int | None = None,
     ) -> None:
-        if cfg.scheme == "tcp" and identity_seed is None:
-            raise KmsError(f"validator {cfg.addr}: a tcp:// link needs an identity key")
+        if cfg.scheme in ("tcp", "noise") and identity_seed is None:
+            raise KmsError(f"validator {cfg.addr}: a {cfg.scheme}:// link needs an identity key")
         self.cfg = cfg
         self.info = LinkInfo(cfg.chain_id, cfg.protocol_version, cfg.name)
         self._service = service
         self._identity = identity_seed
         self._metrics = metrics
         self._rng = rng or random.Random()
-        self._max_message_size = max_message_size
+        # bounded memory per link: at most one message of the dialect's cap is buffered
+        self._max_message_size = (
+            max_message_size
+            if max_message_size is not None
+            else max_message_size_for(cfg.protocol_version)
+        )
         self._stopping = False
         self._busy = False
         self._task: asyncio.Task[None] | None = None
@@ -98,7 +109,7 @@ class Link:
         self._standby = False  # our connection waits in the node's backlog
         self.decode_failures = 0  # connections in a row that ended on an undecodable message
         self.idle_timeout = max(2.0 * cfg.timeout, 7.0)
-        if cfg.peer_id is not None:
+        if cfg.peer_id is not None and cfg.scheme == "tcp":
             log.warning(
                 "peer ID pinned: CometBFT makes a new signer-listener identity at every node "
                 "start, so this link will refuse the node after its next restart",
@@ -183,15 +194,10 @@ class Link:
             asyncio.open_connection(cfg.host, cfg.port, limit=65536), cfg.timeout
         )
         assert self._identity is not None
-        handshake = asyncio.ensure_future(
-            open_secret_connection(
-                reader,
-                writer,
-                self._identity,
-                expected_peer_id=cfg.peer_id,
-                timeout=cfg.timeout,
-            )
-        )
+        opening: Coroutine[Any, Any, Transport] = (
+            open_noise_connection if cfg.scheme == "noise" else open_secret_connection
+        )(reader, writer, self._identity, expected_peer_id=cfg.peer_id, timeout=cfg.timeout)
+        handshake = asyncio.ensure_future(opening)
         try:
             done, _ = await asyncio.wait({handshake}, timeout=min(STANDBY_AFTER, cfg.timeout))
             if not done:
@@ -230,6 +236,8 @@ class Link:
                 body = pending.popleft()
                 request = decode_request(body, dialect)
                 response = await self._service.handle(request, self.info)
+                if self.cfg.scheme == "noise":
+                    response = single_frame_vote_response(response)
                 out = frame(encode(response, dialect))
                 async with asyncio.timeout(self.cfg.timeout):
                     await transport.write(out)
@@ -281,6 +289,28 @@ class Link:
 
     def _fields(self, **extra: object) -> dict[str, object]:
         return {"chain": self.cfg.chain_id, "link": self.cfg.name, **extra}
+
+
+def single_frame_vote_response(response: Response) -> Response:
+    """A SignedVoteResponse without the echoed vote extension, for noise:// links.
+
+    Why: go-libp2p v0.47's Noise `Read` (used by cometbft v0.40's NoiseListener) leaves a
+    drained buffer behind when a message ends exactly at the end of a frame it had to
+    read into its own buffer, and its next `Read` returns 0 bytes; cometbft's one-byte
+    uvarint reader then reuses a stale byte, reads the next response as empty and falls
+    one response behind for good (seen live: the node retried, then took a prevote
+    answer for its precommit and stopped with CONSENSUS FAILURE). Any response longer
+    than one Noise frame (65 519 bytes) triggers it. The node takes only `signature`,
+    `extension_signature` and `timestamp` from the vote we return (v0.40
+    types.SignAndCheckVote) and keeps its own extension, so dropping the echo keeps
+    every response in one frame and changes nothing the node uses.
+    """
+    if not isinstance(response, SignedVoteResponse):
+        return response
+    vote = response.vote
+    if vote is None or not vote.extension:
+        return response
+    return dataclasses.replace(response, vote=dataclasses.replace(vote, extension=b""))
 
 
 def _describe(e: BaseException) -> str:

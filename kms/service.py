@@ -13,6 +13,8 @@ Per request:
 | SignVoteRequest      | chain ID, vote validation, guard         | vote echoed + signature (+ extension sig)   |
 | SignProposalRequest  | chain ID, proposal validation, guard     | proposal echoed + signature                 |
 | SignBytes/RawBytes   | enabled for the chain, chain ID          | refused unless `raw_bytes = "prefixed"`     |
+|                      | RawBytes: only on protocol "celestia",   | signed over the fork's domain-separated     |
+|                      | every field non-empty                    | bytes (kms.privval.celestia)                |
 
 Every refusal is a `RemoteSignerError` inside the matching response variant, so
 the node logs it and the link stays up. The vote is echoed whole: the node
@@ -45,7 +47,7 @@ from typing import Protocol
 
 from kms.config import ChainConfig
 from kms.errors import KmsError, SharedStateError, SignerError, StateError
-from kms.privval import canonical
+from kms.privval import canonical, celestia
 from kms.privval.framing import frame
 from kms.privval.messages import (
     Dialect,
@@ -341,6 +343,7 @@ class SignService:
                     "raw_bytes",
                 )
             if isinstance(req, SignRawBytesRequest):
+                celestia_check(req, link.dialect)
                 self._admit(req.chain_id, chain, None)
             try:
                 sig = await chain.signer.sign_traced(
@@ -351,9 +354,18 @@ class SignService:
         except _Refusal as r:
             self._log_refusal(chain, link, "raw_bytes", None, r, start)
             return make(error=RemoteSignerError(r.code, r.reason))
+        latency = self._clock() - start
+        self._metrics.signature(cid, "raw_bytes", "signed", latency, sig.by)
         log.info(
             "signed raw bytes",
-            extra={"fields": {"chain": cid, "link": link.name, "replica": sig.by}},
+            extra={
+                "fields": {
+                    "chain": cid,
+                    "link": link.name,
+                    "replica": sig.by,
+                    "latency_ms": round(latency * 1000, 2),
+                }
+            },
         )
         return make(signature=sig.signature)
 
@@ -467,9 +479,27 @@ class _Refusal(Exception):
         self.error = error
 
 
+def celestia_check(req: SignRawBytesRequest, dialect: Dialect) -> None:
+    """SignRawBytesRequest is the Celestia fork's message: signed only on a validator
+    configured with protocol_version = "celestia" (never inferred from the request), and
+    only with every field set (the fork refuses empty ones too)."""
+    if dialect is not Dialect.CELESTIA:
+        raise _Refusal(
+            "SignRawBytesRequest is the Celestia fork's message; set protocol_version ="
+            ' "celestia" for this validator to sign it',
+            "raw_bytes",
+        )
+    problem = celestia.raw_bytes_problem(req)
+    if problem is not None:
+        raise _Refusal(problem, "raw_bytes")
+
+
 def raw_bytes_sign_bytes(req: SignBytesRequest | SignRawBytesRequest, dialect: Dialect) -> bytes:
-    """What we sign for a raw-bytes request: a fixed prefix, then the request itself
+    """What we sign for a raw-bytes request. Celestia: the fork's own domain-separated bytes
+    (kms.privval.celestia). v1 SignBytesRequest: a fixed prefix, then the request itself
     length-delimited, so raw bytes can never equal canonical vote/proposal sign bytes."""
+    if isinstance(req, SignRawBytesRequest) and dialect is Dialect.CELESTIA:
+        return celestia.raw_bytes_sign_bytes(req)
     from kms.privval.codec import encode  # local: only this rare path needs the codec
 
     return RAW_BYTES_PREFIX + frame(encode(req, dialect))

@@ -179,7 +179,7 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
         links = []
         for v in config.validators:
             seed = None
-            if v.scheme == "tcp":
+            if v.scheme in ("tcp", "noise"):
                 assert v.secret_key is not None
                 key = str(v.secret_key)
                 if key not in identities:

@@ -47,7 +47,7 @@ def dialect_of(version: str) -> Dialect:
     major, minor = int(m.group(1)), int(m.group(2))
     if major >= 1:
         return Dialect.V1
-    return {34: Dialect.V0_34, 37: Dialect.V0_37}.get(minor, Dialect.V0_38)
+    return {34: Dialect.V0_34, 37: Dialect.V0_37, 40: Dialect.V0_40}.get(minor, Dialect.V0_38)
 
 
 def cometbft_version(binary: Path) -> tuple[str, Dialect]:

@@ -47,13 +47,14 @@ from kms.chains import (
 )
 from kms.config import KeyFormat
 from kms.errors import KmsError
-from kms.identity import write_identity_key
+from kms.identity import identity_public_key, load_identity_key, write_identity_key
 from kms.keys import (
     decode_base64_key,
     public_key_from_seed,
     read_secret_file,
     write_secret_file,
 )
+from kms.noise.peerid import peer_id_from_ed25519
 
 CONFIG_NAME = "tmkms.toml"
 IDENTITY_KEY = Path("secrets") / "kms-identity.key"
@@ -124,9 +125,9 @@ audit_log = "audit/{chain_id}.jsonl"     # one JSON line per signature, refusal 
 
 [[validator]]
 chain_id = "{chain_id}"
-addr = "{placeholder}"   # FILL IN: tcp://[<node-id>@]host:port or unix:///path
+addr = "{placeholder}"   # FILL IN: tcp://[<node-id>@]host:port, unix:///path or noise://<node-peer-id>@ip:port (v0.40)
 secret_key = "{identity}"
-protocol_version = "v0.38"      # v0.34 | v0.37 | v0.38 | v1
+protocol_version = "v0.38"      # v0.34 | v0.37 | v0.38 (also v0.39) | v0.40 | v1 | celestia
 reconnect = true
 timeout = 5                     # seconds, read/write deadline
 
@@ -295,6 +296,8 @@ def init(
     notes = run_init(plan)
     for f in plan.files:
         click.echo(f"created {f}")
+    pub = identity_public_key(load_identity_key(plan.identity_key))
+    click.echo(f"kms libp2p peer ID (for noise:// on CometBFT v0.40): {peer_id_from_ed25519(pub)}")
     for n in notes:
         click.echo(n, err=True)
     if plan.softsign:

@@ -27,6 +27,7 @@ _COMMANDS: dict[str, str] = {
     "handover": "kms.cli.handover:handover",
     "hsm": "kms.cli.hsm:hsm",
     "hsm-sim": "kms.cli.hsm_sim:hsm_sim",
+    "ident": "kms.cli.ident:ident",
     "import": "kms.cli.keys:import_cmd",
     "init": "kms.cli.init:init",
     "keygen": "kms.cli.keys:keygen",

@@ -10,7 +10,8 @@ Dialect rules (table `_DIALECT_FEATURES`):
 * v0.34 / v0.37: no vote extensions. Decoding drops Vote fields 9/10 (Go skips
   unknown fields); encoding a Vote with an extension or extension signature fails.
   Tags 9/10 are the Celestia/tmkms SignRawBytesRequest / SignedRawBytesResponse.
-* v0.38: vote extensions; tags 9/10 as on v0.34.
+* v0.38, v0.40, celestia: vote extensions; tags 9/10 as on v0.34 (v0.40 differs only in the
+  message size cap, `kms.privval.framing.max_message_size`).
 * v1: PubKeyResponse uses pub_key_bytes (3) / pub_key_type (4) with field 1 reserved;
   SignVoteRequest has skip_extension_signing (3); tags 9/10 are CometBFT's
   SignBytesRequest / SignBytesResponse.
@@ -71,8 +72,18 @@ INT32 = (-(1 << 31), (1 << 31) - 1)
 INT64 = (-(1 << 63), (1 << 63) - 1)
 UINT32 = (0, (1 << 32) - 1)
 
-V0_PUBKEY_ONEOF = {"ed25519": "ed25519", "secp256k1": "secp256k1"}
-"""key_type -> PublicKey oneof field on the v0.x dialects (v0.38.x has only these two)."""
+V0_PUBKEY_ONEOF = {
+    "ed25519": "ed25519",
+    "secp256k1": "secp256k1",
+    "bls12381": "bls12381",
+    "mldsa65": "mldsa65",
+    "secp256k1eth": "secp256k1eth",
+}
+"""key_type -> tendermint.crypto.PublicKey oneof field (1..5). Every variant decodes on
+every v0.x dialect (nothing chokes on a key we do not use); encoding is limited to
+the variants the dialect's nodes know (`_Features.pubkey_types`)."""
+_OLD_KEY_TYPES = frozenset({"ed25519", "secp256k1"})
+_ALL_KEY_TYPES = frozenset(V0_PUBKEY_ONEOF)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +93,15 @@ class _Features:
     v1_pubkey: bool
     skip_extension_signing: bool
     sign_bytes_v1: bool  # tags 9/10 = SignBytes (v1) instead of SignRawBytes (Celestia)
+    pubkey_types: frozenset[str] = _OLD_KEY_TYPES  # v0.x PublicKey variants we may send
 
 
 _DIALECT_FEATURES: dict[Dialect, _Features] = {
     Dialect.V0_34: _Features(_tm_privval, False, False, False, False),
     Dialect.V0_37: _Features(_tm_privval, False, False, False, False),
-    Dialect.V0_38: _Features(_tm_privval, True, False, False, False),
+    Dialect.V0_38: _Features(_tm_privval, True, False, False, False),  # also v0.39 nodes
+    Dialect.V0_40: _Features(_tm_privval, True, False, False, False, _ALL_KEY_TYPES),
+    Dialect.CELESTIA: _Features(_tm_privval, True, False, False, False),
     Dialect.V1: _Features(_v1_privval, True, True, True, True),
 }
 
@@ -213,8 +227,8 @@ def _put_pub_key_response(pb: Any, msg: PubKeyResponse, feat: _Features) -> None
         pb.pub_key.SetInParent()  # non-nullable: `0a 00` even when empty
         if key:
             oneof_field = V0_PUBKEY_ONEOF.get(key_type)
-            if oneof_field is None:
-                raise CodecError(f"key type {key_type!r} cannot be sent on a v0.x dialect")
+            if oneof_field is None or key_type not in feat.pubkey_types:
+                raise CodecError(f"key type {key_type!r} cannot be sent on this dialect")
             setattr(pb.pub_key, oneof_field, key)
     _put_error(pb, msg.error)
 

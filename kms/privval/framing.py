@@ -21,9 +21,25 @@ Rules of the reader:
 from __future__ import annotations
 
 from kms.errors import CodecError
+from kms.privval.messages import Dialect
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 + 64 * 1024
 """1 MiB + 64 KiB: a request can carry a 1 MiB vote extension (PRIVVAL.md §2.1)."""
+
+MAX_VOTE_EXTENSION_SIZE = 1024 * 1024  # cometbft v0.40 types.MaxVoteExtensionSize
+MAX_SIGNATURE_SIZE = 3309  # v0.40 types.MaxSignatureSize: max(ed25519, bls12381, mldsa65)
+MAX_MESSAGE_SIZE_V0_40 = MAX_VOTE_EXTENSION_SIZE + 2 * MAX_SIGNATURE_SIZE + 1024  # 1 056 218
+"""v0.40's maxRemoteSignerMsgSize (privval/signer_endpoint.go): the largest body it reads."""
+MAX_MESSAGE_SIZE_LEGACY = 10 * 1024
+"""maxRemoteSignerMsgSize of v0.34..v0.39 and v1: the largest body those nodes read. A
+request above it could only be answered with a response above it (the vote is echoed),
+which the node cannot read: we refuse it before signing, as the Go signer does."""
+
+
+def max_message_size(dialect: Dialect) -> int:
+    """The largest privval body kms reads (and a node of this dialect reads) per message."""
+    return MAX_MESSAGE_SIZE_V0_40 if dialect is Dialect.V0_40 else MAX_MESSAGE_SIZE_LEGACY
+
 
 MAX_VARINT_LEN = 10
 _U64_MAX = (1 << 64) - 1

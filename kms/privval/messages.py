@@ -23,12 +23,17 @@ class Dialect(enum.Enum):
     V0_34 = "v0.34"
     V0_37 = "v0.37"
     V0_38 = "v0.38"
+    V0_40 = "v0.40"  # the v0.38 wire plus a ~1 MiB message cap (and noise://, a transport)
     V1 = "v1"
+    # celestia-core (a v0.38.x fork): the v0.38 wire, and tags 9/10 are its
+    # SignRawBytesRequest / SignedRawBytesResponse, signed as kms.privval.celestia says.
+    # Only ever chosen by configuration, never inferred from what a node sends.
+    CELESTIA = "celestia"
 
     @property
     def has_vote_extensions(self) -> bool:
         """Vote.extension / extension_signature and CanonicalVoteExtension exist (v0.38+)."""
-        return self in (Dialect.V0_38, Dialect.V1)
+        return self in (Dialect.V0_38, Dialect.V0_40, Dialect.V1, Dialect.CELESTIA)
 
     @property
     def v1_pubkey_layout(self) -> bool:
@@ -37,23 +42,27 @@ class Dialect(enum.Enum):
 
     @classmethod
     def parse(cls, text: str) -> Dialect:
-        """Accept 'v0.34', '0.34', 'v1', 'v1.0', 'legacy' (tmkms's name for v0.34) and friends."""
+        """Accept 'v0.34', '0.34', 'v1', 'v1.0' and friends.
+
+        tmkms's amino-era names ('legacy', 'v0.33') are not aliases: kms does not
+        speak amino, and the config check refuses them with the supported list.
+        """
         t = text.strip().lower()
         aliases = {
-            "legacy": "v0.34",
-            "v0.33": "v0.34",
+            "v0.39": "v0.38",  # same wire and the same 10 KiB cap as v0.38
             "v1.0": "v1",
             "1": "v1",
             "1.0": "v1",
         }
         t = aliases.get(t, t)
-        if not t.startswith("v"):
-            t = "v" + t
+        if t[:1].isdigit():
+            t = aliases.get("v" + t, "v" + t)
         for d in cls:
             if d.value == t:
                 return d
         raise ValueError(
-            f"unknown protocol version {text!r}; expected one of v0.34, v0.37, v0.38, v1"
+            f"unknown protocol version {text!r}; expected one of v0.34, v0.37, v0.38, v0.40, v1,"
+            " celestia"
         )
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from kms.errors import HandshakeError, LinkClosed
+from kms.errors import HandshakeError, HandshakeTimeout, LinkClosed
 from kms.secretconn.handshake import Handshake, HandshakeResult, peer_id
 from kms.secretconn.stream import SecretStream
 
@@ -36,10 +36,6 @@ __all__ = [
 ]
 
 _READ_SIZE = 64 * 1024
-
-
-class HandshakeTimeout(HandshakeError):
-    """The peer did not complete the SecretConnection handshake in time."""
 
 
 class SecretConnection:

@@ -29,6 +29,9 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from kms.errors import KmsError, LinkClosed, ProtocolError
+from kms.identity import identity_public_key
+from kms.noise.connection import open_noise_connection
+from kms.noise.peerid import peer_id_from_ed25519
 from kms.privval import canonical
 from kms.privval.codec import decode_response, encode
 from kms.privval.framing import MessageReader, frame
@@ -101,7 +104,7 @@ class SimulatedValidator:
         chain_id: str,
         dialect: Dialect,
         *,
-        transport: Literal["tcp", "unix"] = "tcp",
+        transport: Literal["tcp", "unix", "noise"] = "tcp",
         host: str = "127.0.0.1",
         port: int = 0,
         path: Path | None = None,
@@ -109,8 +112,15 @@ class SimulatedValidator:
         timeout: float = 5.0,
         retry_window: float = 5.0,
         ping: bool = True,
+        node_key: bytes | None = None,
+        allow_peer_id: str | None = None,
     ) -> None:
         self.chain_id = chain_id
+        # noise: the node's persistent identity seed and the one signer peer ID it accepts
+        # (None = accept anyone, as cometbft's tests do); rejected peers are counted.
+        self.node_key = node_key if node_key is not None else secrets.token_bytes(32)
+        self.allow_peer_id = allow_peer_id
+        self.rejected_peers: list[str] = []
         self.dialect = dialect
         self.transport = transport
         self.host = host
@@ -137,7 +147,14 @@ class SimulatedValidator:
     def addr(self) -> str:
         if self.transport == "unix":
             return f"unix://{self.path}"
+        if self.transport == "noise":
+            return f"noise://{self.peer_id}@{self.host}:{self.port}"
         return f"tcp://{self.host}:{self.port}"
+
+    @property
+    def peer_id(self) -> str:
+        """The node's libp2p peer ID (what a signer pins in its noise:// address)."""
+        return peer_id_from_ed25519(identity_public_key(self.node_key))
 
     async def start(self) -> str:
         if self.transport == "unix":
@@ -193,6 +210,8 @@ class SimulatedValidator:
                     transport = await open_secret_connection(
                         reader, writer, secrets.token_bytes(32), timeout=self.timeout
                     )
+                elif self.transport == "noise":
+                    transport = await self._accept_noise(reader, writer)
                 else:
                     transport = PlainTransport(reader, writer)
                 conn = _Conn(transport)
@@ -203,6 +222,20 @@ class SimulatedValidator:
             self._conn = conn
             self._connected.set()
             await conn.closed.wait()
+
+    async def _accept_noise(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Transport:
+        """Like cometbft's NoiseListener: full handshake, then the allowlist check."""
+        conn = await open_noise_connection(
+            reader, writer, self.node_key, initiator=False, timeout=self.timeout
+        )
+        allowed = self.allow_peer_id
+        if allowed is not None and conn.remote_peer_id != allowed:
+            self.rejected_peers.append(conn.remote_peer_id)
+            await conn.close()
+            raise ProtocolError(f"rejecting non-allowlisted signer peer {conn.remote_peer_id}")
+        return conn
 
     # --- requests --------------------------------------------------------------------------
 
@@ -282,6 +315,10 @@ class SimulatedValidator:
         if resp.vote is None:
             raise ValidatorSimError("SignedVoteResponse without a vote")
         signed = resp.vote
+        if self.transport == "noise" and not signed.extension and vote.extension:
+            # kms drops the echoed extension on noise:// (kms.link.single_frame_vote_response);
+            # the node keeps its own and takes signature, extension signature and timestamp
+            signed = dataclasses.replace(signed, extension=vote.extension)
         self._verify(canonical.vote_sign_bytes(self.chain_id, signed), signed.signature, "vote")
         non_nil_precommit = signed.type == SignedMsgType.PRECOMMIT and not signed.block_id.is_nil
         if signed.extension_signature and not non_nil_precommit:

@@ -33,7 +33,8 @@ S = TypeVar("S", bound="Stoppable")
 
 INSTALL_HINT = "install them with `scripts/install-cometbft` (needs Go >= 1.25)"
 DEFAULT_ROOT = Path.home() / ".cache" / "kms" / "cometbft"
-KNOWN_LINES = ("v0.34", "v0.37", "v0.38", "v0.40", "v1.0")
+KNOWN_LINES = ("v0.34", "v0.37", "v0.38", "v0.39", "v0.40", "v1.0")
+NOISE_LINES = ("v0.40",)  # lines whose priv_validator_laddr accepts noise://
 
 # line -> (kms protocol_version, genesis path of vote_extensions_enable_height or None)
 _LINE_TABLE: dict[str, tuple[str, tuple[str, str] | None]] = {
@@ -41,7 +42,7 @@ _LINE_TABLE: dict[str, tuple[str, tuple[str, str] | None]] = {
     "v0.37": ("v0.37", None),
     "v0.38": ("v0.38", ("abci", "vote_extensions_enable_height")),
     "v0.39": ("v0.38", ("abci", "vote_extensions_enable_height")),
-    "v0.40": ("v0.38", ("abci", "vote_extensions_enable_height")),
+    "v0.40": ("v0.40", ("abci", "vote_extensions_enable_height")),
     "v1.0": ("v1", ("feature", "vote_extensions_enable_height")),
 }
 
@@ -82,6 +83,10 @@ class CometBFT:
     @property
     def has_vote_extensions(self) -> bool:
         return self.vote_extensions_param is not None
+
+    @property
+    def has_noise(self) -> bool:
+        return self.line in NOISE_LINES
 
     def __str__(self) -> str:
         return f"cometbft {self.tag}"
@@ -263,6 +268,7 @@ class Node:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = home / "node.log"
         self.starts = 0
+        self.proxy_app = "kvstore"  # or an ABCI address such as E2EApp.addr
 
     # -- home ------------------------------------------------------------------------------
 
@@ -302,6 +308,10 @@ class Node:
 
     def node_id(self) -> str:
         return self.run("show-node-id").strip()
+
+    def libp2p_id(self) -> str:
+        """The node's libp2p peer ID (`show-node-id --libp2p`, v0.40+): what kms pins."""
+        return self.run("show-node-id", "--libp2p").strip()
 
     def validator_key(self) -> ValidatorKey:
         return ValidatorKey.load(self.key_path)
@@ -357,7 +367,13 @@ class Node:
             log.write(f"\n===== start #{self.starts} at {time.time():.3f} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(self.binary.binary), "start", "--home", str(self.home), "--proxy_app=kvstore"],
+                [
+                    str(self.binary.binary),
+                    "start",
+                    "--home",
+                    str(self.home),
+                    f"--proxy_app={self.proxy_app}",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -527,6 +543,94 @@ class HeightClock(Poller):
 
     def describe(self) -> str:
         return f"--- height clock of {self.node.name}: {len(self.first_seen)} heights seen"
+
+
+class E2EApp:
+    """The line's own e2e test application (`e2e-app`, built by scripts/install-cometbft from
+    test/e2e/node) as a socket ABCI server on loopback tcp: unlike kvstore it makes vote
+    extensions, of `vote_extension_size` random bytes each."""
+
+    def __init__(
+        self,
+        binary: CometBFT,
+        directory: Path,
+        chain_id: str,
+        *,
+        vote_extension_size: int,
+        vote_extensions_enable_height: int,
+    ) -> None:
+        self.path = binary.binary.parent / "e2e-app"
+        self.dir = directory
+        self.chain_id = chain_id
+        self.port = free_port()
+        self.vote_extension_size = vote_extension_size
+        # the app re-applies this at InitChain (update height 0): keep it equal to the genesis
+        self.enable_height = vote_extensions_enable_height
+        self.log_path = directory / "e2e-app.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.path.is_file() and os.access(self.path, os.X_OK)
+
+    @property
+    def addr(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.dir / "app.toml"
+        cfg.write_text(
+            f"chain_id = {toml_value(self.chain_id)}\n"
+            f"listen = {toml_value(self.addr)}\n"
+            'protocol = "socket"\n'
+            f"dir = {toml_value(str(self.dir / 'data'))}\n"
+            "persist_interval = 1\n"
+            f"vote_extension_size = {self.vote_extension_size}\n"
+            f"vote_extensions_enable_height = {self.enable_height}\n"
+            "vote_extensions_update_height = 0\n"
+        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [str(self.path), str(cfg)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"e2e app exited with {self.proc.returncode}\n{self.describe()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"e2e app not listening on {self.addr}\n{self.describe()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        _killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        return proc.returncode
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def describe(self) -> str:
+        tail = "\n".join(self.log_text().splitlines()[-40:])
+        return f"--- e2e app ({self.path}) log tail ---\n{tail}"
 
 
 def _killpg(pid: int, sig: int) -> None:

@@ -28,6 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "vote_extensions: run only on cometbft lines with vote extensions (v0.38+, v1)",
     )
+    config.addinivalue_line("markers", "noise: run only on cometbft lines with noise:// (v0.40)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -36,6 +37,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     found = discover()
     if metafunc.definition.get_closest_marker("vote_extensions"):
         found = [c for c in found if c.has_vote_extensions]
+    if metafunc.definition.get_closest_marker("noise"):
+        found = [c for c in found if c.has_noise]
     if found:
         metafunc.parametrize("cometbft", found, ids=[c.line for c in found], indirect=True)
     else:

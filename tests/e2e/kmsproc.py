@@ -252,6 +252,14 @@ class KmsHost(_Process):
     def password_file(self) -> Path:
         return self.home / "secrets" / "hsm-password"
 
+    def peer_id(self) -> str:
+        """kms's libp2p peer ID, as `kms ident show` prints it (for noise:// allowlists)."""
+        out = kms_cli("ident", "show", "--key", str(self.identity_key))
+        m = re.search(r"libp2p peer ID:\s+(12D3KooW\w+)", out)
+        if m is None:
+            raise KmsCliError(f"kms ident show printed no peer ID:\n{out}")
+        return m.group(1)
+
     def add_validator(self, addr: str, protocol_version: str) -> None:
         self.validators.append(ValidatorEntry(addr, protocol_version))
 
@@ -289,7 +297,7 @@ class KmsHost(_Process):
                 f"addr = {q(v.addr)}",
                 *(
                     [f"secret_key = {q(str(self.identity_key))}"]
-                    if v.addr.startswith("tcp:")
+                    if v.addr.startswith(("tcp:", "noise:"))
                     else []
                 ),
                 f"protocol_version = {q(v.protocol_version)}",

@@ -109,22 +109,31 @@ def solo_chain(
     vote_extensions_height: int = 0,
     key_override: Path | None = None,
     start: bool = True,
+    noise_pin: str | None = None,
+    noise_allow: str | None = None,
 ) -> Solo:
     """Make (and by default start) a one-validator chain signed by kms.
 
     `key_override` gives kms a different priv_validator_key.json than the genesis
-    validator's (for the negative control).
+    validator's (for the negative control). With transport "noise", kms pins the node's
+    libp2p peer ID and the node allowlists kms's; `noise_pin` / `noise_allow` replace
+    either (negative controls).
     """
     node = make_node("validator")
     if vote_extensions_height:
         genesis = node.genesis()
         set_vote_extensions(genesis, binary, vote_extensions_height)
         node.write_genesis(genesis)
-    laddr = signer_laddr(procs, transport)
+    kms = new_kms_host(tmp_path, procs, "kms", node.chain_id)
+    if transport == "noise":
+        port = free_port()
+        laddr = f"noise://{noise_allow or kms.peer_id()}@127.0.0.1:{port}"
+        kms_addr = f"noise://{noise_pin or node.libp2p_id()}@127.0.0.1:{port}"
+    else:
+        laddr = kms_addr = signer_laddr(procs, transport)
     node.configure(priv_validator_laddr=laddr)
     key = take_key(node, tmp_path / "keys" / "validator.json")
-    kms = new_kms_host(tmp_path, procs, "kms", node.chain_id)
-    kms.add_validator(laddr, binary.protocol_version)
+    kms.add_validator(kms_addr, binary.protocol_version)
     kms.state_import(node.state_path)
     signing_key = key_override or key.path
     sims: list[HsmSim] = []

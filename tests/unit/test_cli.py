@@ -19,6 +19,7 @@ DOCUMENTED = {
     "demo",
     "handover",
     "hsm",
+    "ident",
 }
 
 

@@ -237,7 +237,7 @@ async def test_signer_failure_is_a_remote_signer_error_and_nothing_is_stored(
     ("req", "dialect", "resp_type"),
     [
         (SignBytesRequest(b"anything"), Dialect.V1, SignBytesResponse),
-        (SignRawBytesRequest(CHAIN, b"anything", "id-1"), Dialect.V0_38, SignedRawBytesResponse),
+        (SignRawBytesRequest(CHAIN, b"anything", "id-1"), Dialect.CELESTIA, SignedRawBytesResponse),
     ],
     ids=["v1-sign-bytes", "celestia-raw-bytes"],
 )
@@ -253,13 +253,15 @@ async def test_raw_bytes_are_refused_unless_enabled(
 async def test_enabled_raw_bytes_are_signed_only_with_the_prefix(tmp_path: Path) -> None:
     for svc in make_service(tmp_path, raw_bytes="prefixed"):
         req = SignRawBytesRequest(CHAIN, b"payload", "id-1")
-        r = await svc.handle(req, link(Dialect.V0_38))
+        r = await svc.handle(req, link(Dialect.CELESTIA))
         assert isinstance(r, SignedRawBytesResponse) and r.error is None
-        signed = raw_bytes_sign_bytes(req, Dialect.V0_38)
+        signed = raw_bytes_sign_bytes(req, Dialect.CELESTIA)
         assert signed.startswith(RAW_BYTES_PREFIX)
         verify(signed, r.signature)
         # never a signature over the bare payload (which could mimic a canonical vote)
         with pytest.raises(Exception):  # noqa: B017
             verify(b"payload", r.signature)
-        other = await svc.handle(SignRawBytesRequest("other", b"payload", "x"), link())
+        other = await svc.handle(
+            SignRawBytesRequest("other", b"payload", "x"), link(Dialect.CELESTIA)
+        )
         assert isinstance(other, SignedRawBytesResponse) and other.error is not None

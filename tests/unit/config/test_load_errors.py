@@ -247,7 +247,7 @@ CASES: list[tuple[str, Edit, str, str, str]] = [
         sub(VAL_A_ADDR, VAL_A_ADDR + '\nprotocol_version = "legacy"'),
         "[[validator]] #1",
         "protocol_version",
-        '"v0.34", "v0.37", "v0.38", "v1"',
+        '"v0.34", "v0.37", "v0.38", "v0.40", "v1", "celestia"',
     ),
     (
         "protocol-version-v0.33",

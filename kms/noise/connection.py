@@ -1,0 +1,129 @@
+"""asyncio adapter for the Noise transport: handshake over a stream pair, then frames.
+
+Owns: pumping bytes between an asyncio (StreamReader, StreamWriter) pair and the sans-IO
+`NoiseHandshake` / `NoiseStream`, the handshake deadline, and turning socket failures
+into kms errors. Used by the daemon's links (initiator) and by the in-process test node
+(responder). Implements `kms.transport.Transport`.
+
+Rules:
+- The whole handshake must finish within `timeout` seconds (the node gives us 5 s);
+  any failure closes the writer before the error propagates, so a peer with the wrong
+  ID is dropped before we send message 3.
+- `read()` returns the next non-empty chunk of decrypted bytes (privval framing is the
+  caller's job); EOF or a socket error -> LinkClosed; bad frames -> FrameError.
+- `write(data)` seals one message into <= 65519-byte frames and drains.
+
+Never touches: privval encoding, keys on disk, signing state, reconnect policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from kms.errors import HandshakeError, HandshakeTimeout, LinkClosed
+from kms.noise.handshake import NoiseHandshake, NoiseHandshakeResult
+
+__all__ = ["NoiseConnection", "open_noise_connection"]
+
+_READ_SIZE = 64 * 1024
+
+
+class NoiseConnection:
+    """An authenticated, encrypted byte stream over an asyncio stream pair."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        result: NoiseHandshakeResult,
+        *,
+        local_peer_id: str,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._stream = result.stream
+        self._pending = result.initial_plaintext
+        self._closed = False
+        self.remote_public_key = result.remote_public_key
+        self.remote_peer_id = result.remote_peer_id
+        self.local_peer_id = local_peer_id
+
+    async def read(self) -> bytes:
+        if self._pending:
+            out, self._pending = self._pending, b""
+            return out
+        while True:
+            if self._closed:
+                raise LinkClosed("noise connection closed locally")
+            try:
+                chunk = await self._reader.read(_READ_SIZE)
+            except (ConnectionError, OSError) as exc:
+                raise LinkClosed(f"connection lost: {exc}") from exc
+            if not chunk:
+                raise LinkClosed("peer closed the connection")
+            out = self._stream.receive_data(chunk)
+            if out:
+                return out
+
+    async def write(self, data: bytes) -> None:
+        if self._closed:
+            raise LinkClosed("noise connection closed locally")
+        wire = self._stream.seal(data)
+        if not wire:
+            return
+        try:
+            self._writer.write(wire)
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise LinkClosed(f"connection lost: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+
+async def open_noise_connection(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    identity_seed: bytes,
+    *,
+    initiator: bool = True,
+    expected_peer_id: str | None = None,
+    timeout: float = 5.0,
+) -> NoiseConnection:
+    """Run the handshake on an open stream pair and return the encrypted connection.
+
+    Raises HandshakeError (PeerMismatch for the wrong peer ID; also for EOF, socket
+    errors and the deadline) or FrameError. ValueError for a malformed argument.
+    """
+    hs = NoiseHandshake(identity_seed, initiator=initiator, expected_peer_id=expected_peer_id)
+    try:
+        async with asyncio.timeout(timeout):
+            await _send(writer, hs.data_to_send())
+            while not hs.done:
+                chunk = await reader.read(_READ_SIZE)
+                if not chunk:
+                    raise HandshakeError("peer closed the connection during the Noise handshake")
+                hs.receive_data(chunk)
+                await _send(writer, hs.data_to_send())
+    except TimeoutError as exc:
+        writer.close()
+        raise HandshakeTimeout(f"Noise handshake did not complete within {timeout} s") from exc
+    except (ConnectionError, OSError) as exc:
+        writer.close()
+        raise HandshakeError(f"connection lost during the Noise handshake: {exc}") from exc
+    except BaseException:
+        writer.close()
+        raise
+    return NoiseConnection(reader, writer, hs.result(), local_peer_id=hs.local_peer_id)
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if data:
+        writer.write(data)
+        await writer.drain()

@@ -1,0 +1,60 @@
+"""The Celestia fork's raw-bytes signing (protocol_version = "celestia"), pure.
+
+Owns: the checks on a `SignRawBytesRequest` and the bytes the fork's validators sign for
+it. celestia-core (main @ dda8d507b6b82689f818d1b7ea2e74a498fa06c3,
+`types/priv_validator.go` RawBytesMessageSignBytes) signs
+
+    "COMET::RAW_BYTES::SIGN" || uvarint(len(P)) || P
+    P = protobuf SignRawBytesRequest{chain_id = 1, raw_bytes = 2, unique_id = 3}
+
+and refuses an empty chain ID, unique ID or payload; so do we. The prefix keeps these
+bytes apart from every canonical vote/proposal (a canonical message cannot start with
+it: 'O' = 0x4f would be field 9 with the invalid wire type 7).
+
+The dialect is only ever chosen by configuration, never inferred from a message: on
+any other v0.x dialect a SignRawBytesRequest is refused (kms.service).
+
+Never touches: sockets, keys, signing state.
+"""
+
+from __future__ import annotations
+
+from kms.privval.framing import encode_uvarint
+from kms.privval.messages import SignRawBytesRequest
+
+__all__ = ["RAW_BYTES_SIGN_PREFIX", "raw_bytes_problem", "raw_bytes_sign_bytes"]
+
+RAW_BYTES_SIGN_PREFIX = b"COMET::RAW_BYTES::SIGN"
+
+
+def raw_bytes_problem(req: SignRawBytesRequest) -> str | None:
+    """Why the fork would refuse to sign `req`, or None."""
+    missing = [
+        name
+        for name, value in (
+            ("chain_id", req.chain_id),
+            ("raw_bytes", req.raw_bytes),
+            ("unique_id", req.unique_id),
+        )
+        if not value
+    ]
+    if missing:
+        return f"SignRawBytesRequest with empty {', '.join(missing)}"
+    return None
+
+
+def _field(number: int, data: bytes) -> bytes:
+    return encode_uvarint(number << 3 | 2) + encode_uvarint(len(data)) + data
+
+
+def raw_bytes_sign_bytes(req: SignRawBytesRequest) -> bytes:
+    """The bytes a Celestia validator signs for `req` (ValueError if a field is empty)."""
+    problem = raw_bytes_problem(req)
+    if problem is not None:
+        raise ValueError(problem)
+    body = (
+        _field(1, req.chain_id.encode())
+        + _field(2, bytes(req.raw_bytes))
+        + _field(3, req.unique_id.encode())
+    )
+    return RAW_BYTES_SIGN_PREFIX + encode_uvarint(len(body)) + body
