@@ -22,12 +22,12 @@ from kms.fsutil import atomic_write
 from kms.state.audit import read_audit
 from kms.state.format1 import (
     check_chain,
-    decode_foreign_state,
     encode_block_id,
     encode_state,
     format_time,
     sign_bytes_chain,
 )
+from kms.state.format2 import decode_importable
 from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step, block_id_text
 from kms.state.store import StateStore
 
@@ -192,7 +192,7 @@ def import_cmd(file: Path, source: Path, chain_id: str | None) -> None:
     except OSError as e:
         raise StateFileError(f"{source}: cannot read: {e.strerror or e}") from None
     try:
-        imported, kind = decode_foreign_state(data)
+        imported, kind = decode_importable(data)
         # the chain this watermark belongs to: --chain-id, else what FILE already holds
         if chain_id is None and file.exists():
             chain_id = sign_bytes_chain(StateStore(file).load())

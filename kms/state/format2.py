@@ -31,7 +31,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from kms.state.format1 import BadState, decode_state, encode_state
+from kms.state.format1 import BadState, decode_foreign_state, decode_state, encode_state
 from kms.state.machine import SignState
 
 MAGIC = b"KMSSTATE"
@@ -111,3 +111,13 @@ def decode_file(data: bytes) -> Current:
         raise BadState(f"has two slots with the same sequence {valid[0][0]} (corrupt)")
     sequence, slot, state = max(valid)
     return Current(state, sequence, slot)
+
+
+def decode_importable(data: bytes) -> tuple[SignState, str]:
+    """Any state file `kms state import` takes: ours (format 2 or 1), tmkms's or CometBFT's.
+
+    Returns the state and the name of the format detected; BadState if unusable.
+    """
+    if is_format2(data):
+        return decode_file(data).state, "kms format 2"
+    return decode_foreign_state(data)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kms.errors import StateFileError
 from kms.state.store import StateStore
 
 from .cometbft import Poller
@@ -404,7 +405,8 @@ class StateWatcher(Poller):
     """Polls a state file and remembers every (height, round, step) it saw, in order.
 
     A regression (a later reading lower than an earlier one) is recorded, never ignored.
-    Unreadable moments (the file being replaced) are skipped.
+    Unreadable moments are skipped. It reads the file the way kms does (format 2: a
+    slot being rewritten reads as the previous one), without taking the lock.
     """
 
     def __init__(self, path: Path, interval: float = 0.05) -> None:
@@ -415,9 +417,8 @@ class StateWatcher(Poller):
 
     def _read(self) -> tuple[int, int, int] | None:
         try:
-            doc = json.loads(self.path.read_text())
-            return int(doc["height"]), int(doc["round"]), int(doc["step"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return StateStore(self.path).load().hrs
+        except StateFileError:
             return None
 
     def poll(self) -> None:

@@ -298,3 +298,20 @@ def test_export_writes_the_tmkms_format_and_show_names_format_and_chain(tmp_path
     assert "already exists" in one_error_line(run("export", path, out))
     shown = json.loads(run("show", path, "--json").output)
     assert (shown["format"], shown["chain_id"]) == (2, CHAIN)
+
+
+def test_import_takes_another_kms_hosts_format2_state_file(tmp_path: Path) -> None:
+    # what a move between hosts does: host B imports host A's state file as it is
+    a = tmp_path / "a.json"
+    StateStore.create(a, signed(31))
+    b = tmp_path / "b.json"
+    r = run("import", b, "--from", a, "--chain-id", CHAIN)
+    assert r.exit_code == 0, r.output
+    assert "kms format 2" in r.output
+    got, want = StateStore(b).load(), StateStore(a).load()
+    assert (got.hrs, got.block_id, got.sign_bytes, got.signature) == (
+        want.hrs,
+        want.block_id,
+        want.sign_bytes,
+        want.signature,
+    )
