@@ -19,17 +19,15 @@ Never touches: privval encoding, keys on disk, signing state, reconnect policy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from kms.errors import HandshakeError, HandshakeTimeout, LinkClosed
+from kms.errors import HandshakeError, HandshakeTimeout
 from kms.noise.handshake import NoiseHandshake, NoiseHandshakeResult
+from kms.transport import READ_CHUNK, SealedTransport
 
 __all__ = ["NoiseConnection", "open_noise_connection"]
 
-_READ_SIZE = 64 * 1024
 
-
-class NoiseConnection:
+class NoiseConnection(SealedTransport):
     """An authenticated, encrypted byte stream over an asyncio stream pair."""
 
     def __init__(
@@ -40,51 +38,12 @@ class NoiseConnection:
         *,
         local_peer_id: str,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._stream = result.stream
-        self._pending = result.initial_plaintext
-        self._closed = False
+        super().__init__(
+            reader, writer, result.stream, result.initial_plaintext, what="noise connection"
+        )
         self.remote_public_key = result.remote_public_key
         self.remote_peer_id = result.remote_peer_id
         self.local_peer_id = local_peer_id
-
-    async def read(self) -> bytes:
-        if self._pending:
-            out, self._pending = self._pending, b""
-            return out
-        while True:
-            if self._closed:
-                raise LinkClosed("noise connection closed locally")
-            try:
-                chunk = await self._reader.read(_READ_SIZE)
-            except (ConnectionError, OSError) as exc:
-                raise LinkClosed(f"connection lost: {exc}") from exc
-            if not chunk:
-                raise LinkClosed("peer closed the connection")
-            out = self._stream.receive_data(chunk)
-            if out:
-                return out
-
-    async def write(self, data: bytes) -> None:
-        if self._closed:
-            raise LinkClosed("noise connection closed locally")
-        wire = self._stream.seal(data)
-        if not wire:
-            return
-        try:
-            self._writer.write(wire)
-            await self._writer.drain()
-        except (ConnectionError, OSError) as exc:
-            raise LinkClosed(f"connection lost: {exc}") from exc
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.wait_closed()
 
 
 async def open_noise_connection(
@@ -106,7 +65,7 @@ async def open_noise_connection(
         async with asyncio.timeout(timeout):
             await _send(writer, hs.data_to_send())
             while not hs.done:
-                chunk = await reader.read(_READ_SIZE)
+                chunk = await reader.read(READ_CHUNK)
                 if not chunk:
                     raise HandshakeError("peer closed the connection during the Noise handshake")
                 hs.receive_data(chunk)

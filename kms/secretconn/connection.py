@@ -21,11 +21,11 @@ Never touches: privval encoding, keys on disk, signing state, reconnect policy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
-from kms.errors import HandshakeError, HandshakeTimeout, LinkClosed
+from kms.errors import HandshakeError, HandshakeTimeout
 from kms.secretconn.handshake import Handshake, HandshakeResult, peer_id
 from kms.secretconn.stream import SecretStream
+from kms.transport import READ_CHUNK, SealedTransport
 
 __all__ = [
     "HandshakeTimeout",
@@ -35,10 +35,8 @@ __all__ = [
     "peer_id",
 ]
 
-_READ_SIZE = 64 * 1024
 
-
-class SecretConnection:
+class SecretConnection(SealedTransport):
     """An authenticated, encrypted byte stream over an asyncio stream pair."""
 
     def __init__(
@@ -49,58 +47,12 @@ class SecretConnection:
         *,
         local_public_key: bytes,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._stream = result.stream
-        self._pending = result.initial_plaintext
-        self._closed = False
+        super().__init__(
+            reader, writer, result.stream, result.initial_plaintext, what="secret connection"
+        )
         self.remote_public_key: bytes = result.remote_public_key
         self.remote_peer_id: str = result.remote_peer_id
         self.local_public_key: bytes = local_public_key
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def read(self) -> bytes:
-        """Next non-empty chunk of decrypted payload."""
-        if self._pending:
-            out, self._pending = self._pending, b""
-            return out
-        while True:
-            if self._closed:
-                raise LinkClosed("secret connection closed locally")
-            try:
-                chunk = await self._reader.read(_READ_SIZE)
-            except (ConnectionError, OSError) as exc:
-                raise LinkClosed(f"connection lost: {exc}") from exc
-            if not chunk:
-                raise LinkClosed("peer closed the connection")
-            out = self._stream.receive_data(chunk)
-            if out:
-                return out
-
-    async def write(self, data: bytes) -> None:
-        """Seal one message, write it, and wait for the transport to drain."""
-        if self._closed:
-            raise LinkClosed("secret connection closed locally")
-        wire = self._stream.seal(data)
-        if not wire:
-            return
-        try:
-            self._writer.write(wire)
-            await self._writer.drain()
-        except (ConnectionError, OSError) as exc:
-            raise LinkClosed(f"connection lost: {exc}") from exc
-
-    async def close(self) -> None:
-        """Close the transport; idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self._writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self._writer.wait_closed()
 
 
 async def open_secret_connection(
@@ -125,7 +77,7 @@ async def open_secret_connection(
         async with asyncio.timeout(timeout):
             while not handshake.done:
                 await _send(writer, handshake.data_to_send())
-                chunk = await reader.read(_READ_SIZE)
+                chunk = await reader.read(READ_CHUNK)
                 if not chunk:
                     raise HandshakeError("peer closed the connection during the handshake")
                 handshake.receive_data(chunk)
