@@ -22,13 +22,12 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench.common import Section, summarize_ms
+from kms.cli.demo_hosts import start_kms_process
 
 
 async def run_shared(workdir: Path, quick: bool) -> Section:
@@ -139,19 +138,6 @@ def _home(root: Path, name: str, seed: bytes, node: str, etcd: list[str]) -> Pat
     return cfg
 
 
-def _start(cfg: Path) -> subprocess.Popen[bytes]:
-    log = open(cfg.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kms", "start", "-c", str(cfg)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log.close()
-
-
 async def _takeover(cluster: object, root: Path, trials: int) -> dict[str, object]:
     from kms.privval.messages import Dialect, SignedMsgType, Vote
     from kms.shared.admin import push
@@ -168,7 +154,7 @@ async def _takeover(cluster: object, root: Path, trials: int) -> dict[str, objec
     node = SimulatedValidator("bench-chain", Dialect.V0_38, extensions=False, retry_window=15.0)
     await node.start()
     cfgs = [_home(root, n, seed, node.addr, cluster.endpoints) for n in ("a", "b")]
-    procs = [_start(cfgs[0])]
+    procs = [start_kms_process(cfgs[0])]
     height = 0
     times: list[float] = []
 
@@ -181,7 +167,7 @@ async def _takeover(cluster: object, root: Path, trials: int) -> dict[str, objec
     try:
         await node.wait_connected(30)
         await sign()
-        procs.append(_start(cfgs[1]))
+        procs.append(start_kms_process(cfgs[1]))
         active = 0
         for _ in range(trials):
             await asyncio.sleep(3.0)  # the standby's connection is queued at the node
@@ -191,7 +177,7 @@ async def _takeover(cluster: object, root: Path, trials: int) -> dict[str, objec
             await sign()
             times.append((time.perf_counter() - t0) * 1000)
             procs[active].wait(10)
-            procs[active] = _start(cfgs[active])  # comes back as the standby
+            procs[active] = start_kms_process(cfgs[active])  # comes back as the standby
             active = 1 - active
     finally:
         for p in procs:

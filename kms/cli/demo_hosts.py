@@ -73,7 +73,8 @@ def _host_config(root: Path, name: str, seed: bytes, nodes: list[str], etcd: lis
     return path
 
 
-def _start(config: Path) -> subprocess.Popen[bytes]:
+def start_kms_process(config: Path) -> subprocess.Popen[bytes]:
+    """`kms start -c CONFIG` in its own session, output appended to CONFIG.log."""
     log = open(config.with_suffix(".log"), "ab")  # noqa: SIM115 - handed to the child
     try:
         return subprocess.Popen(
@@ -109,10 +110,10 @@ async def run_two_hosts(root: Path, heights: int, say: Callable[[str], None]) ->
             h: _host_config(root, h, seed, [n.addr for n in nodes], cluster.endpoints)
             for h in HOSTS
         }
-        procs[HOSTS[0]] = _start(configs[HOSTS[0]])
+        procs[HOSTS[0]] = start_kms_process(configs[HOSTS[0]])
         await nodes[0].wait_connected(30)
         await nodes[1].wait_connected(30)
-        procs[HOSTS[1]] = _start(configs[HOSTS[1]])
+        procs[HOSTS[1]] = start_kms_process(configs[HOSTS[1]])
         say(f"hosts:      {HOSTS[0]} serves both nodes; {HOSTS[1]} dials them as a standby")
         say("")
         return await _play(admin, nodes, procs, configs, heights, say)

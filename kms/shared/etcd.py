@@ -257,12 +257,7 @@ class EtcdClient:
             success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=value))],
             failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key))],
         )
-        ep = self._order()[0]
-        try:
-            resp = await self._call(ep, _TXN, txn, pb.TxnResponse)
-        except grpc.aio.AioRpcError as e:
-            self._demote(ep)
-            raise SharedStateAmbiguous(f"etcd {ep}: write outcome unknown ({_describe(e)})") from e
+        resp = await self._txn_once(txn)
         if resp.succeeded:
             return CasResult(True, resp.header.revision, None)
         current = None
@@ -270,6 +265,16 @@ class EtcdClient:
             kvs = resp.responses[0].response_range.kvs
             current = _kv(kvs[0]) if kvs else None
         return CasResult(False, resp.header.revision, current)
+
+    async def _txn_once(self, txn: pb.TxnRequest) -> pb.TxnResponse:
+        """Send `txn` once, to the preferred endpoint: never re-sent elsewhere, since a
+        failure after sending leaves the outcome unknown (SharedStateAmbiguous)."""
+        ep = self._order()[0]
+        try:
+            return await self._call(ep, _TXN, txn, pb.TxnResponse)
+        except grpc.aio.AioRpcError as e:
+            self._demote(ep)
+            raise SharedStateAmbiguous(f"etcd {ep}: write outcome unknown ({_describe(e)})") from e
 
     async def create_with_lease(self, key: bytes, value: bytes, lease: int) -> KeyValue | None:
         """Put `key` bound to `lease` only if it does not exist; None if we created it,
@@ -283,12 +288,7 @@ class EtcdClient:
             success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=value, lease=lease))],
             failure=[pb.RequestOp(request_range=pb.RangeRequest(key=key))],
         )
-        ep = self._order()[0]
-        try:
-            resp = await self._call(ep, _TXN, txn, pb.TxnResponse)
-        except grpc.aio.AioRpcError as e:
-            self._demote(ep)
-            raise SharedStateAmbiguous(f"etcd {ep}: write outcome unknown ({_describe(e)})") from e
+        resp = await self._txn_once(txn)
         if resp.succeeded:
             return None
         kvs = resp.responses[0].response_range.kvs if resp.responses else []

@@ -244,6 +244,9 @@ async def test_client_reads_fail_over_but_a_txn_is_never_resent(
     await init_record(c)
     key = watermark_key(PREFIX, CHAIN)
     etcd_cluster.kill(etcd_cluster.members[0])  # the preferred endpoint
+    # if it was the leader, let the others elect one (a loaded machine can take longer
+    # than the 0.5 s call timeout); the preferred endpoint stays dead either way
+    etcd_cluster.wait_healthy()
     kv = await c.get(key)  # a read moves on to the next member
     assert kv is not None
     c2 = client_for(etcd_cluster, timeout=0.5)
