@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -159,18 +160,36 @@ class Procs:
 
 _ports_lock = threading.Lock()
 _ports_used: set[int] = set()
+_port_rng = random.Random()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago and not handed out before in this run."""
+    """A loopback TCP port that was free a moment ago and not handed out before in this run.
+
+    Drawn below the kernel's ephemeral range: a port the kernel hands out for an outbound
+    connection or a bind to port 0 (any other test, kms dialing, the nodes' own peers)
+    can never be the one a node is about to listen on.
+    """
+    low = max(_ephemeral_low(), 21000)
     with _ports_lock:
         for _ in range(200):
+            port = _port_rng.randrange(20000, low)
+            if port in _ports_used:
+                continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = int(s.getsockname()[1])
-            if port not in _ports_used:
-                _ports_used.add(port)
-                return port
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _ports_used.add(port)
+            return port
     raise RuntimeError("no free loopback port found")
 
 
