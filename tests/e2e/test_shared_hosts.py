@@ -29,8 +29,8 @@ from tests.shared.conftest import etcd_binary
 from .cometbft import CometBFT, Node, Procs
 from .kmsproc import KmsHost, conflicting_signatures, kms_cli
 from .results import Result
-from .scenarios import network, new_kms_host, signer_laddr
-from .test_two_nodes_one_key import diverge, feed_until, send_tx
+from .scenarios import new_kms_host
+from .test_two_nodes_one_key import feed_until, node_pair_network, send_tx
 from .verify import Evidence, check_commits, evidence_in
 
 pytestmark = pytest.mark.e2e
@@ -86,18 +86,8 @@ def test_two_hosts_share_one_watermark(
     cluster = EtcdCluster(etcd_binary(), tmp_path / "etcd", size=3)
     procs.add(_Etcd(cluster))
     cluster.start()
-    laddrs = {name: signer_laddr(procs, "tcp") for name in ("ours-a", "ours-b")}
-    net = network(
-        cometbft,
-        make_node,
-        tmp_path,
-        own_key={"v1": 10, "v2": 10, "v3": 10},
-        remote={"ours-a": ("ours", 10), "ours-b": ("ours", 10)},
-        remote_laddrs=laddrs,
-    )
-    ours = net.keys["ours"]
-    ours_a = net.node("ours-a")
-    diverge(ours_a, net.node("ours-b"))
+    net, laddrs = node_pair_network(cometbft, make_node, procs, tmp_path)
+    ours, ours_a = net.keys["ours"], net.node("ours-a")
     hosts: list[KmsHost] = []
     for name in ("kms-a", "kms-b"):
         h = new_kms_host(tmp_path, procs, name, net.chain_id)
@@ -182,18 +172,8 @@ def test_two_hosts_without_shared_state_double_sign(
         pytest.skip("the control runs on v0.38 only (CI time)")
     record.scenario = "negative-two-kms-hosts-no-shared-state"
     record.transport, record.signer = "tcp", "softsign x2, local state only"
-    laddrs = {name: signer_laddr(procs, "tcp") for name in ("ours-a", "ours-b")}
-    net = network(
-        cometbft,
-        make_node,
-        tmp_path,
-        own_key={"v1": 10, "v2": 10, "v3": 10},
-        remote={"ours-a": ("ours", 10), "ours-b": ("ours", 10)},
-        remote_laddrs=laddrs,
-    )
-    ours = net.keys["ours"]
-    ours_a = net.node("ours-a")
-    diverge(ours_a, net.node("ours-b"))
+    net, laddrs = node_pair_network(cometbft, make_node, procs, tmp_path)
+    ours, ours_a = net.keys["ours"], net.node("ours-a")
     for name, node in (("kms-a", "ours-a"), ("kms-b", "ours-b")):
         h = new_kms_host(tmp_path, procs, name, net.chain_id)
         h.add_validator(laddrs[node], cometbft.protocol_version)

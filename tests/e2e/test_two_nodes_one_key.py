@@ -22,7 +22,7 @@ import pytest
 from .cometbft import CometBFT, Node, Procs, RpcError, edit_toml
 from .kmsproc import conflicting_signatures
 from .results import Result
-from .scenarios import network, new_kms_host, signer_laddr
+from .scenarios import Network, network, new_kms_host, signer_laddr
 from .verify import Evidence, check_commits, evidence_in
 
 pytestmark = pytest.mark.e2e
@@ -41,6 +41,24 @@ def diverge(a: Node, b: Node) -> None:
         node.config_path.write_text(
             edit_toml(node.config_path.read_text(), {"mempool": {"broadcast": False}})
         )
+
+
+def node_pair_network(
+    cometbft: CometBFT, make_node: Callable[[str], Node], procs: Procs, tmp_path: Path
+) -> tuple[Network, dict[str, str]]:
+    """A 4-validator net whose validator "ours" runs on two nodes (ours-a, ours-b) that
+    propose different blocks; each node has its own signer address (returned by name)."""
+    laddrs = {name: signer_laddr(procs, "tcp") for name in ("ours-a", "ours-b")}
+    net = network(
+        cometbft,
+        make_node,
+        tmp_path,
+        own_key={"v1": 10, "v2": 10, "v3": 10},
+        remote={"ours-a": ("ours", 10), "ours-b": ("ours", 10)},
+        remote_laddrs=laddrs,
+    )
+    diverge(net.node("ours-a"), net.node("ours-b"))
+    return net, laddrs
 
 
 def send_tx(node: Node, n: int) -> None:
@@ -70,18 +88,8 @@ def test_one_key_on_two_nodes_never_double_signs(
 ) -> None:
     record.scenario = "two-nodes-one-key"
     record.transport, record.signer = "tcp", "softsign"
-    laddrs = {name: signer_laddr(procs, "tcp") for name in ("ours-a", "ours-b")}
-    net = network(
-        cometbft,
-        make_node,
-        tmp_path,
-        own_key={"v1": 10, "v2": 10, "v3": 10},
-        remote={"ours-a": ("ours", 10), "ours-b": ("ours", 10)},
-        remote_laddrs=laddrs,
-    )
-    ours = net.keys["ours"]
-    ours_a = net.node("ours-a")
-    diverge(ours_a, net.node("ours-b"))
+    net, laddrs = node_pair_network(cometbft, make_node, procs, tmp_path)
+    ours, ours_a = net.keys["ours"], net.node("ours-a")
     kms = new_kms_host(tmp_path, procs, "kms", net.chain_id)
     for laddr in laddrs.values():
         kms.add_validator(laddr, cometbft.protocol_version)
