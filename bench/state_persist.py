@@ -3,8 +3,8 @@
 Prints p50/p99 (milliseconds) of, all in the same directory:
   bare fsync      write 200 bytes to an open file + fsync
   bare atomic     create temp, write, fsync, rename, fsync dir with raw os calls
-                  (the floor of any crash-atomic replace; what a save must cost)
-  state save      StateStore.save(): temp file, write, fsync, rename, fsync dir
+                  (the floor of a crash-atomic replace: what format 1 paid per save)
+  state save      StateStore.save(): format 2, pwrite of one slot in place + fdatasync
   guard sign      ChainGuard.sign_vote() end to end with a software Ed25519 key
                   (decide + sign + save in the executor), one vote per height
 
@@ -55,7 +55,7 @@ def bare_fsync(directory: Path, n: int) -> list[float]:
 
 
 def bare_atomic(directory: Path, n: int) -> list[float]:
-    """The same file-system steps as a state save with nothing else: the real floor."""
+    """A crash-atomic whole-file replace with raw os calls (what a format-1 save cost)."""
     target = directory / "atomic"
     payload = b"x" * 400
     out = []
