@@ -26,6 +26,21 @@ class FileStepError(OSError):
         return f"{self.step} failed: {self.strerror}"
 
 
+# --- local: kms itself was about to do something invalid -------------------------
+#
+# Kept apart from the remote family below (ProtocolError: the peer misbehaved), as
+# h11 keeps LocalProtocolError apart from RemoteProtocolError: a message we cannot
+# encode is our bug and is logged as one, never blamed on the node.
+
+
+class LocalError(KmsError):
+    """kms (or its caller) did something invalid: a bug or a misuse, not the peer's fault."""
+
+
+class EncodeError(LocalError):
+    """A message or value cannot be encoded for sending (out of range, wrong dialect)."""
+
+
 class ConfigError(KmsError):
     """The configuration is invalid; the message names the file, section and key."""
 
@@ -34,7 +49,12 @@ class ConfigError(KmsError):
 
 
 class ProtocolError(KmsError):
-    """The peer sent something we cannot accept; the connection must be closed."""
+    """The peer sent something we cannot accept; the connection must be closed.
+
+    Remote by definition: raised only for bytes that came from the peer. Decoders
+    relabel every low-level failure (ValueError, protobuf's DecodeError) as one of
+    these at the one inbound boundary of their layer.
+    """
 
 
 class HandshakeError(ProtocolError):

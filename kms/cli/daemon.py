@@ -104,7 +104,7 @@ def report_unwritten_audit(daemon: Daemon) -> None:
 
 def log_starting_point(daemon: Daemon) -> None:
     """One line per chain (its starting watermark) and per link (its dialect)."""
-    from kms.state.machine import Step
+    from kms.state.machine import step_name
 
     for chain_id, guard in daemon.guards.items():
         s = guard.state
@@ -115,7 +115,7 @@ def log_starting_point(daemon: Daemon) -> None:
                     "chain": chain_id,
                     "height": s.height,
                     "round": s.round,
-                    "step": Step(s.step).name.lower(),
+                    "step": step_name(s.step),
                     "state_file": str(guard.store.path),
                 }
             },

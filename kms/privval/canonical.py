@@ -1,12 +1,16 @@
 """Canonical sign bytes of votes, proposals and vote extensions (PRIVVAL.md §3), by hand.
 
-Owns: the exact bytes a validator key signs (`vote_sign_bytes`,
-`proposal_sign_bytes`, `vote_extension_sign_bytes`), strict parsers of such bytes
-back into `CanonicalVote` / `CanonicalProposal` for the double-sign state machine,
-and the basic validation of request objects (`validate_vote`, `validate_proposal`,
-PRIVVAL.md §6 item 5). Never touches generated protobuf classes (this is the hot
-path, and the bytes must not depend on a library's serializer), sockets, keys or
-state.
+Owns: the exact bytes a validator key signs, of every kind (`vote_sign_bytes`,
+`proposal_sign_bytes`, `vote_extension_sign_bytes`, `raw_bytes_sign_bytes`), strict
+parsers of such bytes back into `CanonicalVote` / `CanonicalProposal` for the
+double-sign state machine, and the basic validation of request objects
+(`validate_vote`, `validate_proposal`, PRIVVAL.md §6 item 5). Never touches generated
+protobuf classes for votes and proposals (this is the hot path, and the bytes must not
+depend on a library's serializer; only a v1 SignBytesRequest, signed as the privval
+message itself, goes through kms.privval.codec), sockets, keys or state.
+
+One cohesive module above 400 lines: the encoders and the strict parsers are two
+halves of one contract (parse(encode(x)) == x) and are kept side by side.
 
 Encoding rules (all verified against the conformance vectors):
 * every result is `uvarint(len(body)) ‖ body` (the prefix is signed too);
@@ -33,6 +37,7 @@ import struct
 from dataclasses import dataclass
 
 from kms.errors import CodecError
+from kms.privval.celestia import raw_bytes_problem
 from kms.privval.messages import (
     GO_ZERO_TIME_SECONDS,
     NIL_BLOCK_ID,
@@ -40,10 +45,13 @@ from kms.privval.messages import (
     Dialect,
     PartSetHeader,
     Proposal,
+    SignBytesRequest,
     SignedMsgType,
+    SignRawBytesRequest,
     Timestamp,
     Vote,
 )
+from kms.varint import encode_varint
 
 __all__ = [
     "HASH_SIZE",
@@ -109,29 +117,11 @@ def _check(value: int, lo: int, hi: int, what: str) -> int:
     return value
 
 
-# one-byte varints (field values and lengths below 128: nearly every field written)
-_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
-
-
-def _varint(value: int) -> bytes:
-    """Protobuf varint; negative values are two's complement on 64 bits (10 bytes)."""
-    if 0 <= value < 0x80:
-        return _SMALL_VARINTS[value]
-    if value < 0:
-        value += _U64
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _len_field(tag: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 0x80:
         return bytes((tag, n)) + payload
-    return bytes((tag,)) + _varint(n) + payload
+    return bytes((tag,)) + encode_varint(n) + payload
 
 
 def _timestamp(ts: Timestamp) -> bytes:
@@ -139,9 +129,9 @@ def _timestamp(ts: Timestamp) -> bytes:
     nanos = _check(ts.nanos, INT32_MIN, INT32_MAX, "timestamp nanos")
     out = b""
     if seconds:
-        out += b"\x08" + _varint(seconds)
+        out += b"\x08" + encode_varint(seconds)
     if nanos:
-        out += b"\x10" + _varint(nanos)
+        out += b"\x10" + encode_varint(nanos)
     return out
 
 
@@ -150,7 +140,7 @@ def _block_id(bid: BlockID) -> bytes:
     total = _check(psh.total, 0, UINT32_MAX, "part_set_header.total")
     psh_body = b""
     if total:
-        psh_body += b"\x08" + _varint(total)
+        psh_body += b"\x08" + encode_varint(total)
     if psh.hash:
         psh_body += _len_field(0x12, psh.hash)
     out = _len_field(0x0A, bid.hash) if bid.hash else b""
@@ -180,7 +170,7 @@ def _chain_id_field(tag: int, chain_id: str) -> bytes:
 
 
 def _delimited(body: bytes) -> bytes:
-    return _varint(len(body)) + body
+    return encode_varint(len(body)) + body
 
 
 # --- sign bytes -----------------------------------------------------------------------
@@ -196,7 +186,7 @@ def _vote_bytes(
 ) -> bytes:
     body = b""
     if _check(type_, INT32_MIN, INT32_MAX, "vote type"):
-        body += b"\x08" + _varint(type_)
+        body += b"\x08" + encode_varint(type_)
     body += _height_round(height, round_)
     if not block_id.is_nil:
         body += _len_field(0x22, _block_id(block_id))
@@ -223,10 +213,10 @@ def _proposal_bytes(
 ) -> bytes:
     body = b""
     if _check(type_, INT32_MIN, INT32_MAX, "proposal type"):
-        body += b"\x08" + _varint(type_)
+        body += b"\x08" + encode_varint(type_)
     body += _height_round(height, round_)
     if _check(pol_round, INT64_MIN, INT64_MAX, "pol_round"):
-        body += b"\x20" + _varint(pol_round)
+        body += b"\x20" + encode_varint(pol_round)
     if not block_id.is_nil:
         body += _len_field(0x2A, _block_id(block_id))
     body += _len_field(0x32, _timestamp(ts))
@@ -592,3 +582,36 @@ def validate_proposal(proposal: Proposal | None) -> str | None:
         return _timestamp_reason(proposal.timestamp)
     except Exception as exc:  # malformed dataclass contents (wrong types)
         return f"malformed proposal: {exc!r}"
+
+
+# --- raw bytes (v1 SignBytesRequest, the Celestia fork's SignRawBytesRequest) ------------
+
+RAW_BYTES_SIGN_PREFIX = b"COMET::RAW_BYTES::SIGN"
+"""Domain separation of raw-bytes signing (celestia-core's RawBytesMessageSignBytes prefix).
+
+Canonical sign bytes start with a length prefix and then a field tag: here that tag
+would be 'O' = 0x4f, field 9 with the invalid wire type 7, so raw-bytes sign bytes can
+never equal a vote's, a proposal's or an extension's."""
+
+
+def raw_bytes_sign_bytes(req: SignBytesRequest | SignRawBytesRequest, dialect: Dialect) -> bytes:
+    """What we sign for a raw-bytes request.
+
+    Celestia (kms.privval.celestia): prefix ‖ uvarint(len(P)) ‖ P with
+    P = SignRawBytesRequest{chain_id = 1, raw_bytes = 2, unique_id = 3} (ValueError if
+    a field is empty: the fork refuses those). v1 SignBytesRequest: the prefix, then the
+    request itself as a length-delimited privval message.
+    """
+    if isinstance(req, SignRawBytesRequest) and dialect is Dialect.CELESTIA:
+        problem = raw_bytes_problem(req)
+        if problem is not None:
+            raise ValueError(problem)
+        body = (
+            _len_field(0x0A, req.chain_id.encode())
+            + _len_field(0x12, bytes(req.raw_bytes))
+            + _len_field(0x1A, req.unique_id.encode())
+        )
+        return RAW_BYTES_SIGN_PREFIX + _delimited(body)
+    from kms.privval.codec import encode  # local: only this rare path needs the codec
+
+    return RAW_BYTES_SIGN_PREFIX + _delimited(encode(req, dialect))

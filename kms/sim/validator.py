@@ -316,7 +316,7 @@ class SimulatedValidator:
             raise ValidatorSimError("SignedVoteResponse without a vote")
         signed = resp.vote
         if self.transport == "noise" and not signed.extension and vote.extension:
-            # kms drops the echoed extension on noise:// (kms.link.single_frame_vote_response);
+            # kms drops the echoed extension on noise:// (kms.privval.session.single_frame_vote_response);
             # the node keeps its own and takes signature, extension signature and timestamp
             signed = dataclasses.replace(signed, extension=vote.extension)
         self._verify(canonical.vote_sign_bytes(self.chain_id, signed), signed.signature, "vote")

@@ -39,12 +39,12 @@ from typing import Any, Literal
 from kms.errors import StateError
 from kms.privval.messages import BlockID
 from kms.state.format1 import encode_block_id, format_time
+from kms.state.machine import step_name
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["signed", "reused", "refused", "error"]
 MAX_PENDING_LINES = 10_000
-_STEP_NAMES = {0: "proposal", 1: "prevote", 2: "precommit"}
 
 
 class AuditLogError(StateError):
@@ -94,7 +94,7 @@ class AuditEntry:
 
     @property
     def step_name(self) -> str:
-        return _STEP_NAMES.get(self.step, str(self.step))
+        return step_name(self.step)
 
     def to_line(self) -> str:
         obj = asdict(self)
