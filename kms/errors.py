@@ -104,6 +104,18 @@ class StatePersistError(StateError):
     """Writing or syncing the state failed; the signature must not be released."""
 
 
+class BadState(ValueError):
+    """A shape error inside a state decoder (kms.state.format1/format2).
+
+    Internal to the decoders' callers: the store and the CLI turn it into a
+    StateFileError (or a usage error) naming the file.
+    """
+
+
+class AuditLogError(StateError):
+    """An audit log cannot be written (at start-up) or read (a line is malformed)."""
+
+
 class SharedStateError(StateError):
     """The shared (etcd) watermark cannot be used: unreachable, no quorum, auth, bad record."""
 
@@ -145,6 +157,10 @@ class NoHealthyReplicaError(SignerError):
 
 class KeyFileError(KmsError):
     """A key file is missing, malformed, or has permissive file modes."""
+
+
+class InitError(KmsError):
+    """`kms init` cannot create the home as asked (existing files, bad chain ID, I/O)."""
 
 
 class HsmAdminError(KmsError):

@@ -13,8 +13,7 @@ from __future__ import annotations
 import logging
 
 from kms.config import Config
-from kms.errors import KmsError
-from kms.state.audit import AuditLogError
+from kms.errors import AuditLogError, KmsError
 from kms.state.machine import step_name
 from kms.supervisor import Daemon, build
 

@@ -46,7 +46,7 @@ from kms.chains import (
     render_forms,
 )
 from kms.config import KeyFormat
-from kms.errors import KmsError
+from kms.errors import InitError
 from kms.identity import identity_public_key, load_identity_key, write_identity_key
 from kms.keys import (
     decode_base64_key,
@@ -61,10 +61,6 @@ IDENTITY_KEY = Path("secrets") / "kms-identity.key"
 DEFAULT_CHAIN_ID = "cosmoshub-4"
 VALIDATOR_ADDR_PLACEHOLDER = "tcp://<validator-host>:26658"
 _SAFE_CHAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
-
-
-class InitError(KmsError):
-    """`kms init` cannot create the home as asked (existing files, bad chain ID, I/O)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,9 @@ from typing import Any
 from yubihsm.core import AuthSession, LogEntry
 from yubihsm.defs import COMMAND
 
-from kms.errors import HsmAdminError, HsmError
+from kms.errors import AuditLogError, HsmAdminError, HsmError
 from kms.hsm.devices import Target, device_facts, open_session, strip_name
-from kms.state.audit import AuditLogError, read_audit
+from kms.state.audit import read_audit
 
 SIGN_OK = COMMAND.SIGN_EDDSA | 0x80
 RESET_LINE = b"\x00\x01" + b"\xff" * 14  # the first entry after RESET_DEVICE (YUBIHSM.md §4.15)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from kms.errors import StateError
+from kms.errors import AuditLogError
 from kms.privval.messages import BlockID
 from kms.state.format1 import encode_block_id, format_time
 from kms.state.machine import step_name
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 
 Outcome = Literal["signed", "reused", "refused", "error"]
 MAX_PENDING_LINES = 10_000
-
-
-class AuditLogError(StateError):
-    """An audit log cannot be written (at start-up) or read (a line is malformed)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,12 +49,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kms.config import ChainConfig
-from kms.errors import CodecError, EncodeError, SignerError, StateFileError
+from kms.errors import BadState, CodecError, EncodeError, SignerError, StateFileError
 from kms.privval.messages import Proposal, Timestamp, Vote
 from kms.refusal import Code, Refusal
 from kms.signer.base import Signature
 from kms.state.audit import AuditEntry, AuditLog, Outcome
-from kms.state.format1 import BadState, check_chain
+from kms.state.format1 import check_chain
 from kms.state.machine import (
     Action,
     SignCandidate,
