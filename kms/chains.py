@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kms.config import KeyFormat
 from kms.keys import (
+    KeyFormat,
     bech32_consensus_pubkey,
     bech32_encode,
     cosmos_json_pubkey,

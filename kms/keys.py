@@ -27,15 +27,12 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 from nacl.signing import SigningKey
 
 from kms.errors import KeyFileError
 from kms.fsutil import atomic_write
-
-if TYPE_CHECKING:  # kms.config imports this module (through kms.identity)
-    from kms.config import KeyFormat
 
 ED25519_SEED_LEN = 32
 ED25519_PUBKEY_LEN = 32
@@ -128,6 +125,15 @@ def bech32_decode(text: str) -> tuple[str, bytes]:
 # --- public key formats ------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class KeyFormat:
+    """How a chain displays its consensus public key (a `[[chain]] key_format` table)."""
+
+    type: Literal["bech32", "cosmos-json", "hex"] = "bech32"
+    account_key_prefix: str = "cosmospub"
+    consensus_key_prefix: str = "cosmosvalconspub"
+
+
 def _check_pubkey(public_key: bytes) -> None:
     if len(public_key) != ED25519_PUBKEY_LEN:
         raise ValueError(f"an Ed25519 public key is 32 bytes, got {len(public_key)}")
@@ -161,8 +167,6 @@ _FORMATTERS: dict[str, Callable[[bytes, KeyFormat], str]] = {
 
 def format_public_key(public_key: bytes, key_format: KeyFormat | str) -> str:
     """Render a consensus public key in a chain's key format (or 'base64'/'hex')."""
-    from kms.config import KeyFormat
-
     _check_pubkey(public_key)
     fmt = key_format if isinstance(key_format, KeyFormat) else None
     name = key_format.type if isinstance(key_format, KeyFormat) else key_format

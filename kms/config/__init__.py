@@ -53,7 +53,6 @@ from kms.config.model import (
     Config,
     HsmPolicy,
     HttpAdapter,
-    KeyFormat,
     MetricsConfig,
     SharedStateConfig,
     SoftsignProvider,
@@ -63,6 +62,7 @@ from kms.config.model import (
     YubiHsmProvider,
 )
 from kms.config.schema import CONSENSUS_KEY_TYPES, MAX_CHAIN_ID_LEN, MAX_HEIGHT
+from kms.keys import KeyFormat  # its home is below kms.config: kms.keys needs it too
 
 __all__ = [
     "CONFIG_ENV_VARS",

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from kms.config.addresses import VALIDATOR_ADDR_FORMS, noise_addr_problem, parse_validator_addr
-from kms.config.model import ChainConfig, KeyFormat, ValidatorConfig
+from kms.config.model import ChainConfig, ValidatorConfig
 from kms.config.schema import (
     AMINO_PROTOCOLS,
     CONSENSUS_KEY_TYPES,
@@ -27,6 +27,7 @@ from kms.config.schema import (
 from kms.config.table import ParseContext, Table, is_hrp, valid_chain_id
 from kms.errors import KeyFileError
 from kms.identity import load_identity_key
+from kms.keys import KeyFormat
 from kms.privval.messages import Dialect
 
 # --- [[chain]] -------------------------------------------------------------

@@ -12,14 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kms.keys import KeyFormat
 from kms.privval.messages import Dialect
-
-
-@dataclass(frozen=True, slots=True)
-class KeyFormat:
-    type: Literal["bech32", "cosmos-json", "hex"] = "bech32"
-    account_key_prefix: str = "cosmospub"
-    consensus_key_prefix: str = "cosmosvalconspub"
 
 
 @dataclass(frozen=True, slots=True)
