@@ -32,7 +32,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from kms.errors import KeyFileError
-from kms.keys import read_secret_file, write_secret_file
+from kms.keyfile import read_secret_file, write_secret_file
 
 SEED_LEN = 32
 _MAX_FILE_LEN = 4096  # identity files are tiny; refuse to slurp anything big

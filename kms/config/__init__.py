@@ -62,7 +62,7 @@ from kms.config.model import (
     YubiHsmProvider,
 )
 from kms.config.schema import CONSENSUS_KEY_TYPES, MAX_CHAIN_ID_LEN, MAX_HEIGHT
-from kms.keys import KeyFormat  # its home is below kms.config: kms.keys needs it too
+from kms.pubkey import KeyFormat  # its home is below kms.config (kms.pubkey needs no config)
 
 __all__ = [
     "CONFIG_ENV_VARS",

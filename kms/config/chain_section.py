@@ -24,11 +24,11 @@ from kms.config.schema import (
     MAX_UNIX_PATH,
     RAW_BYTES,
 )
-from kms.config.table import ParseContext, Table, is_hrp, valid_chain_id
+from kms.config.table import ParseContext, Table, valid_chain_id
 from kms.errors import KeyFileError
 from kms.identity import load_identity_key
-from kms.keys import KeyFormat
 from kms.privval.messages import Dialect
+from kms.pubkey import KeyFormat, is_bech32_prefix
 
 # --- [[chain]] -------------------------------------------------------------
 
@@ -96,8 +96,8 @@ def _key_format(ctx: ParseContext, t: Table) -> KeyFormat:
         prefix = "a bech32 prefix (lower-case letters and digits)"
         return KeyFormat(
             "bech32",
-            kf.text("account_key_prefix", prefix, check=is_hrp),
-            kf.text("consensus_key_prefix", prefix, check=is_hrp),
+            kf.text("account_key_prefix", prefix, check=is_bech32_prefix),
+            kf.text("consensus_key_prefix", prefix, check=is_bech32_prefix),
         )
     if kind in ("cosmos-json", "hex"):
         t.sub("key_format", ("type",), what)

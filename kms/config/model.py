@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from kms.keys import KeyFormat
 from kms.privval.messages import Dialect
+from kms.pubkey import KeyFormat
 
 
 @dataclass(frozen=True, slots=True)

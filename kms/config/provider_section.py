@@ -32,7 +32,7 @@ from kms.config.schema import (
 )
 from kms.config.table import ParseContext, Table, is_serial
 from kms.errors import KeyFileError
-from kms.keys import read_secret_file
+from kms.keyfile import read_secret_file
 
 # --- [[providers.yubihsm]] -------------------------------------------------
 

@@ -3,7 +3,7 @@
 Owns: `Table` (a TOML table plus the file and section it came from; every getter
 checks one value and fails with a one-line ConfigError naming file, section, key,
 what was expected and what was found), the small value checks several sections
-use (chain IDs, durations, bech32 prefixes, serial numbers) and `ParseContext`
+use (chain IDs, durations, serial numbers) and `ParseContext`
 (the file, whether secret files are checked, and the warnings collected).
 Never knows which section allows which key (that is `kms.config.schema` and the
 section parsers) and never touches the file system beyond resolving paths.
@@ -210,10 +210,6 @@ def duration(t: Table, key: str, default: float) -> float:
             t.expected(key, 'a duration such as "1s" or "500ms", or a number of seconds')
         return float(m[1]) / (1000 if m[2] == "ms" else 1)
     return t.seconds(key, default)
-
-
-def is_hrp(text: str) -> bool:
-    return re.fullmatch(r"[a-z0-9]{1,83}", text) is not None
 
 
 def is_serial(text: str) -> bool:

@@ -18,7 +18,7 @@ from kms.config import (
 )
 from kms.errors import ConfigError
 from kms.identity import write_identity_key
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.privval.messages import Dialect
 from tests.conftest import REPO_ROOT
 from tests.unit.config.helpers import BASE, IDENTITY, SOFT_KEY, make_home, write_config
