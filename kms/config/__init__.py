@@ -1,6 +1,6 @@
 """Configuration: tmkms-format TOML -> frozen dataclasses, fully validated.
 
-Owns: the shape of the configuration (these dataclasses), loading it, checking
+Owns: the shape of the configuration (the dataclasses in `model`), loading it, checking
 every value and cross-checking sections, and finding the config file
 (`config_path_from_env`). Never opens sockets or devices; the only files it
 touches are the config file and the secret files it names (stat + read to check

@@ -14,7 +14,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from kms.config import KeyFormat
 from kms.errors import KeyFileError
 from kms.keyfile import (
     parse_priv_validator_key,
@@ -26,6 +25,7 @@ from kms.keyfile import (
     write_secret_file,
 )
 from kms.pubkey import (
+    KeyFormat,
     bech32_consensus_pubkey,
     bech32_decode,
     bech32_encode,
