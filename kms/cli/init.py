@@ -40,7 +40,6 @@ import click
 from kms.chains import (
     KNOWN_CHAINS,
     Bech32Prefixes,
-    is_bech32_prefix,
     known_prefixes,
     public_key_forms,
     render_forms,
@@ -48,13 +47,9 @@ from kms.chains import (
 from kms.config import KeyFormat
 from kms.errors import InitError
 from kms.identity import identity_public_key, load_identity_key, write_identity_key
-from kms.keys import (
-    decode_base64_key,
-    public_key_from_seed,
-    read_secret_file,
-    write_secret_file,
-)
+from kms.keyfile import decode_base64_key, read_secret_file, write_secret_file
 from kms.noise.peerid import peer_id_from_ed25519
+from kms.pubkey import is_bech32_prefix, public_key_from_seed
 
 CONFIG_NAME = "tmkms.toml"
 IDENTITY_KEY = Path("secrets") / "kms-identity.key"

@@ -58,17 +58,15 @@ from kms.config import Config, KeyFormat, load_config
 from kms.errors import ConfigError, HsmConnectionError, HsmDeviceError, HsmTimeoutError, KmsError
 from kms.hsm.backup import RawWrapped, detect_raw_wrapped, tmkms_file
 from kms.hsm.devices import strip_name
-from kms.keys import (
+from kms.keyfile import (
     check_private_mode,
     decode_base64_key,
-    format_public_key,
     generate_seed,
     parse_priv_validator_key,
-    public_key_from_seed,
-    validator_address,
     write_base64_seed,
     write_secret_file,
 )
+from kms.pubkey import format_public_key, public_key_from_seed, validator_address
 from kms.signer.factory import provider_connector, provider_password, read_password_file
 from kms.signer.yubihsm import (
     EXPORTABLE_CAPS,

@@ -4,7 +4,7 @@ Owns: `SoftSigner` and loading it from a key file (`load_softsign`). The key
 object is built once; signing is a few tens of microseconds, so it runs inline
 on the event loop. Never touches devices, sockets or double-sign state.
 
-Key files (checked for mode 0600 by `kms.keys.read_secret_file`):
+Key files (checked for mode 0600 by `kms.keyfile.read_secret_file`):
 - `base64`: the base64 of
   * a 32-byte Ed25519 seed (what tmkms and `kms keygen --softsign` write);
   * 64 bytes: seed || public key (the libsodium/Go keypair form; the public half
@@ -28,12 +28,8 @@ from nacl import bindings as sodium
 from nacl.signing import SigningKey
 
 from kms.errors import KeyFileError
-from kms.keys import (
-    decode_base64_key,
-    public_key_from_seed,
-    read_priv_validator_key,
-    read_secret_file,
-)
+from kms.keyfile import decode_base64_key, read_priv_validator_key, read_secret_file
+from kms.pubkey import public_key_from_seed
 from kms.signer.base import Health, Signature, Signer
 
 KeyFileFormat = Literal["base64", "json"]
