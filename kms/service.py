@@ -48,6 +48,7 @@ from typing import Protocol
 from kms.config import ChainConfig
 from kms.errors import KmsError, SharedStateError, SignerError, StateError
 from kms.privval import canonical, celestia
+from kms.privval.limits import MAX_CHAIN_ID_LEN
 from kms.privval.messages import (
     Dialect,
     PingRequest,
@@ -439,9 +440,6 @@ class SignService:
                 }
             },
         )
-
-
-MAX_CHAIN_ID_LEN = 50  # CometBFT's types.MaxChainIDLen
 
 
 def shown_chain_id(chain_id: str) -> str:

@@ -19,6 +19,7 @@ import click
 
 from kms.errors import StateFileError
 from kms.fsutil import atomic_write
+from kms.privval.limits import MAX_HEIGHT, MAX_ROUND
 from kms.state.audit import read_audit
 from kms.state.format1 import (
     check_chain,
@@ -28,7 +29,7 @@ from kms.state.format1 import (
     sign_bytes_chain,
 )
 from kms.state.format2 import decode_importable
-from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step, block_id_text, step_name
+from kms.state.machine import SignState, Step, block_id_text, step_name
 from kms.state.store import StateStore
 
 _STEPS_BY_NAME = {step_name(s): int(s) for s in Step}

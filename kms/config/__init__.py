@@ -61,7 +61,8 @@ from kms.config.model import (
     YubiHsmKey,
     YubiHsmProvider,
 )
-from kms.config.schema import CONSENSUS_KEY_TYPES, MAX_CHAIN_ID_LEN, MAX_HEIGHT
+from kms.config.schema import CONSENSUS_KEY_TYPES
+from kms.privval.limits import MAX_CHAIN_ID_LEN, MAX_HEIGHT
 from kms.pubkey import KeyFormat  # its home is below kms.config (kms.pubkey needs no config)
 
 __all__ = [

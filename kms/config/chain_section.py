@@ -19,14 +19,13 @@ from kms.config.schema import (
     AMINO_PROTOCOLS,
     CONSENSUS_KEY_TYPES,
     HEIGHT,
-    MAX_CHAIN_ID_LEN,
-    MAX_HEIGHT,
     MAX_UNIX_PATH,
     RAW_BYTES,
 )
 from kms.config.table import ParseContext, Table, valid_chain_id
 from kms.errors import KeyFileError
 from kms.identity import load_identity_key
+from kms.privval.limits import MAX_CHAIN_ID_LEN, MAX_HEIGHT
 from kms.privval.messages import Dialect
 from kms.pubkey import KeyFormat, is_bech32_prefix
 

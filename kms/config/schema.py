@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-MAX_HEIGHT = 2**63 - 1
-MAX_CHAIN_ID_LEN = 50  # CometBFT's MaxChainIDLen
 HSM_SESSION_IDLE_LIMIT = 30.0  # seconds; a YubiHSM2 closes an idle session after this
 MIN_OBJECT_ID, MAX_OBJECT_ID = 1, 0xFFFE  # YubiHSM2 object IDs (0 and 0xFFFF are not usable)
 MAX_UNIX_PATH = 107  # bytes: sockaddr_un.sun_path is 108 on Linux, including the final NUL

@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-from kms.config.schema import MAX_CHAIN_ID_LEN
 from kms.errors import ConfigError
+from kms.privval.limits import MAX_CHAIN_ID_LEN
 
 REQUIRED = object()
 _T = TypeVar("_T")

@@ -34,8 +34,9 @@ from typing import Any
 
 from kms.errors import BadState, CodecError
 from kms.privval import canonical
+from kms.privval.limits import MAX_HEIGHT, MAX_ROUND
 from kms.privval.messages import NIL_BLOCK_ID, BlockID, PartSetHeader, SignedMsgType
-from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step
+from kms.state.machine import SignState, Step
 
 _STEPS = frozenset(int(s) for s in Step)
 

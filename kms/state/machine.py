@@ -64,6 +64,7 @@ from typing import Literal
 
 from kms.errors import CodecError
 from kms.privval import canonical
+from kms.privval.limits import MAX_HEIGHT, MAX_ROUND
 from kms.privval.messages import (
     NIL_BLOCK_ID,
     BlockID,
@@ -73,9 +74,6 @@ from kms.privval.messages import (
     Vote,
 )
 from kms.refusal import Code, Refusal
-
-MAX_HEIGHT = 2**63 - 1
-MAX_ROUND = 2**31 - 1
 
 
 class Step(enum.IntEnum):
