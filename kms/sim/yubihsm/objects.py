@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
 from kms.sim.yubihsm import ed25519
-from kms.sim.yubihsm.defs import LABEL_LENGTH, WRAP_KEY_LENGTHS, Alg, ObjType
+from kms.sim.yubihsm.defs import LABEL_LENGTH, WRAP_KEY_LENGTHS, Alg, ObjType, Origin
 
 INFO_FORMAT = f"!QHHHBBBB{LABEL_LENGTH}sQ"
 WRAP_HEADER_FORMAT = f"!BQHHHBBBB{LABEL_LENGTH}s"
@@ -166,6 +166,24 @@ class SimObject:
             raise ObjectFormatError(f"bad object entry {d!r}: {e}") from e
         validate_secret(obj.type, obj.algorithm, obj.secret)
         return obj
+
+
+def new_object(
+    obj_id: int,
+    obj_type: int,
+    algorithm: int,
+    label: bytes,
+    domains: int,
+    capabilities: int,
+    secret: bytes,
+    *,
+    delegated: int = 0,
+    origin: int = Origin.IMPORTED,
+) -> SimObject:
+    """A new object as a command or provisioning creates it (sequence set when stored)."""
+    return SimObject(
+        obj_id, obj_type, algorithm, label, domains, capabilities, delegated, origin, 0, secret
+    )
 
 
 def validate_secret(obj_type: int, algorithm: int, secret: bytes) -> None:
