@@ -12,7 +12,9 @@ single-threaded device and the connector's mutex do; the connector holds
 it across the modelled latency. Never touches sockets or HTTP (connector.py),
 and only writes the state file through `StateFile`. The parts it wires:
 `objstore.ObjectStore` (objects, sequences), `audit_policy.AuditPolicy`
-(options, log), `sessions.SessionTable` (slots, SCP03 channel).
+(options, log), `sessions.SessionTable` (slots, SCP03 channel); the
+`put_ed25519_seed`/`put_auth_key`/`put_wrap_key` helpers come from
+`provision.Provisioning`.
 
 Errors are answered, never raised: session-level failures (unknown or expired
 session, bad C-MAC, bad padding) are plaintext `7F 00 01 code` and drop the
@@ -36,23 +38,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kms.sim.yubihsm import scp03
 from kms.sim.yubihsm.audit_log import AuditLog
 from kms.sim.yubihsm.audit_policy import AuditPolicy
 from kms.sim.yubihsm.cmdbase import Ctx
 from kms.sim.yubihsm.commands import HANDLERS
 from kms.sim.yubihsm.defs import (
     ADVERTISED_ALGORITHMS,
-    DEFAULT_AUTH_KEY_ID,
-    DEFAULT_AUTH_LABEL,
-    DEFAULT_PASSWORD,
     LOG_CAPACITY,
     MAX_ID,
     SESSION_CAPABILITY,
     SESSION_TIMEOUT_S,
-    WRAP_KEY_LENGTHS,
-    Alg,
-    Cap,
     Cmd,
     Err,
     ObjType,
@@ -62,11 +57,10 @@ from kms.sim.yubihsm.frames import Refuse, error_frame, ok_frame
 from kms.sim.yubihsm.objects import (
     ObjectFormatError,
     SimObject,
-    new_object,
-    pack_label,
     validate_secret,
 )
 from kms.sim.yubihsm.objstore import ObjectStore
+from kms.sim.yubihsm.provision import Provisioning, default_auth_key
 from kms.sim.yubihsm.sessions import Opened, Session, SessionTable
 from kms.sim.yubihsm.store import StateFile
 
@@ -95,7 +89,7 @@ def _refused(code: int, cmd: int, sid: int | None = None) -> Exchange:
     return Exchange(error_frame(code), cmd, code, sid)
 
 
-class SimDevice:
+class SimDevice(Provisioning):
     """A software YubiHSM2. `handle(raw)` is the whole device protocol."""
 
     def __init__(
@@ -302,18 +296,7 @@ class SimDevice:
     # ------------------------------------------------------------------ state and provisioning
 
     def _factory_state(self) -> None:
-        k_enc, k_mac = scp03.password_to_key(DEFAULT_PASSWORD)
-        default = new_object(
-            DEFAULT_AUTH_KEY_ID,
-            ObjType.AUTHENTICATION_KEY,
-            Alg.AES128_YUBICO_AUTHENTICATION,
-            pack_label(DEFAULT_AUTH_LABEL),
-            0xFFFF,
-            Cap.ALL,
-            k_enc + k_mac,
-            delegated=Cap.ALL,
-        )
-        self.store.reset([default])
+        self.store.reset([default_auth_key()])
         self.sessions.clear()
         self.audit.factory()
 
@@ -362,80 +345,6 @@ class SimDevice:
             raise ValueError(f"object id {obj.id} out of range 1..0xFFFE")
         with self.lock:
             return self.store.provision(obj)
-
-    def put_ed25519_seed(
-        self,
-        key_id: int,
-        seed: bytes,
-        *,
-        label: str = "validator",
-        capabilities: int = Cap.SIGN_EDDSA,
-        domains: int = 1,
-    ) -> SimObject:
-        """Store an Ed25519 key from its 32-byte RFC 8032 seed (origin: imported)."""
-        return self.put_object(
-            new_object(
-                key_id,
-                ObjType.ASYMMETRIC_KEY,
-                Alg.EC_ED25519,
-                pack_label(label),
-                domains,
-                capabilities,
-                bytes(seed),
-            )
-        )
-
-    def put_auth_key(
-        self,
-        key_id: int,
-        password: str,
-        *,
-        label: str = "",
-        capabilities: int = Cap.SIGN_EDDSA,
-        delegated: int = 0,
-        domains: int = 1,
-    ) -> SimObject:
-        """Store an authentication key derived from `password` (as the library derives it)."""
-        k_enc, k_mac = scp03.password_to_key(password)
-        return self.put_object(
-            new_object(
-                key_id,
-                ObjType.AUTHENTICATION_KEY,
-                Alg.AES128_YUBICO_AUTHENTICATION,
-                pack_label(label),
-                domains,
-                capabilities,
-                k_enc + k_mac,
-                delegated=delegated,
-            )
-        )
-
-    def put_wrap_key(
-        self,
-        key_id: int,
-        key: bytes,
-        *,
-        label: str = "",
-        capabilities: int = Cap.EXPORT_WRAPPED | Cap.IMPORT_WRAPPED,
-        delegated: int = Cap.ALL,
-        domains: int = 0xFFFF,
-    ) -> SimObject:
-        """Store an AES-CCM wrap key; the algorithm follows from len(key) (16/24/32)."""
-        algorithm = {n: alg for alg, n in WRAP_KEY_LENGTHS.items()}.get(len(key))
-        if algorithm is None:
-            raise ValueError("a wrap key is 16, 24 or 32 bytes")
-        return self.put_object(
-            new_object(
-                key_id,
-                ObjType.WRAP_KEY,
-                algorithm,
-                pack_label(label),
-                domains,
-                capabilities,
-                bytes(key),
-                delegated=delegated,
-            )
-        )
 
     def get_object(self, obj_id: int, obj_type: int) -> SimObject | None:
         with self.lock:
