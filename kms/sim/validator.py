@@ -29,6 +29,8 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from kms.errors import KmsError, LinkClosed, ProtocolError
+from kms.errors import SignerRefused as SignerRefused  # re-exported: callers import it from here
+from kms.errors import ValidatorSimError as ValidatorSimError  # re-exported, as SignerRefused
 from kms.identity import identity_public_key
 from kms.noise.connection import open_noise_connection
 from kms.noise.peerid import peer_id_from_ed25519
@@ -44,7 +46,6 @@ from kms.privval.messages import (
     Proposal,
     PubKeyRequest,
     PubKeyResponse,
-    RemoteSignerError,
     Request,
     Response,
     SignedMsgType,
@@ -60,18 +61,6 @@ from kms.transport import PlainTransport, Transport
 
 PING_INTERVAL = 5.0 * 2 / 3
 """The node pings after 2/3 of its 5 s timeout of idleness."""
-
-
-class ValidatorSimError(KmsError):
-    """The signer answered something a real node would reject."""
-
-
-class SignerRefused(KmsError):
-    """The signer answered with a RemoteSignerError."""
-
-    def __init__(self, error: RemoteSignerError) -> None:
-        super().__init__(f"signer refused (code {error.code}): {error.description}")
-        self.error = error
 
 
 def now_timestamp() -> Timestamp:

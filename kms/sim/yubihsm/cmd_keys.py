@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import replace
 
+from kms.errors import SimObjectFormatError, SimWrapAuthError
 from kms.sim.yubihsm.cmd_objects import HEADER_LEN, create, named_key, parse_header
 from kms.sim.yubihsm.cmdbase import Ctx, DeviceApi
 from kms.sim.yubihsm.defs import MAX_ID, WRAP_KEY_LENGTHS, Alg, Cap, Err, ObjType, Origin
@@ -20,8 +21,6 @@ from kms.sim.yubihsm.objects import (
     WRAP_FORMAT_LEGACY,
     WRAP_FORMAT_WITH_SEED,
     WRAP_NONCE_LEN,
-    ObjectFormatError,
-    WrapAuthError,
     unwrap_object,
     wrap_object,
 )
@@ -102,7 +101,7 @@ def cmd_export(dev: DeviceApi, ctx: Ctx, data: bytes) -> bytes:
         raise Refuse(Err.INSUFFICIENT_PERMISSIONS)
     try:
         return wrap_object(wrap_key, obj, fmt, dev.random_bytes(WRAP_NONCE_LEN))
-    except ObjectFormatError as e:
+    except SimObjectFormatError as e:
         raise Refuse(Err.INVALID_DATA) from e
 
 
@@ -110,7 +109,7 @@ def cmd_import(dev: DeviceApi, ctx: Ctx, data: bytes) -> bytes:
     wrap_key = named_key(dev, ctx, data, ObjType.WRAP_KEY, Cap.IMPORT_WRAPPED)
     try:
         obj = unwrap_object(wrap_key, data[2:])
-    except (WrapAuthError, ObjectFormatError) as e:
+    except (SimWrapAuthError, SimObjectFormatError) as e:
         raise Refuse(Err.INVALID_DATA) from e
     ctx.second = obj.id
     if obj.capabilities & ~wrap_key.delegated:

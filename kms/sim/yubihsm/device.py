@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kms.errors import SimObjectFormatError
 from kms.sim.yubihsm.audit_log import AuditLog
 from kms.sim.yubihsm.audit_policy import AuditPolicy
 from kms.sim.yubihsm.cmdbase import Ctx
@@ -55,7 +56,6 @@ from kms.sim.yubihsm.defs import (
 from kms.sim.yubihsm.faults import Faults
 from kms.sim.yubihsm.frames import Refuse, error_frame, ok_frame
 from kms.sim.yubihsm.objects import (
-    ObjectFormatError,
     SimObject,
     validate_secret,
 )
@@ -331,7 +331,7 @@ class SimDevice(Provisioning):
             self.store.load_json(doc)
             self.audit.load_json(doc)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise ObjectFormatError(f"bad simulator state: {e}") from e
+            raise SimObjectFormatError(f"bad simulator state: {e}") from e
 
     def persist(self) -> None:
         if self._state_file is not None:

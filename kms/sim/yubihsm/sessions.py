@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kms.errors import SimPaddingError
 from kms.sim.yubihsm import scp03
 from kms.sim.yubihsm.defs import MAX_SESSIONS, Err
 from kms.sim.yubihsm.frames import Refuse
@@ -153,7 +154,7 @@ class SessionTable:
         iv = scp03.iv_for(s.keys.s_enc, s.counter)
         try:
             inner = scp03.unpad(scp03.cbc_decrypt(s.keys.s_enc, iv, ct))
-        except scp03.PaddingError:
+        except SimPaddingError:
             return self._reject(Err.INVALID_DATA, sid)
         return Opened(s, inner, full)
 
