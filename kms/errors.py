@@ -7,6 +7,8 @@ not an exception: it is a decision value (see `kms.state.machine`).
 
 from __future__ import annotations
 
+from typing import Protocol
+
 
 class KmsError(Exception):
     """Base of every error `kms` raises on purpose."""
@@ -169,3 +171,55 @@ class HsmAdminError(KmsError):
 
 class RecoveryPhraseError(HsmAdminError):
     """A recovery phrase or Shamir share is malformed (bad word, checksum, share set)."""
+
+
+# --- simulators (kms.sim: peers for tests and demos, never in the signing path) ---
+
+
+class SimulatorError(KmsError):
+    """Base of the errors the simulators (YubiHSM2, validator node) raise to their user."""
+
+
+class SimPaddingError(SimulatorError, ValueError):
+    """A decrypted SCP03 message does not carry valid ISO/IEC 7816-4 padding.
+
+    The simulated device answers it as a session-level INVALID_DATA; a ValueError, as
+    any malformed input to the `scp03` primitives.
+    """
+
+
+class SimObjectFormatError(SimulatorError, ValueError):
+    """A simulated HSM object's body, wrap blob, label or state entry is not valid.
+
+    A ValueError: provisioning (`SimDevice.put_*`) documents ValueError for bad input.
+    """
+
+
+class SimWrapAuthError(SimObjectFormatError):
+    """A wrap blob failed AES-CCM authentication under the simulated wrap key."""
+
+
+class SimStateFileError(SimulatorError, ValueError):
+    """The simulated HSM's JSON state file exists but cannot be used."""
+
+
+class ValidatorSimError(SimulatorError):
+    """The signer answered something a real node would reject."""
+
+
+class _RemoteSignerErrorLike(Protocol):
+    # kms.privval.messages.RemoteSignerError, named structurally: this module imports
+    # nothing from kms, so every module can import it without a cycle
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+class SignerRefused(SimulatorError):
+    """The signer answered the simulated validator with a RemoteSignerError (`.error`)."""
+
+    def __init__(self, error: _RemoteSignerErrorLike) -> None:
+        super().__init__(f"signer refused (code {error.code}): {error.description}")
+        self.error = error
