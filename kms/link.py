@@ -241,6 +241,7 @@ class Link:
 
     async def _serve(self, transport: Transport) -> None:
         clock = self._clock
+        loop = asyncio.get_running_loop()
         session = PrivvalSession(
             self.cfg.protocol_version,
             idle_timeout=self.idle_timeout,
@@ -248,27 +249,33 @@ class Link:
             max_message_size=self._max_message_size,
             single_frame_votes=self.cfg.scheme == "noise",
         )
-        while not self._stopping:
-            if not session.has_request:
-                async with asyncio.timeout(session.idle_remaining(clock())):
+        # One deadline for the whole connection, moved rather than re-created: the
+        # idle deadline while reading, the write deadline while writing, none while
+        # the service answers (it has its own sign timeout). Expiry raises TimeoutError.
+        async with asyncio.timeout(None) as deadline:
+            while not self._stopping:
+                if not session.has_request:
+                    deadline.reschedule(loop.time() + session.idle_remaining(clock()))
                     data = await transport.read()
-                self._busy = True  # a request may be complete: finish it before stopping
+                    deadline.reschedule(None)
+                    self._busy = True  # a request may be complete: finish it before stopping
+                    try:
+                        session.receive_data(data, clock())
+                    finally:
+                        self._busy = session.has_request
+                    continue
+                self._busy = True
                 try:
-                    session.receive_data(data, clock())
+                    request = session.next_request()
+                    assert request is not None
+                    response = await self._service.handle(request, self.info)
+                    out = session.send(response, clock())
+                    deadline.reschedule(loop.time() + self.cfg.timeout)
+                    await transport.write(out)
+                    deadline.reschedule(None)
+                    self.requests_served += 1
                 finally:
                     self._busy = session.has_request
-                continue
-            self._busy = True
-            try:
-                request = session.next_request()
-                assert request is not None
-                response = await self._service.handle(request, self.info)
-                out = session.send(response, clock())
-                async with asyncio.timeout(self.cfg.timeout):
-                    await transport.write(out)
-                self.requests_served += 1
-            finally:
-                self._busy = session.has_request
 
     # --- helpers ---------------------------------------------------------------------
 

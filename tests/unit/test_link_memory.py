@@ -52,6 +52,7 @@ class MemoryTransport:
         self.replies: asyncio.Queue[Response] = asyncio.Queue()
         self._reader = MessageReader()
         self.closed = asyncio.Event()
+        self.stall_writes = False  # a node that stopped reading: our write never completes
 
     def send(self, request: Request) -> None:
         self.inbox.put_nowait(frame(encode(request, DIALECT)))
@@ -76,6 +77,8 @@ class MemoryTransport:
     async def write(self, data: bytes) -> None:
         if self.closed.is_set():
             raise LinkClosed("closed locally")
+        if self.stall_writes:
+            await asyncio.Event().wait()
         for body in self._reader.feed(data):
             self.replies.put_nowait(decode_response(body, DIALECT))
 
@@ -301,6 +304,22 @@ async def test_a_silent_node_is_dropped_after_the_idle_timeout(service: SignServ
     async with asyncio.timeout(5):
         await first.closed.wait()
     await harness.wait_dials(2)
+    await harness.stop()
+
+
+async def test_a_write_that_does_not_complete_in_time_drops_the_link(
+    service: SignService,
+) -> None:
+    harness = Harness(service, cfg=config(timeout=0.1))
+    harness.start()
+    node = harness.dial.connect()
+    node.stall_writes = True
+    node.send(PingRequest())
+    harness.dial.connect()
+    async with asyncio.timeout(5):
+        await node.closed.wait()
+    await harness.wait_dials(2)
+    assert harness.link.requests_served == 0
     await harness.stop()
 
 
