@@ -133,3 +133,10 @@ class HsmAdminError(KmsError):
 
 class RecoveryPhraseError(HsmAdminError):
     """A recovery phrase or Shamir share is malformed (bad word, checksum, share set)."""
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+class MetricsError(KmsError):
+    """The metrics listener cannot be started (non-loopback address, bind failure)."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from kms import errors
 from kms.config import MetricsConfig
 from kms.metrics import Metrics, MetricsError, MetricsServer, check_loopback, run_metrics
 from tests.unit.metrics.promparse import parse
@@ -142,6 +143,14 @@ async def test_run_metrics_reports_a_busy_port() -> None:
             await asyncio.wait_for(run_metrics(Metrics(), cfg, asyncio.Event()), 2)
     finally:
         busy.close()
+
+
+def test_listener_errors_are_the_kms_error_family() -> None:
+    # the CLI boundary catches KmsError and prints one line: the class that moved to
+    # kms.errors must stay the one kms.metrics raises and re-exports
+    assert MetricsError is errors.MetricsError
+    with pytest.raises(errors.KmsError, match="not loopback"):
+        check_loopback("192.0.2.1")
 
 
 async def test_run_metrics_serves_until_stop_then_closes() -> None:

@@ -1,0 +1,136 @@
+"""`Metrics`: the recording methods the daemon calls, one per event it reports.
+
+Owns: turning an event (a request answered, a refusal, a link up or down, an HSM
+request, a failover, a shared-state result) into updates of the families listed in
+kms.metrics.catalog, and the per-chain window behind the median sign latency.
+
+Never touches: the text format, files, sockets, the privval protocol. Every recording
+method is cheap and never raises (metrics must not stop a signer): it runs on the
+request path, and HSM device threads call `hsm_request` from the executor.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+from kms import __version__
+from kms.metrics.catalog import MEDIAN_WINDOW, SPECS
+from kms.metrics.registry import Counter, Family, Gauge, Histogram, Registry
+
+
+class Metrics:
+    """The metrics the daemon records. Every recording method is cheap and never raises."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self.registry = Registry()
+        r = self.registry
+        fams: dict[str, Family] = {}
+        for s in SPECS:
+            if s.kind == "counter":
+                fams[s.name] = r.counter(s.name, s.help, s.labels)
+            elif s.kind == "gauge":
+                fams[s.name] = r.gauge(s.name, s.help, s.labels)
+            else:
+                fams[s.name] = r.histogram(s.name, s.help, s.labels, s.buckets)
+
+        def c(name: str) -> Counter:
+            f = fams[name]
+            assert isinstance(f, Counter)
+            return f
+
+        def g(name: str) -> Gauge:
+            f = fams[name]
+            assert isinstance(f, Gauge)
+            return f
+
+        def h(name: str) -> Histogram:
+            f = fams[name]
+            assert isinstance(f, Histogram)
+            return f
+
+        g("kms_build_info").set((__version__,), 1)
+        g("kms_start_time_seconds").set((), clock())
+        self._signatures = c("kms_signatures_total")
+        self._refusals = c("kms_refusals_total")
+        self._sign_latency = h("kms_sign_latency_seconds")
+        self._sign_median = g("kms_sign_latency_median_seconds")
+        # per chain, the latest latencies; the median is computed when rendering, not per
+        # signature (a deque append is all the hot path pays)
+        self._recent: dict[str, collections.deque[float]] = {}
+        self._by_replica = c("kms_replica_signatures_total")
+        self._last_height = g("kms_last_signed_height")
+        self._link_up = g("kms_link_up")
+        self._reconnects = c("kms_link_reconnects_total")
+        self._hsm_latency = h("kms_hsm_request_seconds")
+        self._hsm_requests = c("kms_hsm_requests_total")
+        self._hsm_healthy = g("kms_hsm_healthy")
+        self._failovers = c("kms_failovers_total")
+        self._hedges = c("kms_hedges_total")
+        self.write_errors = c("kms_metrics_write_errors_total")
+        self._shared = c("kms_shared_state_total")
+        self._standby = g("kms_link_standby")
+
+    # -- recording (hot path) --
+
+    def signature(
+        self, chain: str, msg_type: str, outcome: str, latency_s: float, replica: str | None
+    ) -> None:
+        """One answered sign request. outcome: signed | reused | refused | error."""
+        self._signatures.inc((chain, msg_type, outcome))
+        if outcome == "signed" or outcome == "reused":
+            self._sign_latency.observe((chain, msg_type), latency_s)
+            recent = self._recent.get(chain)
+            if recent is None:
+                recent = self._recent[chain] = collections.deque(maxlen=MEDIAN_WINDOW)
+            if isinstance(latency_s, int | float) and math.isfinite(latency_s):
+                recent.append(float(latency_s))
+        if replica is not None and outcome == "signed":
+            self._by_replica.inc((chain, replica))
+
+    def refusal(self, chain: str, reason: str) -> None:
+        self._refusals.inc((chain, reason))
+
+    def last_signed_height(self, chain: str, height: int) -> None:
+        self._last_height.set((chain,), height)
+
+    def link_state(self, chain: str, link: str, up: bool) -> None:
+        self._link_up.set((chain, link), 1 if up else 0)
+        self._reconnects.touch((chain, link))
+
+    def link_reconnect(self, chain: str, link: str) -> None:
+        self._reconnects.inc((chain, link))
+
+    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None:
+        self._hsm_latency.observe((replica,), latency_s)
+        self._hsm_requests.inc((replica, "ok" if ok else "error"))
+
+    def hsm_health(self, replica: str, healthy: bool) -> None:
+        self._hsm_healthy.set((replica,), 1 if healthy else 0)
+
+    def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
+        self._failovers.inc((chain, from_replica, to_replica))
+
+    def hedge(self, chain: str, slow_replica: str, to_replica: str) -> None:
+        self._hedges.inc((chain, slow_replica, to_replica))
+
+    def link_standby(self, chain: str, link: str, standby: bool) -> None:
+        self._standby.set((chain, link), 1 if standby else 0)
+
+    def shared_state(self, chain: str, result: str) -> None:
+        self._shared.inc((chain, result))
+
+    # -- reading --
+
+    def render(self) -> str:
+        for chain, recent in list(self._recent.items()):
+            try:
+                window = list(recent)  # render may run in a thread while the loop appends
+            except RuntimeError:
+                continue
+            if window:
+                self._sign_median.set((chain,), statistics.median(window))
+        return self.registry.render()
