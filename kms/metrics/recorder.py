@@ -7,6 +7,10 @@ kms.metrics.catalog, and the per-chain window behind the median sign latency.
 Never touches: the text format, files, sockets, the privval protocol. Every recording
 method is cheap and never raises (metrics must not stop a signer): it runs on the
 request path, and HSM device threads call `hsm_request` from the executor.
+
+Cost rule: one event takes the registry lock once, whatever number of series it
+updates (the `*_held` family methods), and builds no strings: label values are the
+caller's own strings in a tuple, all formatting happens when rendering.
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ from collections.abc import Callable
 
 from kms import __version__
 from kms.metrics.catalog import MEDIAN_WINDOW, SPECS
-from kms.metrics.registry import Counter, Family, Gauge, Histogram, Registry
+from kms.metrics.registry import Counter, Family, Gauge, Histogram, Lock, Registry, observable
 
 
 class Metrics:
     """The metrics the daemon records. Every recording method is cheap and never raises."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
-        self.registry = Registry()
+    def __init__(self, *, clock: Callable[[], float] = time.time, lock: Lock | None = None) -> None:
+        self.registry = Registry(lock=lock)
+        self._lock = self.registry.lock
         r = self.registry
         fams: dict[str, Family] = {}
         for s in SPECS:
@@ -80,16 +85,21 @@ class Metrics:
         self, chain: str, msg_type: str, outcome: str, latency_s: float, replica: str | None
     ) -> None:
         """One answered sign request. outcome: signed | reused | refused | error."""
-        self._signatures.inc((chain, msg_type, outcome))
-        if outcome == "signed" or outcome == "reused":
-            self._sign_latency.observe((chain, msg_type), latency_s)
-            recent = self._recent.get(chain)
-            if recent is None:
-                recent = self._recent[chain] = collections.deque(maxlen=MEDIAN_WINDOW)
-            if isinstance(latency_s, int | float) and math.isfinite(latency_s):
-                recent.append(float(latency_s))
-        if replica is not None and outcome == "signed":
-            self._by_replica.inc((chain, replica))
+        if outcome != "signed" and outcome != "reused":
+            self._signatures.inc((chain, msg_type, outcome))  # one series: inc locks once
+            return
+        timed = observable(latency_s)
+        with self._lock:
+            self._signatures.inc_held((chain, msg_type, outcome))
+            if timed:
+                self._sign_latency.observe_held((chain, msg_type), latency_s)
+            if replica is not None and outcome == "signed":
+                self._by_replica.inc_held((chain, replica))
+        recent = self._recent.get(chain)
+        if recent is None:
+            recent = self._recent[chain] = collections.deque(maxlen=MEDIAN_WINDOW)
+        if timed and math.isfinite(latency_s):
+            recent.append(float(latency_s))
 
     def refusal(self, chain: str, reason: str) -> None:
         self._refusals.inc((chain, reason))
@@ -98,15 +108,20 @@ class Metrics:
         self._last_height.set((chain,), height)
 
     def link_state(self, chain: str, link: str, up: bool) -> None:
-        self._link_up.set((chain, link), 1 if up else 0)
-        self._reconnects.touch((chain, link))
+        key = (chain, link)
+        with self._lock:
+            self._link_up.set_held(key, 1 if up else 0)
+            self._reconnects.touch_held(key)
 
     def link_reconnect(self, chain: str, link: str) -> None:
         self._reconnects.inc((chain, link))
 
     def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None:
-        self._hsm_latency.observe((replica,), latency_s)
-        self._hsm_requests.inc((replica, "ok" if ok else "error"))
+        timed = observable(latency_s)
+        with self._lock:
+            if timed:
+                self._hsm_latency.observe_held((replica,), latency_s)
+            self._hsm_requests.inc_held((replica, "ok" if ok else "error"))
 
     def hsm_health(self, replica: str, healthy: bool) -> None:
         self._hsm_healthy.set((replica,), 1 if healthy else 0)

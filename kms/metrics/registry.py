@@ -8,7 +8,9 @@ rendering.
 Never touches: the text format (kms.metrics.exposition spells the lines), which metrics
 `kms` exports (kms.metrics.catalog), files, sockets. It never raises into recording
 callers: recording is a lock plus a dict lookup and an addition; a bad value (negative
-counter increment, NaN observation) is dropped.
+counter increment, NaN observation) is dropped. A caller that records several series
+for one event takes the lock once and uses the `*_held` methods (kms.metrics.recorder
+does, on the request path).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import math
 import re
 import threading
 from collections.abc import Sequence
-from typing import Literal
+from types import TracebackType
+from typing import Literal, Protocol
 
 from kms.metrics import exposition
 from kms.metrics.exposition import LabelValues
@@ -27,6 +30,25 @@ from kms.metrics.exposition import LabelValues
 _NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
 _LABEL_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _RESERVED_LABELS = frozenset({"le", "quantile"})
+_NUMBER = (int, float)  # a tuple: isinstance with it is faster than with `int | float`
+
+
+class Lock(Protocol):
+    """What the registry needs of its lock (a threading.Lock; a test may count acquisitions)."""
+
+    def __enter__(self) -> object: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> object: ...
+
+
+def observable(value: object) -> bool:
+    """Whether `value` can go into a histogram: a number, not NaN (infinities count as +Inf)."""
+    return isinstance(value, _NUMBER) and value == value  # NaN is the one value != itself
 
 
 class Family:
@@ -34,9 +56,7 @@ class Family:
 
     kind: Literal["counter", "gauge", "histogram"]
 
-    def __init__(
-        self, name: str, help_text: str, labelnames: Sequence[str], lock: threading.Lock
-    ) -> None:
+    def __init__(self, name: str, help_text: str, labelnames: Sequence[str], lock: Lock) -> None:
         if not _NAME_RE.match(name):
             raise ValueError(f"invalid metric name {name!r}")
         for label in labelnames:
@@ -61,9 +81,7 @@ class Family:
 
 
 class _Scalar(Family):
-    def __init__(
-        self, name: str, help_text: str, labelnames: Sequence[str], lock: threading.Lock
-    ) -> None:
+    def __init__(self, name: str, help_text: str, labelnames: Sequence[str], lock: Lock) -> None:
         super().__init__(name, help_text, labelnames, lock)
         self._values: dict[LabelValues, float] = {}
         if not self.labelnames:
@@ -91,9 +109,7 @@ class Counter(_Scalar):
 
     kind: Literal["counter"] = "counter"
 
-    def __init__(
-        self, name: str, help_text: str, labelnames: Sequence[str], lock: threading.Lock
-    ) -> None:
+    def __init__(self, name: str, help_text: str, labelnames: Sequence[str], lock: Lock) -> None:
         if not name.endswith("_total"):
             raise ValueError(f"counter {name!r} must end in _total")
         super().__init__(name, help_text, labelnames, lock)
@@ -104,10 +120,18 @@ class Counter(_Scalar):
         with self._lock:
             self._values[labels] = self._values.get(labels, 0) + amount
 
+    def inc_held(self, labels: LabelValues, amount: float = 1) -> None:
+        """`inc` for a caller that holds the registry lock (amount >= 0, checked by the caller)."""
+        self._values[labels] = self._values.get(labels, 0) + amount
+
     def touch(self, labels: LabelValues) -> None:
         """Make a series exist at 0 (so rate() works from the first increment)."""
         with self._lock:
             self._values.setdefault(labels, 0)
+
+    def touch_held(self, labels: LabelValues) -> None:
+        """`touch` for a caller that holds the registry lock."""
+        self._values.setdefault(labels, 0)
 
 
 class Gauge(_Scalar):
@@ -118,6 +142,10 @@ class Gauge(_Scalar):
     def set(self, labels: LabelValues, value: float) -> None:
         with self._lock:
             self._values[labels] = value
+
+    def set_held(self, labels: LabelValues, value: float) -> None:
+        """`set` for a caller that holds the registry lock."""
+        self._values[labels] = value
 
 
 class _HistState:
@@ -139,7 +167,7 @@ class Histogram(Family):
         name: str,
         help_text: str,
         labelnames: Sequence[str],
-        lock: threading.Lock,
+        lock: Lock,
         buckets: Sequence[float],
     ) -> None:
         super().__init__(name, help_text, labelnames, lock)
@@ -151,16 +179,19 @@ class Histogram(Family):
         self._states: dict[LabelValues, _HistState] = {}
 
     def observe(self, labels: LabelValues, value: float) -> None:
-        if not isinstance(value, int | float) or math.isnan(value):
+        if not observable(value):
             return  # a caller bug must not reach the signer's hot path as an exception
-        i = bisect.bisect_left(self._finite, value)  # first bound >= value ("le")
         with self._lock:
-            st = self._states.get(labels)
-            if st is None:
-                st = self._states[labels] = _HistState(len(self.bounds))
-            st.buckets[i] += 1
-            st.sum += value
-            st.count += 1
+            self.observe_held(labels, value)
+
+    def observe_held(self, labels: LabelValues, value: float) -> None:
+        """`observe` for a caller that holds the registry lock and checked `observable(value)`."""
+        st = self._states.get(labels)
+        if st is None:
+            st = self._states[labels] = _HistState(len(self.bounds))
+        st.buckets[bisect.bisect_left(self._finite, value)] += 1  # first bound >= value ("le")
+        st.sum += value
+        st.count += 1
 
     def snapshot(self, labels: LabelValues) -> tuple[tuple[int, ...], float, int]:
         """(cumulative bucket counts, sum, count) for one series; zeros if never observed."""
@@ -184,8 +215,8 @@ class Histogram(Family):
 class Registry:
     """Families in registration order, sharing one lock; renders the text format."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
+    def __init__(self, *, lock: Lock | None = None) -> None:
+        self.lock: Lock = threading.Lock() if lock is None else lock
         self._families: dict[str, Family] = {}
 
     def _add(self, fam: Family) -> None:
