@@ -18,7 +18,7 @@ import contextlib
 import ipaddress
 from collections.abc import Callable
 
-from kms.errors import MetricsError
+from kms.errors import MetricsError, describe
 from kms.metrics.exposition import CONTENT_TYPE
 
 
@@ -109,7 +109,7 @@ class MetricsServer:
             )
         except OSError as e:
             raise MetricsError(
-                f"cannot listen for metrics on {self._bind_host}:{self._port}: {e}"
+                f"cannot listen for metrics on {self._bind_host}:{self._port}: {describe(e)}"
             ) from e
 
     async def close(self) -> None:

@@ -20,10 +20,13 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from kms import __version__
 from kms.metrics.catalog import MEDIAN_WINDOW, SPECS
 from kms.metrics.registry import Counter, Family, Gauge, Histogram, Lock, Registry, observable
+
+F = TypeVar("F", bound=Family)
 
 
 class Metrics:
@@ -42,20 +45,19 @@ class Metrics:
             else:
                 fams[s.name] = r.histogram(s.name, s.help, s.labels, s.buckets)
 
-        def c(name: str) -> Counter:
+        def family(name: str, kind: type[F]) -> F:
             f = fams[name]
-            assert isinstance(f, Counter)
+            assert isinstance(f, kind), name  # a catalog entry of the wrong kind: our bug
             return f
+
+        def c(name: str) -> Counter:
+            return family(name, Counter)
 
         def g(name: str) -> Gauge:
-            f = fams[name]
-            assert isinstance(f, Gauge)
-            return f
+            return family(name, Gauge)
 
         def h(name: str) -> Histogram:
-            f = fams[name]
-            assert isinstance(f, Histogram)
-            return f
+            return family(name, Histogram)
 
         g("kms_build_info").set((__version__,), 1)
         g("kms_start_time_seconds").set((), clock())

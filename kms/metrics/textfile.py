@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from kms.errors import describe
 from kms.fsutil import atomic_write
 
 log = logging.getLogger("kms.metrics")
@@ -60,7 +61,7 @@ class TextfileWriter:
         except OSError as e:
             if self._on_error is not None:
                 self._on_error()
-            log.warning("metrics: cannot write textfile %s: %s", self.path, e)
+            log.warning("metrics: cannot write textfile %s: %s", self.path, describe(e))
 
     async def run(self, stop: asyncio.Event) -> None:
         """Write now, then every `interval` seconds; a final write when `stop` is set."""

@@ -139,8 +139,11 @@ async def test_run_metrics_reports_a_busy_port() -> None:
     busy.listen()
     try:
         cfg = MetricsConfig(listen=("127.0.0.1", busy.getsockname()[1]))
-        with pytest.raises(MetricsError, match="cannot listen"):
+        with pytest.raises(MetricsError, match="cannot listen") as info:
             await asyncio.wait_for(run_metrics(Metrics(), cfg, asyncio.Event()), 2)
+        # one line through kms.errors.describe: the OS's words, not Python's "[Errno 98]"
+        assert "address already in use" in str(info.value)
+        assert "Errno" not in str(info.value) and "\n" not in str(info.value)
     finally:
         busy.close()
 
