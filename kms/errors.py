@@ -1,8 +1,11 @@
-"""The exception tree of `kms`, and nothing else.
+"""The exception tree of `kms`, and `describe()`: any exception as one line for an operator.
 
-One family per direction of failure. Layers raise the most specific class; the
-boundaries (link, CLI) turn them into one clear message. A refusal to sign is
-not an exception: it is a decision value (see `kms.state.machine`).
+One family per direction of failure: local errors (`LocalError`: kms itself was
+about to do something invalid) apart from remote ones (`ProtocolError`: the peer
+misbehaved), relabelled once at each layer's inbound boundary; then state, signer,
+key and configuration errors. Layers raise the most specific class; the
+boundaries (link, CLI) turn them into one clear message with `describe()`. A
+refusal to sign is not an exception: it is a value (`kms.refusal.Refusal`).
 """
 
 from __future__ import annotations
@@ -223,3 +226,44 @@ class SignerRefused(SimulatorError):
     def __init__(self, error: _RemoteSignerErrorLike) -> None:
         super().__init__(f"signer refused (code {error.code}): {error.description}")
         self.error = error
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+class MetricsError(KmsError):
+    """The metrics listener cannot be started (non-loopback address, bind failure)."""
+
+
+# --- exception to text (one helper for every log line and message that shows an error) ---
+
+DESCRIBE_LIMIT = 200
+"""Characters kept of a foreign exception's text (a library's message can be a page)."""
+
+
+def describe(exc: BaseException) -> str:
+    """`exc` as one line for an operator: never empty, never a traceback.
+
+    - a timeout is "timed out" and a refused connection "connection refused" (the
+      standard library's texts for them vary with the call site and are often empty);
+    - our own errors (KmsError, FileStepError) carry messages written for operators:
+      their text, whole;
+    - another OSError: its strerror, after the file it names if it names one;
+    - anything else (a library's error, or a bug of ours) is "TypeName: text", cut at
+      DESCRIBE_LIMIT characters, so a reader sees it was not an expected failure.
+    White space, newlines included, is folded to single spaces.
+    """
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    name = type(exc).__name__
+    if isinstance(exc, KmsError | FileStepError):
+        return " ".join(str(exc).split()) or name
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        return " ".join(text.split())
+    text = " ".join(str(exc).split())
+    if len(text) > DESCRIBE_LIMIT:
+        text = text[: DESCRIBE_LIMIT - 3] + "..."
+    return f"{name}: {text}" if text else name
