@@ -51,6 +51,7 @@ from kms.errors import (
     LinkClosed,
     NodeBusy,
     ProtocolError,
+    describe,
 )
 from kms.noise.connection import open_noise_connection
 from kms.privval.session import PrivvalSession
@@ -324,11 +325,6 @@ class Link:
 
 
 def _describe(e: BaseException) -> str:
-    if isinstance(e, TimeoutError):
-        return "timed out"
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, FileNotFoundError):
+    if isinstance(e, FileNotFoundError):  # a unix:// socket the node has not created yet
         return "socket not found"
-    text = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text}" if not isinstance(e, KmsError) else text
+    return describe(e)

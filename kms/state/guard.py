@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kms.config import ChainConfig
-from kms.errors import BadState, CodecError, EncodeError, SignerError, StateFileError
+from kms.errors import BadState, CodecError, EncodeError, SignerError, StateFileError, describe
 from kms.privval.messages import Proposal, Timestamp, Vote
 from kms.refusal import Code, Refusal
 from kms.signer.base import Signature
@@ -237,7 +237,7 @@ class ChainGuard:
                 try:
                     verdict = await self.gate.authorize(cand, max_height=self.max_height)
                 except BaseException as e:
-                    self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
+                    self._audit(cand, "error", reason=describe(e))
                     raise
                 if verdict.refusal is not None:
                     self._audit(cand, "refused", reason=verdict.refusal.reason)
@@ -256,7 +256,7 @@ class ChainGuard:
                     new_state = replace(base, signature=sig.signature, updated_at=self._clock())
                 await self._persist(new_state)
             except BaseException as e:
-                self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
+                self._audit(cand, "error", reason=describe(e))
                 raise
             self._state = new_state
             # (with a gate, what was signed may be the stored message, not the request's)
