@@ -47,7 +47,7 @@ from typing import Protocol
 
 from kms.config import ChainConfig
 from kms.errors import KmsError, SharedStateError, SignerError, StateError
-from kms.privval import canonical, celestia
+from kms.privval import canonical, celestia, validation
 from kms.privval.limits import MAX_CHAIN_ID_LEN
 from kms.privval.messages import (
     Dialect,
@@ -201,7 +201,7 @@ class SignService:
         ext_pending: list[asyncio.Future[Signature]],
     ) -> Response:
         try:
-            self._admit(req.chain_id, chain, canonical.validate_vote(vote, link.dialect))
+            self._admit(req.chain_id, chain, validation.validate_vote(vote, link.dialect))
             if vote is None:  # validate_vote already refuses this; kept for the type checker
                 raise _Refusal.of("invalid", "missing vote", Label.INVALID)
             ext_bytes = b""
@@ -282,7 +282,7 @@ class SignService:
         start = self._clock()
         prop = req.proposal
         try:
-            self._admit(req.chain_id, chain, canonical.validate_proposal(prop))
+            self._admit(req.chain_id, chain, validation.validate_proposal(prop))
             if prop is None:  # validate_proposal already refuses this
                 raise _Refusal.of("invalid", "missing proposal", Label.INVALID)
             result = await self._guarded(
