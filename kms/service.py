@@ -4,6 +4,10 @@ Owns: what `kms` answers to each privval request, per chain and per dialect.
 Never touches sockets, files or devices directly (links bring requests; the
 per-chain guard owns the state file; signers own the keys).
 
+Above 400 lines as one thing: the table below is answered in one place so that
+each request kind's checks, the guard call and the refusal reporting are read
+side by side (validation, sign bytes and rules live in their own modules).
+
 Per request:
 
 | request              | checks                                   | answer                                      |

@@ -6,6 +6,8 @@ touches framing (`kms.privval.framing`), sign bytes (`kms.privval.canonical`),
 sockets, keys or state. Protobuf classes never leave this module and protobuf's own
 exceptions never escape it: a body that does not decode is a `CodecError` (remote:
 the peer sent it), a message that does not encode an `EncodeError` (local: our bug).
+Above 400 lines as one thing: encoding and decoding of each message variant are
+written next to each other, so the per-dialect quirks stay symmetric.
 
 Dialect rules (table `_DIALECT_FEATURES`):
 * v0.34 / v0.37: no vote extensions. Decoding drops Vote fields 9/10 (Go skips
