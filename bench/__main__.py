@@ -148,6 +148,20 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
                 f"{_fmt(_num(f, 'pwrite_fdatasync_in_place', 'p50'), 3)}",
             )
         )
+        hop = f.get("state_write_hop", {})
+        if hop:
+            ex, wt = hop.get("executor", {}), hop.get("write_thread", {})
+            rows.append(
+                (
+                    "state-write hop",
+                    "-",
+                    "-",
+                    "-",
+                    f"per hop: executor {_fmt(_num(ex, 'cpu_us'), 0)} us CPU / "
+                    f"{_fmt(_num(ex, 'wall_us'), 0)} us wall; write thread "
+                    f"{_fmt(_num(wt, 'cpu_us'), 0)} us CPU / {_fmt(_num(wt, 'wall_us'), 0)} us wall",
+                )
+            )
     for name in ("softsign", "tmkms"):
         if name not in results:
             continue

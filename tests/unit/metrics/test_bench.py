@@ -160,3 +160,6 @@ def test_floor_only_run_writes_json_with_every_section_key(tmp_path: Path) -> No
     assert doc["floor"]["n"] == 300
     assert 0 < doc["floor"]["p50"] <= doc["floor"]["p99"] <= doc["floor"]["max"]
     assert "floor (fsync + sign)" in r.stdout
+    hop = doc["floor"]["state_write_hop"]
+    assert hop["executor"]["cpu_us"] > 0 and hop["write_thread"]["cpu_us"] > 0
+    assert "state-write hop" in r.stdout
