@@ -203,6 +203,19 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
                 f"(kms p50s {', '.join(_fmt(x) for x in kp)}; tmkms {', '.join(_fmt(x) for x in tp)})",
             )
         )
+        if "median_cpu_ratio" in paired:
+            kc, tc = paired.get("kms_cpu_ms", []), paired.get("tmkms_cpu_ms", [])
+            rows.append(
+                (
+                    "kms vs tmkms 1x1, paired CPU",
+                    "-",
+                    "-",
+                    "-",
+                    f"median CPU/request ratio {_fmt(_num(paired, 'median_cpu_ratio'))} (kms ms "
+                    f"{', '.join(_fmt(x, 3) for x in kc)}; tmkms {', '.join(_fmt(x, 3) for x in tc)}"
+                    f"; load average {', '.join(_fmt(x, 1) for x in paired.get('load_average', []))})",
+                )
+            )
     if "diagnose" in results:
         diag = results["diagnose"]
         if diag.skipped:
