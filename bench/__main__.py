@@ -365,7 +365,8 @@ async def run_all(quick: bool, workdir: Path, only: set[str]) -> dict[str, Secti
                 sec.notes.append(f"paired runs: {type(e).__name__}: {e}")
             sec.notes.append(
                 "paired_1x1: kms and tmkms 1x1 runs interleaved; median of the per-pair "
-                "p50 ratios (kms/tmkms) is what the 1.25x target uses"
+                "p50 ratios (kms/tmkms) is what the <= 1.0 target uses; the CPU row compares "
+                "CPU per request within each pair (same machine load)"
             )
             sec.notes.append(
                 "tmkms 0.15 renames its state file without fsync (no durability barrier "

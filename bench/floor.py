@@ -117,10 +117,11 @@ def run_floor(state_dir: Path, iterations: int) -> Section:
     sec.notes.append(
         "floor = create + write + fsync of a small new file in the state directory, then "
         "one Ed25519 signature (PyNaCl), timed together. For reading the softsign numbers: "
-        "durable_replace = temp file + fsync + rename over + directory fsync (what kms does "
-        "per signature); rewrite_truncate_fsync = O_TRUNC rewrite + fsync; "
+        "durable_replace = temp file + fsync + rename over + directory fsync (what kms did "
+        "per signature before state format 2; creating a state file still does); "
+        "rewrite_truncate_fsync = O_TRUNC rewrite + fsync; "
         "pwrite_fdatasync_in_place = same-size overwrite of an allocated block + fdatasync "
-        "(no metadata change, what a two-slot in-place state file would cost); "
+        "(no metadata change: what a format-2 state save costs per signature); "
         "state_write_hop = wall and CPU (us) of one round trip loop -> thread -> loop, via "
         "ThreadPoolExecutor + wrap_future and via kms.state.writer.WriteThread"
     )
