@@ -8,7 +8,7 @@ the configured ID), or talks to devices (the caller passes a `sign` callback).
 
 Rules:
 - Under the lock: `decide()`; on SIGN call `sign(sign_bytes)`, write the new
-  state (in place and fdatasync'ed, `kms.state.store`; in the executor, off
+  state (in place and fdatasync'ed, `kms.state.store`; on the chain's write thread, off
   the event loop) and only then return the signature. REUSE returns the stored signature
   (and, for a vote, the stored timestamp) without signing or writing.
 - Any exception from `sign` or from the write propagates (SignerError,
@@ -22,7 +22,7 @@ Rules:
   (fail closed); once it reads back, signing resumes.
 - The state file lock is held for the guard's lifetime: no second process (or
   `kms state set`) can write the same file meanwhile. `close()` releases it
-  last, after every write has finished and the executor has stopped: a write
+  last, after every write has finished and the write thread has stopped: a write
   still running after the lock is gone would let a second process go back in
   time (its late write lands on top of the other process's newer state).
 - At start-up, before serving: a format-1 file is converted to format 2 once,
@@ -40,7 +40,6 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -63,6 +62,7 @@ from kms.state.machine import (
     decide,
 )
 from kms.state.store import StateStore
+from kms.state.writer import WriteThread
 
 if TYPE_CHECKING:
     from kms.shared.gate import SharedGate
@@ -114,7 +114,6 @@ class ChainGuard:
         *,
         max_height: int | None = None,
         audit: AuditLog | None = None,
-        executor: concurrent.futures.Executor | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         """Lock and load the state file (StateFileError if it is missing or unusable)."""
@@ -123,10 +122,6 @@ class ChainGuard:
         self.max_height = max_height
         self.audit = audit
         self._clock = clock
-        self._own_executor = executor is None
-        self._executor = executor or concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"state-{chain_id}"
-        )
         self._file_lock = store.lock()
         try:
             self._state = self._load_for_serving()
@@ -134,9 +129,12 @@ class ChainGuard:
             store.close()
             self._file_lock.release()
             raise
+        # one thread per chain for its file work: writes never overlap and never
+        # block the event loop (kms.state.writer: about half the CPU of an executor hop)
+        self._writer = WriteThread(f"state-{chain_id}")
         self._lock = asyncio.Lock()
         self._needs_verify = False
-        self._inflight: concurrent.futures.Future[Any] | None = None
+        self._inflight: asyncio.Future[Any] | None = None
 
     @classmethod
     def open(cls, chain: ChainConfig) -> ChainGuard:
@@ -157,7 +155,7 @@ class ChainGuard:
         return self._state
 
     def close(self) -> None:
-        """Wait for every write, stop our executor, flush the audit log; release the lock last.
+        """Wait for every write, stop the write thread, flush the audit log; release the lock last.
 
         Blocks while a write is still running (a stalled disk): releasing the
         lock before it ends is the one thing that must never happen.
@@ -169,11 +167,7 @@ class ChainGuard:
                 self.chain_id,
                 self.store.path,
             )
-        if self._own_executor:
-            self._executor.shutdown(wait=True)
-        elif inflight is not None:
-            # A shared executor: wait for our own last write (the only one that can run).
-            concurrent.futures.wait([inflight])
+        self._writer.close()  # runs what is queued, then joins: nothing runs after this
         self.store.close()
         if self.audit is not None:
             self.audit.close()
@@ -265,15 +259,15 @@ class ChainGuard:
             return GuardResult("signed", sig.signature, timestamp, sign_bytes, None, sig.by)
 
     async def _offload(self, fn: Callable[[], T]) -> T:
-        """Run file work in the executor; on any failure or cancellation, re-verify later.
+        """Run file work on the write thread; on any failure or cancellation, re-verify later.
 
         The future is shielded and remembered: a cancelled caller does not stop
         the write, and the next request waits for it before reading the file.
         """
-        work = self._executor.submit(fn)
+        work = self._writer.submit(fn)
         self._inflight = work  # close() waits for it before releasing the lock
         try:
-            result = await asyncio.shield(asyncio.wrap_future(work))
+            result = await asyncio.shield(work)
         except BaseException as e:
             # The file now holds the old or the new state; find out before signing again.
             self._needs_verify = True
@@ -289,7 +283,7 @@ class ChainGuard:
     async def _reverify(self) -> None:
         if self._inflight is not None:
             # an interrupted write: let it finish
-            await asyncio.wait([asyncio.wrap_future(self._inflight)])
+            await asyncio.wait([self._inflight])
             self._inflight = None
         disk = await self._offload(self.store.load)
         if disk.hrs < self._state.hrs:

@@ -11,7 +11,6 @@ Each test here reproduces a defect of the first release (issue 11) and fails on 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import os
 import threading
@@ -53,13 +52,11 @@ class StalledWrite(FileOps):
         return super().pwrite(fd, data, offset)
 
 
-@pytest.mark.parametrize("shared_executor", [False, True])
 async def test_the_lock_outlives_a_stalled_write_that_shutdown_interrupted(
-    state_path: Path, shared_executor: bool
+    state_path: Path,
 ) -> None:
     ops = StalledWrite()
-    executor = concurrent.futures.ThreadPoolExecutor(1) if shared_executor else None
-    g = ChainGuard(CHAIN, StateStore(state_path, ops=ops), executor=executor)
+    g = ChainGuard(CHAIN, StateStore(state_path, ops=ops))
     task = asyncio.create_task(g.sign_vote(vote(PREVOTE, 5, 0, A), SoftSigner()))
     assert await asyncio.to_thread(ops.entered.wait, 5)
     task.cancel()  # what shutdown does to a link after the grace period
@@ -79,8 +76,6 @@ async def test_the_lock_outlives_a_stalled_write_that_shutdown_interrupted(
     assert not closer.is_alive()
     with StateStore(state_path).lock():  # free once the write is done
         assert StateStore(state_path).load().hrs == (5, 0, 1)  # it landed under the lock
-    if executor is not None:
-        executor.shutdown()
 
 
 class SyncRecorder(FileOps):
