@@ -55,9 +55,27 @@ from yubihsm.defs import ERROR
 from kms.chains import public_key_forms, render_forms
 from kms.cli.errors import EXIT_REFUSED
 from kms.config import Config, KeyFormat, load_config
-from kms.errors import ConfigError, HsmConnectionError, HsmDeviceError, HsmTimeoutError, KmsError
+from kms.errors import (
+    ConfigError,
+    HsmConnectionError,
+    HsmDeviceError,
+    HsmTimeoutError,
+    KeyCommandError,
+    KmsError,
+)
 from kms.hsm.backup import RawWrapped, detect_raw_wrapped, tmkms_file
 from kms.hsm.devices import strip_name
+from kms.hsm.keyadmin import (
+    EXPORTABLE_CAPS,
+    SIGN_CAPS,
+    delete_key,
+    export_wrapped,
+    generate_ed25519,
+    import_wrapped,
+    list_asymmetric_keys,
+    put_ed25519,
+    wrap_key_exists,
+)
 from kms.keys import (
     check_private_mode,
     decode_base64_key,
@@ -70,24 +88,14 @@ from kms.keys import (
     write_secret_file,
 )
 from kms.signer.factory import provider_connector, provider_password, read_password_file
-from kms.signer.yubihsm import (
-    EXPORTABLE_CAPS,
-    SIGN_CAPS,
+from kms.signer.yubihsm import KeyInfo, find_key
+from kms.signer.yubihsm_session import (
     Connector,
     DeviceSession,
-    KeyInfo,
     connector_name,
-    delete_key,
     derive_credentials,
     device_error_code,
-    export_wrapped,
-    find_key,
-    generate_ed25519,
-    import_wrapped,
-    list_asymmetric_keys,
     parse_connector,
-    put_ed25519,
-    wrap_key_exists,
 )
 
 T = TypeVar("T")
@@ -99,10 +107,6 @@ DEFAULT_DOMAINS = 1
 OBJECT_TYPE_ASYMMETRIC = 3
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 10.0  # key generation on a real device can take a while
-
-
-class KeyCommandError(KmsError):
-    """A key command cannot proceed; nothing was changed unless the message says so."""
 
 
 # --- devices -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from yubihsm.core import YubiHsm
 from kms.config import Config
 from kms.errors import HsmAdminError
 from kms.signer.factory import provider_connector, provider_password, read_password_file
-from kms.signer.yubihsm import (
+from kms.signer.yubihsm_session import (
     Connector,
     DeviceSession,
     connector_name,

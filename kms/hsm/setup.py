@@ -44,7 +44,7 @@ from kms.hsm.roles import (
     PlannedObject,
     role,
 )
-from kms.signer.yubihsm import DeviceSession, derive_credentials
+from kms.signer.yubihsm_session import DeviceSession, derive_credentials
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,8 @@ from kms.keys import write_base64_seed, write_secret_file
 from kms.signer.factory import build_signers, read_password_file
 from kms.signer.replicas import ReplicaSet
 from kms.signer.softsign import SoftSigner
-from kms.signer.yubihsm import Credentials, HttpConnector, UsbConnector, YubiHsmSigner
+from kms.signer.yubihsm import YubiHsmSigner
+from kms.signer.yubihsm_session import Credentials, HttpConnector, UsbConnector
 
 
 def chain(cid: str) -> ChainConfig:
