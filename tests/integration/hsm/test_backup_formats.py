@@ -15,9 +15,9 @@ from yubihsm.backends.http import HttpBackend
 from yubihsm.defs import CAPABILITY
 from yubihsm.objects import AsymmetricKey, WrapKey
 
-from kms.cli.keys import SeedSource, read_key_source
 from kms.cli.main import cli
 from kms.hsm.backup import RawWrapped, detect_raw_wrapped
+from kms.hsm.keyfiles import SeedSource, read_key_source
 from kms.keys import validator_address, write_secret_file
 from kms.sim.yubihsm import SimulatedHsm
 
