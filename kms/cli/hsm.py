@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import click
 
+from kms.cli.options import CONFIG_OPTION, CONNECTORS_OPTION, FILE, OBJECT_ID, json_option
 from kms.config import load_config
 from kms.errors import KmsError, RecoveryPhraseError
 from kms.hsm import phrase, shamir
@@ -51,15 +52,7 @@ def _targets(config: Path | None, connectors: tuple[str, ...]) -> list[Target]:
 
 
 def _device_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--connector",
-        "connectors",
-        multiple=True,
-        help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
-    )(f)
-    return click.option(
-        "-c", "--config", type=click.Path(path_type=Path, dir_okay=False), help="kms config"
-    )(f)
+    return CONFIG_OPTION(CONNECTORS_OPTION(f))
 
 
 def read_recovery() -> bytes:
@@ -135,7 +128,7 @@ def hsm() -> None:
 @click.option("--force", is_flag=True, help="provision devices that are not factory-fresh")
 @click.option(
     "--signer-password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="write the signer role's password here (0600) for kms start",
 )
 def setup(
@@ -196,7 +189,7 @@ def _write_password(path: Path, entropy: bytes, name: str) -> None:
 @click.argument("role_name", metavar="ROLE", type=click.Choice(ROLE_NAMES))
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="new file for the password (mode 0600)",
 )
@@ -239,18 +232,16 @@ def _auth_targets(
 def _auth_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--password-file",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=FILE,
         help="password of that auth key (mode 0600)",
     )(f)
-    return click.option(
-        "--auth-key", type=click.IntRange(1, 0xFFFE), help="auth key id [default: the config's]"
-    )(f)
+    return click.option("--auth-key", type=OBJECT_ID, help="auth key id [default: the config's]")(f)
 
 
 @hsm.command()
 @_device_options
 @_auth_options
-@click.option("--json", "as_json", is_flag=True, help="one JSON document")
+@json_option("one JSON document")
 def status(
     config: Path | None,
     connectors: tuple[str, ...],
@@ -281,26 +272,26 @@ def status(
 @click.option(
     "-c",
     "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="kms config (devices, signer auth key, validator keys, chains' audit_log)",
 )
 @click.option(
     "--auth-key",
-    type=click.IntRange(1, 0xFFFE),
+    type=OBJECT_ID,
     default=lambda: role("auditor").object_id,
     show_default="the auditor role's",
     help="auth key that reads the logs",
 )
 @click.option(
     "--password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="the auditor's password (kms hsm password auditor --out FILE)",
 )
 @click.option(
     "--cursor",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="where the audit remembers what it read [default: hsm-audit.json next to the config]",
 )
 @click.option(
@@ -309,7 +300,7 @@ def status(
     help="first audit of devices and kms logs that already have history: verify the chains,"
     " start counting from now",
 )
-@click.option("--json", "as_json", is_flag=True, help="one JSON document")
+@json_option("one JSON document")
 def audit(
     config: Path,
     auth_key: int,

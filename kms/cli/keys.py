@@ -30,6 +30,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import click
 
 from kms.chains import public_key_forms, render_forms
 from kms.cli.errors import EXIT_REFUSED
+from kms.cli.options import CONFIG_OPTION, CONNECTORS_OPTION, FILE, OBJECT_ID, json_option
 from kms.config import Config, KeyFormat, load_config
 from kms.errors import ConfigError, KeyCommandError
 from kms.hsm.backup import RawWrapped
@@ -84,13 +86,14 @@ def _flag_password(auth_key: int, password_file: Path | None) -> Callable[[], st
 
 
 def _specs(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
-    *,
-    allow_empty: bool = False,
+    dev: _DeviceArgs, *, allow_empty: bool = False
 ) -> tuple[list[DeviceSpec], Config | None]:
+    config, connectors, auth_key, password_file = (
+        dev.config,
+        dev.connectors,
+        dev.auth_key,
+        dev.password_file,
+    )
     if config is not None and connectors:
         raise click.UsageError("give either -c CONFIG or --connector, not both")
     if config is not None:
@@ -116,49 +119,58 @@ def _specs(
 
 
 @contextmanager
-def _key_devices(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
-    key_id: int | None,
-) -> Iterator[tuple[int, list[Device]]]:
+def _key_devices(dev: _DeviceArgs, key_id: int | None) -> Iterator[tuple[int, list[Device]]]:
     """The key id and the connected devices a keygen/import/export works on."""
     kid = _key_id(key_id)
-    specs, _ = _specs(config, connectors, auth_key, password_file)
+    specs, _ = _specs(dev)
     with connected(specs_for_key(specs, kid)) as devices:
         yield kid, devices
 
 
-_OBJECT_ID = click.IntRange(1, 0xFFFE)
 _DOMAINS = click.IntRange(1, 0xFFFF)
 
 
+@dataclass(frozen=True, slots=True)
+class _DeviceArgs:
+    """The device options of a key command, as given."""
+
+    config: Path | None
+    connectors: tuple[str, ...]
+    auth_key: int | None
+    password_file: Path | None
+
+
 def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The device options, handed to the command as one `dev: _DeviceArgs`."""
+
+    @functools.wraps(f)
+    def command(
+        *,
+        config: Path | None,
+        connectors: tuple[str, ...],
+        auth_key: int | None,
+        password_file: Path | None,
+        **rest: Any,
+    ) -> Any:
+        return f(dev=_DeviceArgs(config, connectors, auth_key, password_file), **rest)
+
     opts = [
-        click.option(
-            "-c", "--config", type=click.Path(path_type=Path, dir_okay=False), help="kms config"
-        ),
-        click.option(
-            "--connector",
-            "connectors",
-            multiple=True,
-            help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
-        ),
+        CONFIG_OPTION,
+        CONNECTORS_OPTION,
         click.option(
             "--auth-key",
-            type=_OBJECT_ID,
+            type=OBJECT_ID,
             help="auth key id [default: the config's, else 1]; with -c also --password-file",
         ),
         click.option(
             "--password-file",
-            type=click.Path(path_type=Path, dir_okay=False),
+            type=FILE,
             help="file holding the auth key password (mode 0600); prompted if absent",
         ),
     ]
     for opt in reversed(opts):
-        f = opt(f)
-    return f
+        command = opt(command)
+    return command
 
 
 def _key_id(value: int | None) -> int:
@@ -169,7 +181,7 @@ def _key_id(value: int | None) -> int:
     return value
 
 
-_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+_JSON_OPTION = json_option("machine-readable output")
 
 
 def _report(
@@ -207,19 +219,16 @@ def _show_key(public_key: bytes, key_format: KeyFormat | None = None) -> None:
     "--domains", type=_DOMAINS, default=DEFAULT_DOMAINS, show_default=True, help="bitmask"
 )
 @click.option("--non-exportable", is_flag=True, help="never exportable (no replicas, no backup)")
-@click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
-@click.option("--backup", type=click.Path(path_type=Path, dir_okay=False), help="wrapped backup")
+@click.option("--wrap-key-id", type=OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option("--backup", type=FILE, help="wrapped backup")
 @click.option(
     "--softsign",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="write a new software key (base64 seed, 0600) instead",
 )
 @_JSON_OPTION
 def keygen(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    dev: _DeviceArgs,
     key_id: int | None,
     label: str,
     domains: int,
@@ -232,10 +241,10 @@ def keygen(
     """Generate a consensus key on the first replica and clone it to the others."""
     with _errors():
         if softsign is not None:
-            _no_device_options(config, connectors, key_id)
+            _no_device_options(dev, key_id)
             _write_softsign(softsign, generate_seed(), "generated software key", as_json)
             return
-        with _key_devices(config, connectors, auth_key, password_file, key_id) as (kid, devices):
+        with _key_devices(dev, key_id) as (kid, devices):
             pub = keygen_flow(
                 devices,
                 kid,
@@ -255,10 +264,8 @@ def keygen(
             )
 
 
-def _no_device_options(
-    config: Path | None, connectors: tuple[str, ...], key_id: int | None
-) -> None:
-    if config or connectors or key_id is not None:
+def _no_device_options(dev: _DeviceArgs, key_id: int | None) -> None:
+    if dev.config or dev.connectors or key_id is not None:
         raise click.UsageError("--softsign takes no device options")
 
 
@@ -277,44 +284,41 @@ def _write_softsign(path: Path, seed: bytes, what: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="replace a different key with the same id")
 @click.option(
     "--wrap-key-id",
-    type=_OBJECT_ID,
+    type=OBJECT_ID,
     default=DEFAULT_WRAP_KEY_ID,
     show_default=True,
     help="wrap key of a tmkms / yubihsm-shell wrapped file",
 )
 @click.option(
     "--softsign",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="write the key to this software key file instead",
 )
 @_JSON_OPTION
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=FILE)
 def import_cmd(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    file: Path,
+    dev: _DeviceArgs,
     key_id: int | None,
+    force: bool,
     label: str,
     domains: int,
     non_exportable: bool,
-    force: bool,
     wrap_key_id: int,
     softsign: Path | None,
     as_json: bool,
-    file: Path,
 ) -> None:
     """Import FILE into every replica: priv_validator_key.json, base64 seed, kms wrapped
     backup, or a wrapped key written by tmkms / yubihsm-shell (detected by content)."""
     with _errors():
         source = read_key_source(file)
         if softsign is not None:
-            _no_device_options(config, connectors, key_id)
+            _no_device_options(dev, key_id)
             if not isinstance(source, SeedSource):
                 raise KeyCommandError(f"{file}: a wrapped backup can only go into a device")
             _write_softsign(softsign, source.seed, f"imported {file}", as_json)
             return
-        with _key_devices(config, connectors, auth_key, password_file, key_id) as (kid, devices):
+        with _key_devices(dev, key_id) as (kid, devices):
             key_format = key_format_for(devices, kid)
             if isinstance(source, RawWrapped):
                 if not as_json:
@@ -366,7 +370,7 @@ def import_cmd(
 @click.command("export")
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the key to back up")
-@click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option("--wrap-key-id", type=OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
 @click.option(
     "--format",
     "fmt",
@@ -376,12 +380,9 @@ def import_cmd(
     help="kms: JSON with key id and public key; tmkms: the bare base64 blob tmkms and"
     " yubihsm-shell read",
 )
-@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("out", type=FILE)
 def export_cmd(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    dev: _DeviceArgs,
     key_id: int | None,
     wrap_key_id: int,
     fmt: str,
@@ -390,7 +391,7 @@ def export_cmd(
     """Write a wrapped backup of a key (encrypted under the wrap key) to OUT."""
     with (
         _errors(),
-        _key_devices(config, connectors, auth_key, password_file, key_id) as (kid, devices),
+        _key_devices(dev, key_id) as (kid, devices),
     ):
         pub = export_flow(devices, kid, wrap_key_id, out, tmkms=fmt == "tmkms")
         click.echo(f"wrote {out} (key {kid} wrapped under wrap key {wrap_key_id})")
@@ -413,17 +414,14 @@ def keys() -> None:
 )
 @click.option("--prefix", default="cosmosvalconspub", show_default=True, help="bech32 prefix")
 def list_cmd(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    dev: _DeviceArgs,
     as_json: bool,
     key_format: str | None,
     prefix: str,
 ) -> None:
     """Per device: key id, label, capabilities, public key, validator address."""
     with _errors():
-        specs, cfg = _specs(config, connectors, auth_key, password_file, allow_empty=True)
+        specs, cfg = _specs(dev, allow_empty=True)
         fallback: KeyFormat | str = key_format or "base64"
         if key_format == "bech32":
             fallback = KeyFormat("bech32", consensus_key_prefix=prefix)
@@ -436,9 +434,9 @@ def list_cmd(
     else:
         if not listing.devices:
             click.echo("no keys configured (no [[providers.yubihsm]] or [[providers.softsign]])")
-        for dev in listing.devices:
-            click.echo(dev["device"] + (f"  ERROR: {dev['error']}" if "error" in dev else ""))
-            for k in dev["keys"]:
+        for entry in listing.devices:
+            click.echo(entry["device"] + (f"  ERROR: {entry['error']}" if "error" in entry else ""))
+            for k in entry["keys"]:
                 chains = f"  chains {','.join(k['chains'])}" if k["chains"] else ""
                 name = f"key {k['id']}" if k["id"] is not None else "key"
                 click.echo(f"  {name}  label {k['label']!r}  {k['algorithm']}{chains}")

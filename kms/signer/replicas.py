@@ -405,18 +405,6 @@ class ReplicaSet(Signer):
         return self.pool.replica_health()
 
     @property
-    def health_interval(self) -> float:
-        return self.pool.health_interval
-
-    @property
-    def down_probe_interval(self) -> float:
-        return self.pool.down_probe_interval
-
-    @property
-    def probe_timeout(self) -> float:
-        return self.pool.probe_timeout
-
-    @property
     def replicas(self) -> tuple[Signer, ...]:
         return tuple(r.signer for r in self._replicas)
 

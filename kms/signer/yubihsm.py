@@ -43,12 +43,7 @@ from yubihsm.objects import AsymmetricKey, ObjectInfo
 
 from kms.errors import HsmConnectionError, HsmDeviceError, HsmError, HsmKeyError, HsmTimeoutError
 from kms.signer.base import Health, Signature, Signer
-from kms.signer.yubihsm_session import (
-    Connector,
-    Credentials,
-    DeviceSession,
-    parse_connector,
-)
+from kms.signer.yubihsm_session import Connector, Credentials, DeviceSession, parse_connector
 
 log = logging.getLogger(__name__)
 

@@ -64,13 +64,7 @@ from yubihsm.exceptions import (
 )
 from yubihsm.utils import password_to_key
 
-from kms.errors import (
-    HsmAuthError,
-    HsmConnectionError,
-    HsmDeviceError,
-    HsmError,
-    HsmTimeoutError,
-)
+from kms.errors import HsmAuthError, HsmConnectionError, HsmDeviceError, HsmError, HsmTimeoutError
 
 log = logging.getLogger(__name__)
 
