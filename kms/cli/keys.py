@@ -206,6 +206,20 @@ def _report(
         click.echo(f"{k.replace('_', ' ') + ':':<21} {v}")
 
 
+def _report_written(
+    public_key: bytes,
+    what: str,
+    devices: list[Device],
+    key_id: int,
+    as_json: bool,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """`_report` for a key now on every device of the command."""
+    where = [d.name for d in devices]
+    fmt = key_format_for(devices, key_id)
+    _report(public_key, what=what, where=where, as_json=as_json, key_format=fmt, extra=extra)
+
+
 def _show_key(public_key: bytes, key_format: KeyFormat | None = None) -> None:
     for line in render_forms(public_key_forms(public_key, key_format)):
         click.echo(line)
@@ -254,14 +268,8 @@ def keygen(
                 wrap_key_id=wrap_key_id,
                 backup=backup,
             )
-            _report(
-                pub,
-                what=f"generated key {kid}",
-                where=[d.name for d in devices],
-                as_json=as_json,
-                key_format=key_format_for(devices, kid),
-                extra={"wrapped_backup": str(backup)} if backup is not None else None,
-            )
+            extra = {"wrapped_backup": str(backup)} if backup is not None else None
+            _report_written(pub, f"generated key {kid}", devices, kid, as_json, extra)
 
 
 def _no_device_options(dev: _DeviceArgs, key_id: int | None) -> None:
@@ -358,13 +366,7 @@ def import_cmd(
                     exportable=not non_exportable,
                     force=force,
                 )
-            _report(
-                pub,
-                what=f"imported key {kid}",
-                where=[d.name for d in devices],
-                as_json=as_json,
-                key_format=key_format,
-            )
+            _report_written(pub, f"imported key {kid}", devices, kid, as_json)
 
 
 @click.command("export")
