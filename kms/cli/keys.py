@@ -46,7 +46,6 @@ from kms.hsm.keyfiles import SeedSource, read_key_source
 from kms.hsm.keyflows import (
     DEFAULT_DOMAINS,
     DEFAULT_LABEL,
-    DEFAULT_WRAP_KEY_ID,
     Device,
     DeviceSpec,
     connected,
@@ -61,6 +60,7 @@ from kms.hsm.keyflows import (
     with_auth,
 )
 from kms.hsm.keylist import Listing, list_flow, list_softsign
+from kms.hsm.roles import WRAP_KEY_ID
 from kms.keys import generate_seed, public_key_from_seed, validator_address, write_base64_seed
 from kms.signer.factory import read_password_file
 from kms.signer.yubihsm_session import parse_connector
@@ -233,7 +233,7 @@ def _show_key(public_key: bytes, key_format: KeyFormat | None = None) -> None:
     "--domains", type=_DOMAINS, default=DEFAULT_DOMAINS, show_default=True, help="bitmask"
 )
 @click.option("--non-exportable", is_flag=True, help="never exportable (no replicas, no backup)")
-@click.option("--wrap-key-id", type=OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option("--wrap-key-id", type=OBJECT_ID, default=WRAP_KEY_ID, show_default=True)
 @click.option("--backup", type=FILE, help="wrapped backup")
 @click.option(
     "--softsign",
@@ -293,7 +293,7 @@ def _write_softsign(path: Path, seed: bytes, what: str, as_json: bool) -> None:
 @click.option(
     "--wrap-key-id",
     type=OBJECT_ID,
-    default=DEFAULT_WRAP_KEY_ID,
+    default=WRAP_KEY_ID,
     show_default=True,
     help="wrap key of a tmkms / yubihsm-shell wrapped file",
 )
@@ -372,7 +372,7 @@ def import_cmd(
 @click.command("export")
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the key to back up")
-@click.option("--wrap-key-id", type=OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option("--wrap-key-id", type=OBJECT_ID, default=WRAP_KEY_ID, show_default=True)
 @click.option(
     "--format",
     "fmt",

@@ -28,6 +28,7 @@ from kms.signer.yubihsm_session import (
     parse_connector,
 )
 
+# administration commands: key generation on a real device can take a while
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 10.0
 

@@ -16,9 +16,9 @@ from yubihsm.objects import AsymmetricKey, WrapKey
 
 from kms.signer.yubihsm import KeyInfo, read_key
 
-# Capabilities of a validator key: sign, and (unless --non-exportable) export under wrap.
+# A validator key that may never leave its device (--non-exportable); the usual one,
+# exportable under wrap for replicas and backups, is kms.hsm.roles.VALIDATOR_KEY_CAPS.
 SIGN_CAPS = CAPABILITY.SIGN_EDDSA
-EXPORTABLE_CAPS = CAPABILITY.SIGN_EDDSA | CAPABILITY.EXPORTABLE_UNDER_WRAP
 
 
 def list_asymmetric_keys(session: AuthSession) -> list[KeyInfo]:

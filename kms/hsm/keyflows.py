@@ -38,8 +38,8 @@ from yubihsm.defs import ERROR
 from kms.config import Config, KeyFormat
 from kms.errors import HsmDeviceError, KeyCommandError, KmsError
 from kms.hsm.backup import RawWrapped, tmkms_file
+from kms.hsm.devices import CONNECT_TIMEOUT, REQUEST_TIMEOUT
 from kms.hsm.keyadmin import (
-    EXPORTABLE_CAPS,
     SIGN_CAPS,
     delete_key,
     export_wrapped,
@@ -49,6 +49,7 @@ from kms.hsm.keyadmin import (
     wrap_key_exists,
 )
 from kms.hsm.keyfiles import SeedSource, WrappedBackup, check_new_file
+from kms.hsm.roles import VALIDATOR_KEY_CAPS
 from kms.keys import write_secret_file
 from kms.signer.factory import provider_connector, provider_password, read_password_file
 from kms.signer.yubihsm import KeyInfo, find_key
@@ -62,12 +63,9 @@ from kms.signer.yubihsm_session import (
 
 T = TypeVar("T")
 
-DEFAULT_WRAP_KEY_ID = 1
 DEFAULT_LABEL = "validator"
 DEFAULT_DOMAINS = 1
 OBJECT_TYPE_ASYMMETRIC = 3
-CONNECT_TIMEOUT = 2.0
-REQUEST_TIMEOUT = 10.0  # key generation on a real device can take a while
 
 
 # --- devices -------------------------------------------------------------------------
@@ -252,7 +250,7 @@ def keygen_flow(
     if clone or backup:
         _check_wrap_key(devices, wrap_key_id)
 
-    caps = EXPORTABLE_CAPS if exportable else SIGN_CAPS
+    caps = VALIDATOR_KEY_CAPS if exportable else SIGN_CAPS
     first, rest = devices[0], devices[1:]
     done: list[str] = []
     try:
@@ -313,7 +311,7 @@ def import_flow(
         )
     if isinstance(source, WrappedBackup):
         _check_wrap_key(todo, source.wrap_key_id)
-    caps = EXPORTABLE_CAPS if exportable else SIGN_CAPS
+    caps = VALIDATOR_KEY_CAPS if exportable else SIGN_CAPS
     done = [d.name for d in devices if d not in todo]
     try:
         for d in todo:

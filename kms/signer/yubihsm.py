@@ -43,7 +43,13 @@ from yubihsm.objects import AsymmetricKey, ObjectInfo
 
 from kms.errors import HsmConnectionError, HsmDeviceError, HsmError, HsmKeyError, HsmTimeoutError
 from kms.signer.base import Health, Signature, Signer
-from kms.signer.yubihsm_session import Connector, Credentials, DeviceSession, parse_connector
+from kms.signer.yubihsm_session import (
+    FACTORY_AUTH_KEY_ID,
+    Connector,
+    Credentials,
+    DeviceSession,
+    parse_connector,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +118,6 @@ def find_key(session: AuthSession, key_id: int) -> KeyInfo | None:
         if e.code == ERROR.OBJECT_NOT_FOUND:
             return None
         raise
-
-
-FACTORY_AUTH_KEY_ID = 1
 
 
 def factory_auth_key_present(session: AuthSession) -> bool:

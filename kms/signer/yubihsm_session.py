@@ -70,6 +70,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# every YubiHSM2 leaves the factory with this auth key (password "password")
+FACTORY_AUTH_KEY_ID = 1
+
 # --- connector addresses -----------------------------------------------------------
 
 
