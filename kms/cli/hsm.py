@@ -11,6 +11,7 @@ printed exactly once, by `setup` when it creates it, and never written to disk.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,9 +24,10 @@ from kms.cli.options import CONFIG_OPTION, CONNECTORS_OPTION, FILE, OBJECT_ID, j
 from kms.config import load_config
 from kms.errors import KmsError, RecoveryPhraseError
 from kms.hsm import phrase, shamir
-from kms.hsm.devices import Target, targets_from_config, targets_from_flags
+from kms.hsm.devices import Target, targets_from_config, targets_from_flags, with_auth
 from kms.hsm.roles import ROLE_NAMES, role
 from kms.keys import write_secret_file
+from kms.signer.factory import read_password_file
 
 
 def _fail(message: str) -> NoReturn:
@@ -68,11 +70,7 @@ def read_recovery() -> bytes:
             threshold = shamir.parse_share(first)[0]
             for i in range(2, threshold + 1):
                 lines.append(click.prompt(f"Share {i} of {threshold}", hide_input=True))
-    if ":" in lines[0]:
-        return shamir.recover(lines)
-    if len(lines) != 1:
-        raise RecoveryPhraseError("expected one recovery phrase line")
-    return phrase.from_phrase(lines[0])
+    return shamir.recover_entropy(lines)
 
 
 def _parse_split(text: str | None) -> tuple[int, int] | None:
@@ -94,11 +92,7 @@ def _show_secret(entropy: bytes, split: tuple[int, int] | None) -> None:
         click.echo(phrase.to_phrase(entropy))
     else:
         m, n = split
-        shares = shamir.split(entropy, m, n)
-        lines = [shamir.format_share(m, x, y) for x, y in shares]
-        # self-test before anyone relies on them: the first and the last M shares
-        if shamir.recover(lines[:m]) != entropy or shamir.recover(lines[-m:]) != entropy:
-            raise RecoveryPhraseError("internal error: the shares do not recombine")
+        lines = shamir.share_lines(entropy, m, n)
         click.echo(f"RECOVERY SHARES: any {m} of these {n} rebuild the phrase (shown once;")
         click.echo("give each to a different custodian; fewer than M reveal nothing):")
         for line in lines:
@@ -219,14 +213,7 @@ def _auth_targets(
     if password_file is None:
         raise KmsError("--auth-key needs --password-file")
     key = auth_key if auth_key is not None else role(role_name or "signer").object_id
-    path = password_file
-
-    def read() -> str:
-        from kms.signer.factory import read_password_file
-
-        return read_password_file(path)
-
-    return [Target(t.name, t.connector, t.key_ids, key, read) for t in targets]
+    return with_auth(targets, key, functools.partial(read_password_file, password_file))
 
 
 def _auth_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -314,7 +301,6 @@ def audit(
     from dataclasses import asdict
 
     from kms.hsm import audit as flow
-    from kms.signer.factory import read_password_file
 
     with _errors():
         cfg = load_config(config, check_files=False)

@@ -85,6 +85,13 @@ def targets_from_flags(
     return out
 
 
+def with_auth(
+    targets: Sequence[Target], auth_key: int, password: Callable[[], str]
+) -> list[Target]:
+    """The same devices, reached as another auth key than the config's."""
+    return [Target(t.name, t.connector, t.key_ids, auth_key, password) for t in targets]
+
+
 def device_facts(target: Target) -> DeviceFacts:
     """DEVICE_INFO in plaintext (no session, no password)."""
     try:
