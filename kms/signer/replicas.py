@@ -7,7 +7,8 @@ a stalled one (`kms.signer.hedge`), and the failover and hedge counters. The
 replicas themselves (opening them, marking them up and down, the health loop
 that keeps sessions alive and brings failed replicas back) are
 `kms.signer.replica_pool`. Never touches double-sign state, sockets or the
-privval protocol; never decides *whether* to sign, only *where*.
+privval protocol; never decides *whether* to sign, only *where*. (About 400
+lines, most of them the rules below: one request race, kept in one place.)
 
 Why failover cannot double sign: Ed25519 is deterministic. Every replica holds
 the same key (checked at `open()` and again whenever a replica comes back), so

@@ -7,7 +7,9 @@ read-only key inspection `open()` and `kms hsm status` need (`KeyInfo`,
 `find_key`, the factory-auth-key check). Reaching the device and holding its
 session is kms/signer/yubihsm_session.py; creating, importing, exporting and
 deleting keys is kms/hsm/keyadmin.py. Never touches double-sign state, sockets
-other than the connector's, or the privval protocol.
+other than the connector's, or the privval protocol. (A little over 400 lines:
+the executor's timeout and queue rules and the signer that relies on them are
+one thing.)
 
 Rules (see docs/YUBIHSM.md §1.1, §3.5, §3.7, §6):
 - The session is not thread-safe: every library call for a device runs on that

@@ -6,7 +6,9 @@ mapping of library exceptions to `kms.errors`, `DeviceSession` (one connection
 and one authenticated session, used from one thread), and the start-up check
 that two configured names do not reach one device. Never signs, never reads or
 writes key objects (kms/signer/yubihsm.py signs, kms/hsm/keyadmin.py administers
-keys), never touches double-sign state or the privval protocol.
+keys), never touches double-sign state or the privval protocol. (A little over
+400 lines: addresses, credentials and error mapping exist only to serve the one
+session.)
 
 Rules (see docs/YUBIHSM.md §1.1, §3.5, §3.7, §6):
 - Short timeouts, never the library's default (10 s connect / 600 s read):
