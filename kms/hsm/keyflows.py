@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from yubihsm.defs import ERROR
+from yubihsm.defs import ERROR, OBJECT
 
 from kms.config import Config, KeyFormat
 from kms.errors import HsmDeviceError, KeyCommandError, KmsError
@@ -65,7 +65,6 @@ T = TypeVar("T")
 
 DEFAULT_LABEL = "validator"
 DEFAULT_DOMAINS = 1
-OBJECT_TYPE_ASYMMETRIC = 3
 
 
 # --- devices -------------------------------------------------------------------------
@@ -280,7 +279,7 @@ def _import_blob(d: Device, wrap_key_id: int, blob: bytes, key_id: int) -> None:
                 "a different wrap key, or a corrupt backup)"
             ) from e
         raise
-    if (obj_type, obj_id) != (OBJECT_TYPE_ASYMMETRIC, key_id):
+    if (obj_type, obj_id) != (OBJECT.ASYMMETRIC_KEY, key_id):
         raise KeyCommandError(
             f"{d.name}: wrapped blob held object {obj_id} (type {obj_type}), expected key {key_id}"
         )

@@ -4,7 +4,7 @@ against simulated replicas through the real `yubihsm` library."""
 from __future__ import annotations
 
 import pytest
-from yubihsm.defs import COMMAND, ERROR
+from yubihsm.defs import COMMAND, ERROR, OBJECT
 
 from kms.errors import KeyCommandError
 from kms.hsm.backup import RawWrapped
@@ -37,7 +37,7 @@ def specs(sims: list[SimulatedHsm]) -> list[DeviceSpec]:
 
 
 def holds(sim: SimulatedHsm, key_id: int) -> bool:
-    return any(o.id == key_id and o.type == 3 for o in sim.device.objects())
+    return any(o.id == key_id and o.type == OBJECT.ASYMMETRIC_KEY for o in sim.device.objects())
 
 
 def test_keygen_that_fails_on_a_replica_says_which_devices_now_hold_the_key(
