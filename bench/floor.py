@@ -4,7 +4,8 @@ Owns: timing one fsync of a small new file in the state directory plus one
 Ed25519 signature (libsodium through PyNaCl, as the softsign signer does), each
 alone and back to back. Also times other ways to make a state write durable (the
 daemon's temp + fsync + rename + directory fsync; an O_TRUNC rewrite; an in-place
-same-size overwrite + fdatasync) so the softsign numbers can be read against them.
+same-size overwrite + fdatasync) so the softsign numbers can be read against them,
+and the state-write hop (`bench.hop`: handing the write to a thread and back).
 Never touches kms state files: it writes its own scratch files.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from nacl.signing import SigningKey
 
 from bench.common import Section, summarize_ms
+from bench.hop import measure_hops
 
 # a precommit's sign bytes are ~110-160 bytes; the state file ~400 bytes
 _MESSAGE = bytes(range(256))[:150]
@@ -110,14 +112,18 @@ def run_floor(state_dir: Path, iterations: int) -> Section:
         "rewrite_truncate_fsync": summarize_ms(rewrite_ms).as_dict(),
         "pwrite_fdatasync_in_place": summarize_ms(inplace_ms).as_dict(),
         "state_dir": str(state_dir),
+        "state_write_hop": measure_hops(max(iterations, 500)),
     }
     sec.notes.append(
         "floor = create + write + fsync of a small new file in the state directory, then "
         "one Ed25519 signature (PyNaCl), timed together. For reading the softsign numbers: "
-        "durable_replace = temp file + fsync + rename over + directory fsync (what kms does "
-        "per signature); rewrite_truncate_fsync = O_TRUNC rewrite + fsync; "
+        "durable_replace = temp file + fsync + rename over + directory fsync (what kms did "
+        "per signature before state format 2; creating a state file still does); "
+        "rewrite_truncate_fsync = O_TRUNC rewrite + fsync; "
         "pwrite_fdatasync_in_place = same-size overwrite of an allocated block + fdatasync "
-        "(no metadata change, what a two-slot in-place state file would cost)"
+        "(no metadata change: what a format-2 state save costs per signature); "
+        "state_write_hop = wall and CPU (us) of one round trip loop -> thread -> loop, via "
+        "ThreadPoolExecutor + wrap_future and via kms.state.writer.WriteThread"
     )
     return sec
 

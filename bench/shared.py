@@ -113,7 +113,7 @@ async def _gate(cluster: object, n: int) -> dict[str, object]:
 
 def _home(root: Path, name: str, seed: bytes, node: str, etcd: list[str]) -> Path:
     from kms.identity import write_identity_key
-    from kms.keys import write_base64_seed
+    from kms.keyfile import write_base64_seed
     from kms.state.machine import SignState
     from kms.state.store import StateStore
 

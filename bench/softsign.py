@@ -435,20 +435,34 @@ async def paired_ratio(workdir: Path, rounds: int, heights: int) -> dict[str, An
     and its median, so a noisy neighbour hits both signers alike."""
     load = Load(1, 1, heights=heights)
     pairs: list[tuple[float, float]] = []
+    cpu_pairs: list[tuple[float, float]] = []
+    loadavg: list[float] = []
     for _ in range(rounds):
         k = await run_load("kms", load, workdir / "paired")
         t = await run_load("tmkms", load, workdir / "paired")
         pairs.append((float(k["p50"]), float(t["p50"])))
-    ratios = sorted(k / t for k, t in pairs)
-    mid = len(ratios) // 2
-    median = ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+        cpu_pairs.append((float(k["cpu_ms_per_request"]), float(t["cpu_ms_per_request"])))
+        loadavg.append(os.getloadavg()[0])
     return {
         "rounds": rounds,
         "heights": heights,
         "kms_p50": [k for k, _ in pairs],
         "tmkms_p50": [t for _, t in pairs],
-        "median_ratio": median,
+        "median_ratio": _median([k / t for k, t in pairs]),
+        # CPU per request from /proc grows with the machine's load (hand-offs between
+        # threads and processes, cache): compare the two signers within a pair, not
+        # absolute figures across runs
+        "kms_cpu_ms": [k for k, _ in cpu_pairs],
+        "tmkms_cpu_ms": [t for _, t in cpu_pairs],
+        "median_cpu_ratio": _median([k / t for k, t in cpu_pairs]),
+        "load_average": loadavg,
     }
+
+
+def _median(values: list[float]) -> float:
+    ratios = sorted(values)
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
 async def run_diagnose(quick: bool, scratch: Path | None = None) -> Section:

@@ -14,20 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kms.config import KeyFormat
-from kms.keys import (
+from kms.pubkey import (
+    KeyFormat,
     bech32_consensus_pubkey,
     bech32_encode,
     cosmos_json_pubkey,
     validator_address,
 )
-
-_HRP = re.compile(r"[a-z0-9]{1,83}")
-
-
-def is_bech32_prefix(text: str) -> bool:
-    """A bech32 human-readable part as kms accepts it (lower-case letters and digits)."""
-    return _HRP.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

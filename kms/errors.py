@@ -1,11 +1,16 @@
-"""The exception tree of `kms`, and nothing else.
+"""The exception tree of `kms`, and `describe()`: any exception as one line for an operator.
 
-One family per direction of failure. Layers raise the most specific class; the
-boundaries (link, CLI) turn them into one clear message. A refusal to sign is
-not an exception: it is a decision value (see `kms.state.machine`).
+One family per direction of failure: local errors (`LocalError`: kms itself was
+about to do something invalid) apart from remote ones (`ProtocolError`: the peer
+misbehaved), relabelled once at each layer's inbound boundary; then state, signer,
+key and configuration errors. Layers raise the most specific class; the
+boundaries (link, CLI) turn them into one clear message with `describe()`. A
+refusal to sign is not an exception: it is a value (`kms.refusal.Refusal`).
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 
 class KmsError(Exception):
@@ -26,6 +31,21 @@ class FileStepError(OSError):
         return f"{self.step} failed: {self.strerror}"
 
 
+# --- local: kms itself was about to do something invalid -------------------------
+#
+# Kept apart from the remote family below (ProtocolError: the peer misbehaved), as
+# h11 keeps LocalProtocolError apart from RemoteProtocolError: a message we cannot
+# encode is our bug and is logged as one, never blamed on the node.
+
+
+class LocalError(KmsError):
+    """kms (or its caller) did something invalid: a bug or a misuse, not the peer's fault."""
+
+
+class EncodeError(LocalError):
+    """A message or value cannot be encoded for sending (out of range, wrong dialect)."""
+
+
 class ConfigError(KmsError):
     """The configuration is invalid; the message names the file, section and key."""
 
@@ -34,7 +54,12 @@ class ConfigError(KmsError):
 
 
 class ProtocolError(KmsError):
-    """The peer sent something we cannot accept; the connection must be closed."""
+    """The peer sent something we cannot accept; the connection must be closed.
+
+    Remote by definition: raised only for bytes that came from the peer. Decoders
+    relabel every low-level failure (ValueError, protobuf's DecodeError) as one of
+    these at the one inbound boundary of their layer.
+    """
 
 
 class HandshakeError(ProtocolError):
@@ -84,6 +109,18 @@ class StatePersistError(StateError):
     """Writing or syncing the state failed; the signature must not be released."""
 
 
+class BadState(ValueError):
+    """A shape error inside a state decoder (kms.state.format1/format2).
+
+    Internal to the decoders' callers: the store and the CLI turn it into a
+    StateFileError (or a usage error) naming the file.
+    """
+
+
+class AuditLogError(StateError):
+    """An audit log cannot be written (at start-up) or read (a line is malformed)."""
+
+
 class SharedStateError(StateError):
     """The shared (etcd) watermark cannot be used: unreachable, no quorum, auth, bad record."""
 
@@ -127,6 +164,10 @@ class KeyFileError(KmsError):
     """A key file is missing, malformed, or has permissive file modes."""
 
 
+class InitError(KmsError):
+    """`kms init` cannot create the home as asked (existing files, bad chain ID, I/O)."""
+
+
 class HsmAdminError(KmsError):
     """An HSM administration command (`kms hsm ...`) cannot proceed or found a problem."""
 
@@ -148,3 +189,96 @@ class HsmKeyError(HsmDeviceError):
 
 class KeyCommandError(KmsError):
     """A key command cannot proceed; nothing was changed unless the message says so."""
+
+
+# --- simulators (kms.sim: peers for tests and demos, never in the signing path) ---
+
+
+class SimulatorError(KmsError):
+    """Base of the errors the simulators (YubiHSM2, validator node) raise to their user."""
+
+
+class SimPaddingError(SimulatorError, ValueError):
+    """A decrypted SCP03 message does not carry valid ISO/IEC 7816-4 padding.
+
+    The simulated device answers it as a session-level INVALID_DATA; a ValueError, as
+    any malformed input to the `scp03` primitives.
+    """
+
+
+class SimObjectFormatError(SimulatorError, ValueError):
+    """A simulated HSM object's body, wrap blob, label or state entry is not valid.
+
+    A ValueError: provisioning (`SimDevice.put_*`) documents ValueError for bad input.
+    """
+
+
+class SimWrapAuthError(SimObjectFormatError):
+    """A wrap blob failed AES-CCM authentication under the simulated wrap key."""
+
+
+class SimStateFileError(SimulatorError, ValueError):
+    """The simulated HSM's JSON state file exists but cannot be used."""
+
+
+class ValidatorSimError(SimulatorError):
+    """The signer answered something a real node would reject."""
+
+
+class _RemoteSignerErrorLike(Protocol):
+    # kms.privval.messages.RemoteSignerError, named structurally: this module imports
+    # nothing from kms, so every module can import it without a cycle
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def description(self) -> str: ...
+
+
+class SignerRefused(SimulatorError):
+    """The signer answered the simulated validator with a RemoteSignerError (`.error`)."""
+
+    def __init__(self, error: _RemoteSignerErrorLike) -> None:
+        super().__init__(f"signer refused (code {error.code}): {error.description}")
+        self.error = error
+
+
+# --- metrics ---------------------------------------------------------------------
+
+
+class MetricsError(KmsError):
+    """The metrics listener cannot be started (non-loopback address, bind failure)."""
+
+
+# --- exception to text (one helper for every log line and message that shows an error) ---
+
+DESCRIBE_LIMIT = 200
+"""Characters kept of a foreign exception's text (a library's message can be a page)."""
+
+
+def describe(exc: BaseException) -> str:
+    """`exc` as one line for an operator: never empty, never a traceback.
+
+    - a timeout is "timed out" and a refused connection "connection refused" (the
+      standard library's texts for them vary with the call site and are often empty);
+    - our own errors (KmsError, FileStepError) carry messages written for operators:
+      their text, whole;
+    - another OSError: its strerror, after the file it names if it names one;
+    - anything else (a library's error, or a bug of ours) is "TypeName: text", cut at
+      DESCRIBE_LIMIT characters, so a reader sees it was not an expected failure.
+    White space, newlines included, is folded to single spaces.
+    """
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    name = type(exc).__name__
+    if isinstance(exc, KmsError | FileStepError):
+        return " ".join(str(exc).split()) or name
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+        return " ".join(text.split())
+    text = " ".join(str(exc).split())
+    if len(text) > DESCRIBE_LIMIT:
+        text = text[: DESCRIBE_LIMIT - 3] + "..."
+    return f"{name}: {text}" if text else name

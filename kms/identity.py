@@ -29,18 +29,16 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from nacl.signing import SigningKey
-
 from kms.errors import KeyFileError
-from kms.keys import read_secret_file, write_secret_file
+from kms.keyfile import COMETBFT_PRIVKEY_TYPE, read_secret_file, write_secret_file
+from kms.pubkey import ED25519_SEED_LEN, public_key_from_seed
 
-SEED_LEN = 32
 _MAX_FILE_LEN = 4096  # identity files are tiny; refuse to slurp anything big
 
 
 def _seed_from_64(path: Path, raw: bytes) -> bytes:
-    seed, pub = raw[:SEED_LEN], raw[SEED_LEN:]
-    if bytes(SigningKey(seed).verify_key) != pub:
+    seed, pub = raw[:ED25519_SEED_LEN], raw[ED25519_SEED_LEN:]
+    if public_key_from_seed(seed) != pub:
         raise KeyFileError(f"{path}: the public half of the 64-byte key does not match its seed")
     return seed
 
@@ -56,7 +54,7 @@ def parse_identity_key(path: Path, data: bytes) -> bytes:
     """Decode the contents of an identity key file to the 32-byte seed (pure)."""
     if not data.strip():
         raise KeyFileError(f"{path}: file is empty (expected Base64 of a 32-byte Ed25519 seed)")
-    if len(data) == SEED_LEN and _decode_b64_bytes(data) is None:
+    if len(data) == ED25519_SEED_LEN and _decode_b64_bytes(data) is None:
         return data  # raw binary seed
     try:
         text = data.decode("ascii")
@@ -70,9 +68,9 @@ def parse_identity_key(path: Path, data: bytes) -> bytes:
     raw = _decode_b64(stripped)
     if raw is None:
         raise KeyFileError(f"{path}: not valid Base64 (expected Base64 of a 32-byte Ed25519 seed)")
-    if len(raw) == SEED_LEN:
+    if len(raw) == ED25519_SEED_LEN:
         return raw
-    if len(raw) == 2 * SEED_LEN:
+    if len(raw) == 2 * ED25519_SEED_LEN:
         return _seed_from_64(path, raw)
     raise KeyFileError(
         f"{path}: decodes to {len(raw)} bytes; expected a 32-byte Ed25519 seed (or 64-byte key)"
@@ -93,10 +91,10 @@ def _seed_from_json(path: Path, text: str) -> bytes:
         kind, value = priv["type"], priv["value"]
     except (ValueError, KeyError, TypeError):
         raise KeyFileError(f"{path}: JSON key file without priv_key.type/priv_key.value") from None
-    if kind != "tendermint/PrivKeyEd25519" or not isinstance(value, str):
-        raise KeyFileError(f"{path}: priv_key.type is {kind!r}; expected tendermint/PrivKeyEd25519")
+    if kind != COMETBFT_PRIVKEY_TYPE or not isinstance(value, str):
+        raise KeyFileError(f"{path}: priv_key.type is {kind!r}; expected {COMETBFT_PRIVKEY_TYPE}")
     raw = _decode_b64(value)
-    if raw is None or len(raw) != 2 * SEED_LEN:
+    if raw is None or len(raw) != 2 * ED25519_SEED_LEN:
         raise KeyFileError(f"{path}: priv_key.value is not Base64 of a 64-byte Ed25519 key")
     return _seed_from_64(path, raw)
 
@@ -111,9 +109,9 @@ def load_identity_key(path: Path) -> bytes:
 
 def identity_public_key(seed: bytes) -> bytes:
     """The 32-byte Ed25519 public key of an identity seed."""
-    if len(seed) != SEED_LEN:
+    if len(seed) != ED25519_SEED_LEN:
         raise ValueError("identity seed must be 32 bytes")
-    return bytes(SigningKey(seed).verify_key)
+    return public_key_from_seed(seed)
 
 
 def write_identity_key(
@@ -128,8 +126,8 @@ def write_identity_key(
     Refuses (KeyFileError) when the file already exists.
     """
     if seed is None:
-        seed = randbytes(SEED_LEN)
-    if len(seed) != SEED_LEN:
+        seed = randbytes(ED25519_SEED_LEN)
+    if len(seed) != ED25519_SEED_LEN:
         raise ValueError("identity seed must be 32 bytes")
     write_secret_file(path, base64.b64encode(seed))
     return seed

@@ -4,7 +4,11 @@ Owns: the asyncio side of one `[[validator]]` entry: the outbound connection
 (`tcp://[id@]host:port` through SecretConnection with our identity key,
 `noise://peer-id@host:port` through libp2p Noise with the same key and the node's
 peer ID pinned, or `unix://path` in the clear), read/write deadlines, and the reconnect loop.
-Never decides what to answer (that is `kms.service`) and never listens.
+A thin pump: bytes go between a `Transport` and a sans-IO `kms.privval.session`
+(framing, decoding, encoding, the idle deadline live there). Dialling is a seam
+(`dial`, and `sleep` for the backoff), so reconnect, backoff, shutdown and refusal
+handling are tested in memory. Never decides what to answer (that is `kms.service`)
+and never listens.
 
 Rules:
 - first dial immediately; while the node is down, redial with jittered backoff
@@ -15,6 +19,8 @@ Rules:
   one in flight);
 - any transport, handshake, framing or decoding error closes the link, which is
   then redialled; refusals travel inside responses and keep the link up;
+- a response kms cannot encode is kms's own bug (EncodeError): logged as one, the
+  link is closed and redialled (the node retries), the node is not blamed;
 - a write must complete within `timeout` seconds; a link with nothing to read
   for `idle_timeout` (the node pings every ~3.3 s) is considered dead;
 - on shutdown, a request being answered is finished first;
@@ -30,20 +36,25 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
-from collections import deque
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 from kms.config import ValidatorConfig
-from kms.errors import CodecError, HandshakeTimeout, KmsError, LinkClosed, NodeBusy, ProtocolError
+from kms.errors import (
+    CodecError,
+    EncodeError,
+    HandshakeTimeout,
+    KmsError,
+    LinkClosed,
+    NodeBusy,
+    ProtocolError,
+    describe,
+)
 from kms.noise.connection import open_noise_connection
-from kms.privval.codec import decode_request, encode
-from kms.privval.framing import MessageReader, frame
-from kms.privval.framing import max_message_size as max_message_size_for
-from kms.privval.messages import Response, SignedVoteResponse
+from kms.privval.session import PrivvalSession
 from kms.secretconn.connection import open_secret_connection
 from kms.service import LinkInfo, SignService
 from kms.transport import PlainTransport, Transport
@@ -86,7 +97,13 @@ class Link:
         metrics: LinkMetrics | None = None,
         rng: random.Random | None = None,
         max_message_size: int | None = None,
+        dial: Callable[[], Awaitable[Transport]] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`dial` replaces the configured connection (tests dial in memory); `sleep`
+        waits out the backoff and `clock` tells the idle deadline (both injected for
+        the same reason)."""
         if cfg.scheme in ("tcp", "noise") and identity_seed is None:
             raise KmsError(f"validator {cfg.addr}: a {cfg.scheme}:// link needs an identity key")
         self.cfg = cfg
@@ -95,12 +112,10 @@ class Link:
         self._identity = identity_seed
         self._metrics = metrics
         self._rng = rng or random.Random()
-        # bounded memory per link: at most one message of the dialect's cap is buffered
-        self._max_message_size = (
-            max_message_size
-            if max_message_size is not None
-            else max_message_size_for(cfg.protocol_version)
-        )
+        self._max_message_size = max_message_size  # None: the dialect's own cap
+        self._dial = dial or self._connect
+        self._sleep = sleep
+        self._clock = clock
         self._stopping = False
         self._busy = False
         self._task: asyncio.Task[None] | None = None
@@ -126,7 +141,7 @@ class Link:
         try:
             while not self._stopping:
                 try:
-                    transport = await self._connect()
+                    transport = await self._dial()
                 except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
                     reason = _describe(e)
                     if isinstance(e, NodeBusy):
@@ -139,7 +154,7 @@ class Link:
                         log.warning("link down", extra={"fields": self._fields(reason=reason)})
                         down_reason = reason
                     attempt += 1
-                    await asyncio.sleep(backoff_delay(attempt, self._rng))
+                    await self._sleep(backoff_delay(attempt, self._rng))
                     continue
                 attempt = 0
                 down_reason = None
@@ -153,6 +168,13 @@ class Link:
                 except (OSError, TimeoutError, ProtocolError, LinkClosed) as e:
                     reason = _describe(e)
                     self._count_decode_failure(e, self.requests_served > served_before)
+                except EncodeError as e:
+                    reason = f"internal error, could not encode the response: {e}"
+                    log.error(
+                        "kms could not encode its own response (a bug in kms, not the node);"
+                        " closing the link so the node retries",
+                        extra={"fields": self._fields(reason=str(e))},
+                    )
                 finally:
                     self._set_state(False)
                     await transport.close()
@@ -219,31 +241,42 @@ class Link:
             raise
 
     async def _serve(self, transport: Transport) -> None:
-        reader = MessageReader(self._max_message_size)
-        pending: deque[bytes] = deque()
-        dialect = self.cfg.protocol_version
-        while not self._stopping:
-            if not pending:
-                async with asyncio.timeout(self.idle_timeout):  # no extra task, unlike wait_for
+        clock = self._clock
+        loop = asyncio.get_running_loop()
+        session = PrivvalSession(
+            self.cfg.protocol_version,
+            idle_timeout=self.idle_timeout,
+            now=clock(),
+            max_message_size=self._max_message_size,
+            single_frame_votes=self.cfg.scheme == "noise",
+        )
+        # One deadline for the whole connection, moved rather than re-created: the
+        # idle deadline while reading, the write deadline while writing, none while
+        # the service answers (it has its own sign timeout). Expiry raises TimeoutError.
+        async with asyncio.timeout(None) as deadline:
+            while not self._stopping:
+                if not session.has_request:
+                    deadline.reschedule(loop.time() + session.idle_remaining(clock()))
                     data = await transport.read()
+                    deadline.reschedule(None)
+                    self._busy = True  # a request may be complete: finish it before stopping
+                    try:
+                        session.receive_data(data, clock())
+                    finally:
+                        self._busy = session.has_request
+                    continue
                 self._busy = True
-                pending.extend(reader.feed(data))
-                if not pending:
-                    self._busy = False
-                continue
-            self._busy = True
-            try:
-                body = pending.popleft()
-                request = decode_request(body, dialect)
-                response = await self._service.handle(request, self.info)
-                if self.cfg.scheme == "noise":
-                    response = single_frame_vote_response(response)
-                out = frame(encode(response, dialect))
-                async with asyncio.timeout(self.cfg.timeout):
+                try:
+                    request = session.next_request()
+                    assert request is not None
+                    response = await self._service.handle(request, self.info)
+                    out = session.send(response, clock())
+                    deadline.reschedule(loop.time() + self.cfg.timeout)
                     await transport.write(out)
-                self.requests_served += 1
-            finally:
-                self._busy = bool(pending)
+                    deadline.reschedule(None)
+                    self.requests_served += 1
+                finally:
+                    self._busy = session.has_request
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -291,34 +324,7 @@ class Link:
         return {"chain": self.cfg.chain_id, "link": self.cfg.name, **extra}
 
 
-def single_frame_vote_response(response: Response) -> Response:
-    """A SignedVoteResponse without the echoed vote extension, for noise:// links.
-
-    Why: go-libp2p v0.47's Noise `Read` (used by cometbft v0.40's NoiseListener) leaves a
-    drained buffer behind when a message ends exactly at the end of a frame it had to
-    read into its own buffer, and its next `Read` returns 0 bytes; cometbft's one-byte
-    uvarint reader then reuses a stale byte, reads the next response as empty and falls
-    one response behind for good (seen live: the node retried, then took a prevote
-    answer for its precommit and stopped with CONSENSUS FAILURE). Any response longer
-    than one Noise frame (65 519 bytes) triggers it. The node takes only `signature`,
-    `extension_signature` and `timestamp` from the vote we return (v0.40
-    types.SignAndCheckVote) and keeps its own extension, so dropping the echo keeps
-    every response in one frame and changes nothing the node uses.
-    """
-    if not isinstance(response, SignedVoteResponse):
-        return response
-    vote = response.vote
-    if vote is None or not vote.extension:
-        return response
-    return dataclasses.replace(response, vote=dataclasses.replace(vote, extension=b""))
-
-
 def _describe(e: BaseException) -> str:
-    if isinstance(e, TimeoutError):
-        return "timed out"
-    if isinstance(e, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(e, FileNotFoundError):
+    if isinstance(e, FileNotFoundError):  # a unix:// socket the node has not created yet
         return "socket not found"
-    text = str(e) or type(e).__name__
-    return f"{type(e).__name__}: {text}" if not isinstance(e, KmsError) else text
+    return describe(e)

@@ -25,6 +25,11 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 
 # a value is quoted when it is empty or holds white space, a quote or "="
 _NEEDS_QUOTES = re.compile(r'[\s"=]|^$')
+# the text form of string values is remembered per formatter: the same few (chain, type,
+# replica, link) come back on every line, and the quoting check is most of a field's cost;
+# bounded in entries and in length, so values a peer chooses cannot grow it
+_SHOWN_ENTRIES = 1024
+_SHOWN_MAX_LEN = 64
 
 
 def _text_value(v: Any) -> str:
@@ -41,6 +46,17 @@ class TextFormatter(logging.Formatter):
         super().__init__()
         self._second = -1  # the last second formatted, and its text (one signature
         self._second_text = ""  # per block or more: the same second comes back often)
+        self._shown: dict[str, str] = {}
+
+    def _value(self, v: Any) -> str:
+        if type(v) is not str:
+            return _text_value(v)
+        text = self._shown.get(v)
+        if text is None:
+            text = _text_value(v)
+            if len(v) <= _SHOWN_MAX_LEN and len(self._shown) < _SHOWN_ENTRIES:
+                self._shown[v] = text
+        return text
 
     def format(self, record: logging.LogRecord) -> str:
         second = int(record.created)
@@ -49,11 +65,17 @@ class TextFormatter(logging.Formatter):
             self._second = second
         ms = int(record.msecs)
         parts = [f"{self._second_text}.{ms:03d}Z", f"{record.levelname:<5}", record.getMessage()]
-        parts += [f"{k}={_text_value(v)}" for k, v in fields_of(record).items()]
+        value = self._value
+        parts += [f"{k}={value(v)}" for k, v in fields_of(record).items()]
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+# one encoder for every line: json.dumps with `separators` builds a new one per call
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_JSON_SCALARS = (int, float, bool, type(None))  # shown as JSON values; anything else as str()
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,10 +87,10 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         for k, v in fields_of(record).items():
-            doc.setdefault(k, v if isinstance(v, int | float | bool | None) else str(v))
+            doc.setdefault(k, v if isinstance(v, _JSON_SCALARS) else str(v))
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, separators=(",", ":"))
+        return _JSON.encode(doc)
 
 
 def setup_logging(fmt: LogFormat = "text", level: str = "INFO") -> None:

@@ -4,6 +4,10 @@ Owns: what `kms` answers to each privval request, per chain and per dialect.
 Never touches sockets, files or devices directly (links bring requests; the
 per-chain guard owns the state file; signers own the keys).
 
+Above 400 lines as one thing: the table below is answered in one place so that
+each request kind's checks, the guard call and the refusal reporting are read
+side by side (validation, sign bytes and rules live in their own modules).
+
 Per request:
 
 | request              | checks                                   | answer                                      |
@@ -47,8 +51,8 @@ from typing import Protocol
 
 from kms.config import ChainConfig
 from kms.errors import KmsError, SharedStateError, SignerError, StateError
-from kms.privval import canonical, celestia
-from kms.privval.framing import frame
+from kms.privval import canonical, celestia, validation
+from kms.privval.limits import MAX_CHAIN_ID_LEN
 from kms.privval.messages import (
     Dialect,
     PingRequest,
@@ -70,18 +74,11 @@ from kms.privval.messages import (
     SignVoteRequest,
     Vote,
 )
+from kms.refusal import Code, Label, Refusal
 from kms.signer.base import Signature, Signer
 from kms.state.guard import ChainGuard, GuardResult
 
 log = logging.getLogger("kms.service")
-
-RAW_BYTES_PREFIX = b"COMET::RAW_BYTES::SIGN"
-"""Domain separation for raw-bytes signing (the prefix tmkms uses for Celestia's variant)."""
-
-CODE_GENERIC = 0
-CODE_DOUBLE_SIGN = 2
-
-STEP_NAMES = {0: "proposal", 1: "prevote", 2: "precommit"}
 
 
 class MetricsSink(Protocol):
@@ -164,7 +161,7 @@ class SignService:
 
     def _pubkey(self, req: PubKeyRequest, chain: Chain) -> PubKeyResponse:
         if req.chain_id != chain.config.id:
-            self._metrics.refusal(chain.config.id, "chain_id")
+            self._metrics.refusal(chain.config.id, Label.CHAIN_ID)
             log.warning(
                 "refused pubkey request for another chain",
                 extra={
@@ -173,7 +170,7 @@ class SignService:
             )
             return PubKeyResponse(
                 error=RemoteSignerError(
-                    CODE_GENERIC,
+                    Code.GENERIC,
                     f"unable to provide pubkey: chain id {shown_chain_id(req.chain_id)} is not "
                     f"{chain.config.id!r}",
                 )
@@ -208,9 +205,9 @@ class SignService:
         ext_pending: list[asyncio.Future[Signature]],
     ) -> Response:
         try:
-            self._admit(req.chain_id, chain, canonical.validate_vote(vote, link.dialect))
+            self._admit(req.chain_id, chain, validation.validate_vote(vote, link.dialect))
             if vote is None:  # validate_vote already refuses this; kept for the type checker
-                raise _Refusal("missing vote", "invalid")
+                raise _Refusal.of("invalid", "missing vote", Label.INVALID)
             ext_bytes = b""
             sign = self._sign(chain)
             if self._wants_extension_signature(vote, req, chain, link.dialect):
@@ -224,8 +221,8 @@ class SignService:
                 # durable: only now may an extension signature leave
                 ext_sig = await self._extension_signature(chain, ext_bytes, ext_pending)
         except _Refusal as r:
-            self._log_refusal(chain, link, kind, vote, r, start)
-            return SignedVoteResponse(error=RemoteSignerError(r.code, r.reason))
+            self._log_refusal(chain, link, kind, vote, r.refusal, start)
+            return SignedVoteResponse(error=r.refusal.remote_error())
         signed = dataclasses.replace(
             vote,
             timestamp=result.timestamp,
@@ -267,7 +264,7 @@ class SignService:
         try:
             return await chain.signer.sign(ext_bytes, timeout=self._sign_timeout)
         except SignerError as e:
-            raise _Refusal(f"unable to sign vote extension: {e}", "signer_error", error=True) from e
+            raise _Refusal.failed(f"unable to sign vote extension: {e}", e) from e
 
     @staticmethod
     def _wants_extension_signature(
@@ -289,15 +286,15 @@ class SignService:
         start = self._clock()
         prop = req.proposal
         try:
-            self._admit(req.chain_id, chain, canonical.validate_proposal(prop))
+            self._admit(req.chain_id, chain, validation.validate_proposal(prop))
             if prop is None:  # validate_proposal already refuses this
-                raise _Refusal("missing proposal", "invalid")
+                raise _Refusal.of("invalid", "missing proposal", Label.INVALID)
             result = await self._guarded(
                 chain, "proposal", chain.guard.sign_proposal(prop, self._sign(chain))
             )
         except _Refusal as r:
-            self._log_refusal(chain, link, "proposal", prop, r, start)
-            return SignedProposalResponse(error=RemoteSignerError(r.code, r.reason))
+            self._log_refusal(chain, link, "proposal", prop, r.refusal, start)
+            return SignedProposalResponse(error=r.refusal.remote_error())
         signed = dataclasses.replace(prop, timestamp=result.timestamp, signature=result.signature)
         self._log_outcome(chain, link, "proposal", prop.height, prop.round, result, start)
         return SignedProposalResponse(proposal=signed)
@@ -308,9 +305,9 @@ class SignService:
         """Chain ID first, then the request's own validity; raise _Refusal for either."""
         mismatch = self._check_chain(requested_chain, chain.config.id)
         if mismatch is not None:
-            raise _Refusal(mismatch, "chain_id")
+            raise _Refusal.of("chain-id", mismatch, Label.CHAIN_ID)
         if invalid is not None:
-            raise _Refusal(invalid, "invalid")
+            raise _Refusal.of("invalid", invalid, Label.INVALID)
 
     @staticmethod
     async def _guarded(chain: Chain, what: str, call: Awaitable[GuardResult]) -> GuardResult:
@@ -318,11 +315,9 @@ class SignService:
         try:
             result = await call
         except (SignerError, StateError) as e:
-            raise _Refusal(f"unable to sign {what}: {e}", _error_slug(e), error=True) from e
-        if result.outcome == "refused":
-            raise _Refusal(
-                result.reason or "refused", _refusal_slug(result), code=result.error_code
-            )
+            raise _Refusal.failed(f"unable to sign {what}: {e}", e) from e
+        if result.refusal is not None:
+            raise _Refusal(result.refusal)
         return result
 
     # --- raw bytes --------------------------------------------------------------------
@@ -337,23 +332,24 @@ class SignService:
         )
         try:
             if chain.config.raw_bytes != "prefixed":
-                raise _Refusal(
+                raise _Refusal.of(
+                    "raw-bytes-disabled",
                     f'raw-bytes signing is disabled for chain {cid!r} (set raw_bytes = "prefixed" '
                     "in its [[chain]] section to sign with a domain-separation prefix)",
-                    "raw_bytes",
+                    Label.RAW_BYTES,
                 )
             if isinstance(req, SignRawBytesRequest):
                 celestia_check(req, link.dialect)
                 self._admit(req.chain_id, chain, None)
             try:
                 sig = await chain.signer.sign_traced(
-                    raw_bytes_sign_bytes(req, link.dialect), timeout=self._sign_timeout
+                    canonical.raw_bytes_sign_bytes(req, link.dialect), timeout=self._sign_timeout
                 )
             except SignerError as e:
-                raise _Refusal(f"unable to sign raw bytes: {e}", "signer_error", error=True) from e
+                raise _Refusal.failed(f"unable to sign raw bytes: {e}", e) from e
         except _Refusal as r:
-            self._log_refusal(chain, link, "raw_bytes", None, r, start)
-            return make(error=RemoteSignerError(r.code, r.reason))
+            self._log_refusal(chain, link, "raw_bytes", None, r.refusal, start)
+            return make(error=r.refusal.remote_error())
         latency = self._clock() - start
         self._metrics.signature(cid, "raw_bytes", "signed", latency, sig.by)
         log.info(
@@ -426,14 +422,14 @@ class SignService:
         link: LinkInfo,
         kind: str,
         msg: Vote | Proposal | None,
-        refusal: _Refusal,
+        refusal: Refusal,
         start: float,
     ) -> None:
         latency = self._clock() - start
         cid = chain.config.id
         outcome = "error" if refusal.error else "refused"
         self._metrics.signature(cid, kind, outcome, latency, None)
-        self._metrics.refusal(cid, refusal.slug)
+        self._metrics.refusal(cid, refusal.label)
         (log.error if refusal.error else log.warning)(
             "refused",
             extra={
@@ -450,9 +446,6 @@ class SignService:
         )
 
 
-MAX_CHAIN_ID_LEN = 50  # CometBFT's types.MaxChainIDLen
-
-
 def shown_chain_id(chain_id: str) -> str:
     """A node-supplied chain ID as it may appear in a log line or a reply: quoted and bounded.
 
@@ -465,18 +458,24 @@ def shown_chain_id(chain_id: str) -> str:
 
 
 class _Refusal(Exception):
-    """Why a request gets a RemoteSignerError instead of a signature (internal to this module).
+    """Carries a `kms.refusal.Refusal` out of the request handling (internal to this module)."""
 
-    `slug` is the metrics reason; `error` marks failures (signer, state) as opposed
-    to refusals the rules call for.
-    """
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.reason)
+        self.refusal = refusal
 
-    def __init__(self, reason: str, slug: str, *, code: int = CODE_GENERIC, error: bool = False):
-        super().__init__(reason)
-        self.reason = reason
-        self.slug = slug
-        self.code = code
-        self.error = error
+    @classmethod
+    def of(cls, rule: str, reason: str, label: Label) -> _Refusal:
+        return cls(Refusal(rule, reason, Code.GENERIC, label))
+
+    @classmethod
+    def failed(cls, reason: str, e: KmsError) -> _Refusal:
+        """A signer or state failure: no signature could be made safely."""
+        if isinstance(e, SharedStateError):
+            label = Label.SHARED_STATE
+        else:
+            label = Label.STATE_ERROR if isinstance(e, StateError) else Label.SIGNER_ERROR
+        return cls(Refusal(label.value, reason, Code.GENERIC, label, error=True))
 
 
 def celestia_check(req: SignRawBytesRequest, dialect: Dialect) -> None:
@@ -484,25 +483,15 @@ def celestia_check(req: SignRawBytesRequest, dialect: Dialect) -> None:
     configured with protocol_version = "celestia" (never inferred from the request), and
     only with every field set (the fork refuses empty ones too)."""
     if dialect is not Dialect.CELESTIA:
-        raise _Refusal(
+        raise _Refusal.of(
+            "raw-bytes-dialect",
             "SignRawBytesRequest is the Celestia fork's message; set protocol_version ="
             ' "celestia" for this validator to sign it',
-            "raw_bytes",
+            Label.RAW_BYTES,
         )
     problem = celestia.raw_bytes_problem(req)
     if problem is not None:
-        raise _Refusal(problem, "raw_bytes")
-
-
-def raw_bytes_sign_bytes(req: SignBytesRequest | SignRawBytesRequest, dialect: Dialect) -> bytes:
-    """What we sign for a raw-bytes request. Celestia: the fork's own domain-separated bytes
-    (kms.privval.celestia). v1 SignBytesRequest: a fixed prefix, then the request itself
-    length-delimited, so raw bytes can never equal canonical vote/proposal sign bytes."""
-    if isinstance(req, SignRawBytesRequest) and dialect is Dialect.CELESTIA:
-        return celestia.raw_bytes_sign_bytes(req)
-    from kms.privval.codec import encode  # local: only this rare path needs the codec
-
-    return RAW_BYTES_PREFIX + frame(encode(req, dialect))
+        raise _Refusal.of("raw-bytes-empty", problem, Label.RAW_BYTES)
 
 
 _VOTE_KINDS: dict[int, str] = {
@@ -513,20 +502,3 @@ _VOTE_KINDS: dict[int, str] = {
 
 def _vote_kind(vote: Vote | None) -> str:
     return "vote" if vote is None else _VOTE_KINDS.get(vote.type, "vote")
-
-
-def _refusal_slug(result: GuardResult) -> str:
-    if result.error_code == CODE_DOUBLE_SIGN:
-        return "double_sign"
-    reason = (result.reason or "").lower()
-    if "max_height" in reason or "max height" in reason:
-        return "max_height"
-    if "regression" in reason:
-        return "regression"
-    return "refused"
-
-
-def _error_slug(e: KmsError) -> str:
-    if isinstance(e, SharedStateError):
-        return "shared_state"
-    return "state_error" if isinstance(e, StateError) else "signer_error"

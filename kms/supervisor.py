@@ -22,7 +22,7 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,14 +102,7 @@ class Daemon:
             log.info("kms stopped")
 
     async def close(self) -> None:
-        for s in self.signers.values():
-            with contextlib.suppress(Exception):
-                await s.close()
-        for g in self.guards.values():
-            g.close()
-        if self.etcd is not None:
-            with contextlib.suppress(Exception):
-                await self.etcd.close()
+        await _close_all(self.signers.values(), self.guards.values(), self.etcd)
 
     def _background_jobs(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
@@ -139,6 +132,22 @@ class Daemon:
                     return
                 log.exception("task crashed; restarting", extra={"fields": {"task": name}})
                 await asyncio.sleep(RESTART_DELAY)
+
+
+async def _close_all(
+    signers: Iterable[Signer], guards: Iterable[ChainGuard], etcd: EtcdClient | None
+) -> None:
+    """Close signers, then guards (their state files and locks), then etcd (the guards'
+    gates use it). A signer or etcd client that fails to close is skipped: the rest
+    must still be released."""
+    for s in signers:
+        with contextlib.suppress(Exception):
+            await s.close()
+    for g in guards:
+        g.close()
+    if etcd is not None:
+        with contextlib.suppress(Exception):
+            await etcd.close()
 
 
 async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
@@ -187,14 +196,7 @@ async def build(config: Config, *, metrics: Metrics | None = None) -> Daemon:
                 seed = identities[key]
             links.append(Link(v, service, identity_seed=seed, metrics=metrics))
     except BaseException:
-        for s in opened:
-            with contextlib.suppress(Exception):
-                await s.close()
-        for g in guards.values():
-            g.close()
-        if etcd is not None:
-            with contextlib.suppress(Exception):
-                await etcd.close()
+        await _close_all(opened, guards.values(), etcd)
         raise
     return Daemon(
         config=config,

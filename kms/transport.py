@@ -1,10 +1,12 @@
 """Byte transports under the privval framing: the seam between links and the wire.
 
 Owns: the `Transport` interface (read some bytes, write bytes, close), its
-plain-stream implementation for unix sockets, and `SealedTransport`, the pump that
-SecretConnection (tcp) and Noise (noise) share: bytes between an asyncio stream pair
-and a sans-IO stream that opens what it receives and seals what it sends. Never
-interprets the bytes and never runs a handshake (the transports' own modules do).
+plain-stream implementation for unix sockets, and what SecretConnection (tcp) and
+Noise (noise) share: `run_handshake`, the pump that drives a sans-IO handshake over an
+asyncio stream pair under one deadline, and `SealedTransport`, the pump between that
+stream pair and a sans-IO stream that opens what it receives and seals what it sends.
+Never interprets the bytes and never decides a handshake's content (the transports'
+own sans-IO modules do).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 from typing import Protocol
 
-from kms.errors import LinkClosed
+from kms.errors import HandshakeError, HandshakeTimeout, LinkClosed
 
 READ_CHUNK = 65536
 
@@ -24,6 +26,58 @@ class Transport(Protocol):
     async def write(self, data: bytes) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class HandshakeCore(Protocol):
+    """A sans-IO handshake (kms.secretconn.handshake, kms.noise.handshake)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    def data_to_send(self) -> bytes: ...
+
+    def receive_data(self, data: bytes) -> None: ...
+
+
+async def run_handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    handshake: HandshakeCore,
+    *,
+    timeout: float,
+    what: str,
+) -> None:
+    """Drive `handshake` to completion: send what it has, read, feed, until done.
+
+    The whole exchange must end within `timeout` seconds (HandshakeTimeout); EOF or a
+    socket error is a HandshakeError naming `what`. Any failure, cancellation
+    included, closes the writer before the error propagates, so a peer that fails a
+    check is dropped before we send anything more.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await _send(writer, handshake.data_to_send())
+            while not handshake.done:
+                chunk = await reader.read(READ_CHUNK)
+                if not chunk:
+                    raise HandshakeError(f"peer closed the connection during the {what}")
+                handshake.receive_data(chunk)
+                await _send(writer, handshake.data_to_send())
+    except TimeoutError as exc:
+        writer.close()
+        raise HandshakeTimeout(f"{what} did not complete within {timeout} s") from exc
+    except (ConnectionError, OSError) as exc:
+        writer.close()
+        raise HandshakeError(f"connection lost during the {what}: {exc}") from exc
+    except BaseException:
+        writer.close()
+        raise
+
+
+async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
+    if data:
+        writer.write(data)
+        await writer.drain()
 
 
 class SealingStream(Protocol):

@@ -22,9 +22,9 @@ import click
 
 from kms.cli.demo_cometbft import run_with_cometbft
 from kms.cli.demo_setup import DemoSetup
-from kms.keys import bech32_consensus_pubkey
 from kms.logs import fields_of, setup_logging
 from kms.privval.messages import Dialect, SignedMsgType, Vote
+from kms.pubkey import bech32_consensus_pubkey
 from kms.sim.validator import (
     HeightReport,
     SignerRefused,

@@ -27,7 +27,7 @@ from typing import Any
 import click
 
 from kms.cli.demo_setup import DemoSetup
-from kms.keys import read_priv_validator_key
+from kms.keyfile import read_priv_validator_key
 from kms.privval.messages import Dialect
 from kms.supervisor import build
 

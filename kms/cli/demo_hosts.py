@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kms.errors import KmsError
 from kms.identity import write_identity_key
-from kms.keys import write_base64_seed
+from kms.keyfile import write_base64_seed
 from kms.privval.messages import Dialect, SignedMsgType, Vote
 from kms.shared.admin import push, read
 from kms.shared.etcd import EtcdClient

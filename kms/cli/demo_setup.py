@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kms.config import Config, load_config
 from kms.identity import write_identity_key
-from kms.keys import write_base64_seed, write_secret_file
+from kms.keyfile import write_base64_seed, write_secret_file
 from kms.privval.messages import Dialect
 from kms.sim.yubihsm import SimulatedHsm
 from kms.state.machine import SignState

@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 import click
 
-from kms.errors import ConfigError, KmsError
+from kms.errors import ConfigError, KmsError, describe
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -44,11 +44,6 @@ def _say(message: str) -> None:
 def _usage_hint(e: click.UsageError) -> str:
     path = e.ctx.command_path if e.ctx is not None else "kms"
     return f"{e.format_message()} (see '{path} --help')"
-
-
-def _os_error(e: OSError) -> str:
-    what = e.strerror or str(e)
-    return f"{e.filename}: {what}" if e.filename else what
 
 
 def exit_code_for(e: KmsError) -> int:
@@ -72,19 +67,19 @@ def run_command(invoke: Callable[[], object]) -> int:
         _say(e.format_message())
         return e.exit_code
     except KmsError as e:
-        _say(str(e))
+        _say(describe(e))
         return exit_code_for(e)
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
     except OSError as e:
-        _say(_os_error(e))
+        _say(describe(e))
         return EXIT_REFUSED
     except Exception as e:
         if os.environ.get("KMS_DEBUG"):
             traceback.print_exc(file=sys.stderr)
         _say(
-            f"internal error: {type(e).__name__}: {e} (a bug in kms: please report it;"
+            f"internal error: {describe(e)} (a bug in kms: please report it;"
             " set KMS_DEBUG=1 for the traceback)"
         )
         return EXIT_REFUSED

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from kms.errors import ConfigError
+from kms.privval.limits import MAX_HEIGHT
 
 R = TypeVar("R")
 
@@ -124,7 +125,7 @@ def handover() -> None:
 
 @handover.command("seal")
 @_CONFIG
-@click.option("--at-height", "height", type=click.IntRange(1, 2**63 - 1), required=True)
+@click.option("--at-height", "height", type=click.IntRange(1, MAX_HEIGHT), required=True)
 @click.option("--chain-id", default=None, help="One chain (default: every shared chain).")
 def seal_cmd(config_path: Path | None, height: int, chain_id: str | None) -> None:
     """Stop every host of this cluster from signing above HEIGHT."""

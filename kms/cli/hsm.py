@@ -26,7 +26,7 @@ from kms.errors import KmsError, RecoveryPhraseError
 from kms.hsm import phrase, shamir
 from kms.hsm.devices import Target, targets_from_config, targets_from_flags, with_auth
 from kms.hsm.roles import ROLE_NAMES, role
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.signer.factory import read_password_file
 
 

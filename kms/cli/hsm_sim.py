@@ -52,16 +52,15 @@ def hsm_sim(
     port: int, host: str, state: Path | None, latency_ms: float, serial: int | None
 ) -> None:
     """Run a YubiHSM2 + connector simulator until SIGINT/SIGTERM."""
+    from kms.errors import SimObjectFormatError, SimStateFileError
     from kms.sim.yubihsm import SimulatedHsm
-    from kms.sim.yubihsm.objects import ObjectFormatError
-    from kms.sim.yubihsm.store import StateFileError
 
     where = f" and ON DISK in {state}" if state else ""
     click.echo(NOTICE.format(state=where), err=True)
     try:
         sim = SimulatedHsm(state_file=state, latency_ms=latency_ms, serial=serial)
         sim.start(host=host, port=port)
-    except (StateFileError, ObjectFormatError, OSError) as e:
+    except (SimStateFileError, SimObjectFormatError, OSError) as e:
         raise click.ClickException(f"kms hsm-sim: {e}") from None
     stop = threading.Event()
 

@@ -40,31 +40,22 @@ import click
 from kms.chains import (
     KNOWN_CHAINS,
     Bech32Prefixes,
-    is_bech32_prefix,
     known_prefixes,
     public_key_forms,
     render_forms,
 )
 from kms.config import KeyFormat
-from kms.errors import KmsError
+from kms.errors import InitError
 from kms.identity import identity_public_key, load_identity_key, write_identity_key
-from kms.keys import (
-    decode_base64_key,
-    public_key_from_seed,
-    read_secret_file,
-    write_secret_file,
-)
+from kms.keyfile import decode_base64_key, read_secret_file, write_secret_file
 from kms.noise.peerid import peer_id_from_ed25519
+from kms.pubkey import is_bech32_prefix, public_key_from_seed
 
 CONFIG_NAME = "tmkms.toml"
 IDENTITY_KEY = Path("secrets") / "kms-identity.key"
 DEFAULT_CHAIN_ID = "cosmoshub-4"
 VALIDATOR_ADDR_PLACEHOLDER = "tcp://<validator-host>:26658"
 _SAFE_CHAIN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,49}")
-
-
-class InitError(KmsError):
-    """`kms init` cannot create the home as asked (existing files, bad chain ID, I/O)."""
 
 
 @dataclass(frozen=True, slots=True)

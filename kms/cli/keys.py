@@ -62,7 +62,8 @@ from kms.hsm.keyflows import (
 )
 from kms.hsm.keylist import Listing, list_flow, list_softsign
 from kms.hsm.roles import WRAP_KEY_ID
-from kms.keys import generate_seed, public_key_from_seed, validator_address, write_base64_seed
+from kms.keyfile import generate_seed, write_base64_seed
+from kms.pubkey import public_key_from_seed, validator_address
 from kms.signer.factory import read_password_file
 from kms.signer.yubihsm_session import parse_connector
 

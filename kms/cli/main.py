@@ -32,7 +32,7 @@ _COMMANDS: dict[str, str] = {
     "init": "kms.cli.init:init",
     "keygen": "kms.cli.keys:keygen",
     "keys": "kms.cli.keys:keys",
-    "start": "kms.cli.daemon:start",
+    "start": "kms.cli.start:start",
     "state": "kms.cli.state:state",
 }
 

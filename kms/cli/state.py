@@ -19,6 +19,7 @@ import click
 
 from kms.errors import StateFileError
 from kms.fsutil import atomic_write
+from kms.privval.limits import MAX_HEIGHT, MAX_ROUND
 from kms.state.audit import read_audit
 from kms.state.format1 import (
     check_chain,
@@ -28,10 +29,10 @@ from kms.state.format1 import (
     sign_bytes_chain,
 )
 from kms.state.format2 import decode_importable
-from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step, block_id_text
+from kms.state.machine import SignState, Step, block_id_text, step_name
 from kms.state.store import StateStore
 
-_STEP_NAMES = {int(s): s.name.lower() for s in Step}
+_STEPS_BY_NAME = {step_name(s): int(s) for s in Step}
 
 
 class _StepType(click.ParamType[int]):
@@ -39,10 +40,9 @@ class _StepType(click.ParamType[int]):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         text = str(value) if isinstance(value, int) else str(value).strip().lower()
-        by_name = {v: k for k, v in _STEP_NAMES.items()}
-        if text in by_name:
-            return by_name[text]
-        if text in {str(k) for k in _STEP_NAMES}:
+        if text in _STEPS_BY_NAME:
+            return _STEPS_BY_NAME[text]
+        if text in {str(k) for k in _STEPS_BY_NAME.values()}:
             return int(text)
         self.fail(
             f"{value!r} is not a step: use proposal, prevote, precommit or 0, 1, 2", param, ctx
@@ -50,7 +50,7 @@ class _StepType(click.ParamType[int]):
 
 
 def _hrs(state: SignState) -> str:
-    return f"height {state.height}, round {state.round}, step {_STEP_NAMES[state.step]}"
+    return f"height {state.height}, round {state.round}, step {step_name(state.step)}"
 
 
 @click.group()
@@ -90,7 +90,7 @@ def show(
             "height": s.height,
             "round": s.round,
             "step": s.step,
-            "step_name": _STEP_NAMES[s.step],
+            "step_name": step_name(s.step),
             "block_id": encode_block_id(s.block_id),
             "nil_block": s.block_id.is_nil,
             "has_sign_bytes": bool(s.sign_bytes),
@@ -104,7 +104,7 @@ def show(
         f"state file:  {file} (format {store.format})",
         f"height:      {s.height}",
         f"round:       {s.round}",
-        f"step:        {s.step} ({_STEP_NAMES[s.step]})",
+        f"step:        {s.step} ({step_name(s.step)})",
         "block id:    "
         + (
             "<nil>"
@@ -137,7 +137,7 @@ def check(file: Path, as_json: bool) -> None:
             "height": s.height,
             "round": s.round,
             "step": s.step,
-            "step_name": _STEP_NAMES[s.step],
+            "step_name": step_name(s.step),
         }
         click.echo(json.dumps(doc, indent=2))
         return

@@ -29,7 +29,6 @@ read (number and digest) and per kms audit file the lines already counted.
 from __future__ import annotations
 
 import json
-import os
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,9 +38,10 @@ from typing import Any
 from yubihsm.core import AuthSession, LogEntry
 from yubihsm.defs import COMMAND
 
-from kms.errors import HsmAdminError, HsmError
+from kms.errors import AuditLogError, HsmAdminError, HsmError
+from kms.fsutil import atomic_write
 from kms.hsm.devices import Target, device_facts, open_session, strip_name
-from kms.state.audit import AuditLogError, read_audit
+from kms.state.audit import read_audit
 
 SIGN_OK = COMMAND.SIGN_EDDSA | 0x80
 RESET_LINE = b"\x00\x01" + b"\xff" * 14  # the first entry after RESET_DEVICE (YUBIHSM.md §4.15)
@@ -88,13 +88,13 @@ def load_cursor(path: Path) -> dict[str, Any]:
 
 
 def save_cursor(path: Path, doc: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # the one durable whole-file writer: an unpredictable O_EXCL|O_NOFOLLOW temp file,
+    # never a fixed name opened with O_TRUNC (a planted symlink there would be followed)
+    data = json.dumps(doc, indent=2, sort_keys=True).encode()
+    try:
+        atomic_write(path, data, mode=0o600)
+    except OSError as e:
+        raise HsmAdminError(f"{path}: cannot write the audit cursor ({e})") from None
 
 
 def _read_log(a: AuthSession, previous: tuple[int, str] | None, r: DeviceAudit) -> list[LogEntry]:

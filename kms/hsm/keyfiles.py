@@ -21,13 +21,8 @@ from typing import Any
 
 from kms.errors import KeyCommandError
 from kms.hsm.backup import RawWrapped, detect_raw_wrapped
-from kms.keys import (
-    check_private_mode,
-    decode_base64_key,
-    parse_priv_validator_key,
-    public_key_from_seed,
-    validator_address,
-)
+from kms.keyfile import check_private_mode, decode_base64_key, parse_priv_validator_key
+from kms.pubkey import public_key_from_seed, validator_address
 
 WRAPPED_FORMAT = "kms-wrapped-v1"
 

@@ -50,7 +50,7 @@ from kms.hsm.keyadmin import (
 )
 from kms.hsm.keyfiles import SeedSource, WrappedBackup, check_new_file
 from kms.hsm.roles import VALIDATOR_KEY_CAPS
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.signer.factory import provider_connector, provider_password, read_password_file
 from kms.signer.yubihsm import KeyInfo, find_key
 from kms.signer.yubihsm_session import (

@@ -19,7 +19,7 @@ from kms.errors import HsmConnectionError, HsmTimeoutError, KmsError
 from kms.hsm.devices import strip_name
 from kms.hsm.keyadmin import list_asymmetric_keys
 from kms.hsm.keyflows import Device, DeviceSpec
-from kms.keys import format_public_key, validator_address
+from kms.pubkey import format_public_key, validator_address
 
 
 @dataclass(frozen=True, slots=True)

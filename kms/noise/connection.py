@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import asyncio
 
-from kms.errors import HandshakeError, HandshakeTimeout
 from kms.noise.handshake import NoiseHandshake, NoiseHandshakeResult
-from kms.transport import READ_CHUNK, SealedTransport
+from kms.transport import SealedTransport, run_handshake
 
 __all__ = ["NoiseConnection", "open_noise_connection"]
 
@@ -61,28 +60,5 @@ async def open_noise_connection(
     errors and the deadline) or FrameError. ValueError for a malformed argument.
     """
     hs = NoiseHandshake(identity_seed, initiator=initiator, expected_peer_id=expected_peer_id)
-    try:
-        async with asyncio.timeout(timeout):
-            await _send(writer, hs.data_to_send())
-            while not hs.done:
-                chunk = await reader.read(READ_CHUNK)
-                if not chunk:
-                    raise HandshakeError("peer closed the connection during the Noise handshake")
-                hs.receive_data(chunk)
-                await _send(writer, hs.data_to_send())
-    except TimeoutError as exc:
-        writer.close()
-        raise HandshakeTimeout(f"Noise handshake did not complete within {timeout} s") from exc
-    except (ConnectionError, OSError) as exc:
-        writer.close()
-        raise HandshakeError(f"connection lost during the Noise handshake: {exc}") from exc
-    except BaseException:
-        writer.close()
-        raise
+    await run_handshake(reader, writer, hs, timeout=timeout, what="Noise handshake")
     return NoiseConnection(reader, writer, hs.result(), local_peer_id=hs.local_peer_id)
-
-
-async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
-    if data:
-        writer.write(data)
-        await writer.drain()

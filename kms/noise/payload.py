@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from kms.errors import HandshakeError
 from kms.noise.peerid import decode_public_key, ed25519_key_proto, peer_id_from_ed25519
+from kms.varint import decode_uvarint
 
 __all__ = ["SIG_PREFIX", "PeerIdentity", "encode_payload", "verify_payload"]
 
@@ -51,15 +52,10 @@ def encode_payload(
 
 
 def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for i in range(10):
-        if pos + i >= len(buf):
-            raise HandshakeError("truncated varint in the Noise handshake payload")
-        b = buf[pos + i]
-        value |= (b & 0x7F) << (7 * i)
-        if not b & 0x80:
-            return value, pos + i + 1
-    raise HandshakeError("overlong varint in the Noise handshake payload")
+    try:
+        return decode_uvarint(buf, pos)
+    except ValueError as e:  # the peer's bytes: a handshake error of this layer
+        raise HandshakeError(f"{e} in the Noise handshake payload") from None
 
 
 def _fields(data: bytes) -> dict[int, bytes]:

@@ -18,6 +18,8 @@ Never touches: the handshake, sockets, key files.
 
 from __future__ import annotations
 
+from kms.varint import decode_uvarint
+
 __all__ = [
     "ED25519_KEY_PROTO_PREFIX",
     "decode_public_key",
@@ -86,30 +88,18 @@ def parse_peer_id(text: str) -> bytes:
     return key
 
 
-def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for i in range(10):
-        if pos + i >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[pos + i]
-        value |= (b & 0x7F) << (7 * i)
-        if not b & 0x80:
-            return value, pos + i + 1
-    raise ValueError("overlong varint")
-
-
 def decode_public_key(data: bytes) -> bytes:
     """libp2p PublicKey protobuf -> the raw 32-byte Ed25519 key; ValueError otherwise."""
     key_type: int | None = None
     key: bytes | None = None
     pos = 0
     while pos < len(data):
-        tag, pos = _uvarint(data, pos)
+        tag, pos = decode_uvarint(data, pos)
         number, wire = tag >> 3, tag & 7
         if number == 1 and wire == 0 and key_type is None:
-            key_type, pos = _uvarint(data, pos)
+            key_type, pos = decode_uvarint(data, pos)
         elif number == 2 and wire == 2 and key is None:
-            size, pos = _uvarint(data, pos)
+            size, pos = decode_uvarint(data, pos)
             if size > len(data) - pos:
                 raise ValueError("PublicKey.Data runs past the end")
             key, pos = data[pos : pos + size], pos + size

@@ -1,12 +1,16 @@
 """Canonical sign bytes of votes, proposals and vote extensions (PRIVVAL.md §3), by hand.
 
-Owns: the exact bytes a validator key signs (`vote_sign_bytes`,
-`proposal_sign_bytes`, `vote_extension_sign_bytes`), strict parsers of such bytes
-back into `CanonicalVote` / `CanonicalProposal` for the double-sign state machine,
-and the basic validation of request objects (`validate_vote`, `validate_proposal`,
-PRIVVAL.md §6 item 5). Never touches generated protobuf classes (this is the hot
-path, and the bytes must not depend on a library's serializer), sockets, keys or
-state.
+Owns: the exact bytes a validator key signs, of every kind (`vote_sign_bytes`,
+`proposal_sign_bytes`, `vote_extension_sign_bytes`, `raw_bytes_sign_bytes`), strict
+parsers of such bytes back into `CanonicalVote` / `CanonicalProposal` for the
+double-sign state machine, and the protobuf ranges both respect. The basic
+validation of request objects is `kms.privval.validation`. Never touches generated
+protobuf classes for votes and proposals (this is the hot path, and the bytes must not
+depend on a library's serializer; only a v1 SignBytesRequest, signed as the privval
+message itself, goes through kms.privval.codec), sockets, keys or state.
+
+One cohesive module above 400 lines: the encoders and the strict parsers are two
+halves of one contract (parse(encode(x)) == x) and are kept side by side.
 
 Encoding rules (all verified against the conformance vectors):
 * every result is `uvarint(len(body)) ‖ body` (the prefix is signed too);
@@ -33,6 +37,7 @@ import struct
 from dataclasses import dataclass
 
 from kms.errors import CodecError
+from kms.privval.celestia import raw_bytes_problem
 from kms.privval.messages import (
     GO_ZERO_TIME_SECONDS,
     NIL_BLOCK_ID,
@@ -40,10 +45,13 @@ from kms.privval.messages import (
     Dialect,
     PartSetHeader,
     Proposal,
+    SignBytesRequest,
     SignedMsgType,
+    SignRawBytesRequest,
     Timestamp,
     Vote,
 )
+from kms.varint import encode_varint
 
 __all__ = [
     "HASH_SIZE",
@@ -58,8 +66,6 @@ __all__ = [
     "encode_canonical_proposal",
     "encode_canonical_vote",
     "proposal_sign_bytes",
-    "validate_proposal",
-    "validate_vote",
     "vote_extension_sign_bytes",
     "vote_sign_bytes",
 ]
@@ -109,29 +115,11 @@ def _check(value: int, lo: int, hi: int, what: str) -> int:
     return value
 
 
-# one-byte varints (field values and lengths below 128: nearly every field written)
-_SMALL_VARINTS = tuple(bytes((i,)) for i in range(0x80))
-
-
-def _varint(value: int) -> bytes:
-    """Protobuf varint; negative values are two's complement on 64 bits (10 bytes)."""
-    if 0 <= value < 0x80:
-        return _SMALL_VARINTS[value]
-    if value < 0:
-        value += _U64
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _len_field(tag: int, payload: bytes) -> bytes:
     n = len(payload)
     if n < 0x80:
         return bytes((tag, n)) + payload
-    return bytes((tag,)) + _varint(n) + payload
+    return bytes((tag,)) + encode_varint(n) + payload
 
 
 def _timestamp(ts: Timestamp) -> bytes:
@@ -139,9 +127,9 @@ def _timestamp(ts: Timestamp) -> bytes:
     nanos = _check(ts.nanos, INT32_MIN, INT32_MAX, "timestamp nanos")
     out = b""
     if seconds:
-        out += b"\x08" + _varint(seconds)
+        out += b"\x08" + encode_varint(seconds)
     if nanos:
-        out += b"\x10" + _varint(nanos)
+        out += b"\x10" + encode_varint(nanos)
     return out
 
 
@@ -150,7 +138,7 @@ def _block_id(bid: BlockID) -> bytes:
     total = _check(psh.total, 0, UINT32_MAX, "part_set_header.total")
     psh_body = b""
     if total:
-        psh_body += b"\x08" + _varint(total)
+        psh_body += b"\x08" + encode_varint(total)
     if psh.hash:
         psh_body += _len_field(0x12, psh.hash)
     out = _len_field(0x0A, bid.hash) if bid.hash else b""
@@ -180,7 +168,7 @@ def _chain_id_field(tag: int, chain_id: str) -> bytes:
 
 
 def _delimited(body: bytes) -> bytes:
-    return _varint(len(body)) + body
+    return encode_varint(len(body)) + body
 
 
 # --- sign bytes -----------------------------------------------------------------------
@@ -196,7 +184,7 @@ def _vote_bytes(
 ) -> bytes:
     body = b""
     if _check(type_, INT32_MIN, INT32_MAX, "vote type"):
-        body += b"\x08" + _varint(type_)
+        body += b"\x08" + encode_varint(type_)
     body += _height_round(height, round_)
     if not block_id.is_nil:
         body += _len_field(0x22, _block_id(block_id))
@@ -223,10 +211,10 @@ def _proposal_bytes(
 ) -> bytes:
     body = b""
     if _check(type_, INT32_MIN, INT32_MAX, "proposal type"):
-        body += b"\x08" + _varint(type_)
+        body += b"\x08" + encode_varint(type_)
     body += _height_round(height, round_)
     if _check(pol_round, INT64_MIN, INT64_MAX, "pol_round"):
-        body += b"\x20" + _varint(pol_round)
+        body += b"\x20" + encode_varint(pol_round)
     if not block_id.is_nil:
         body += _len_field(0x2A, _block_id(block_id))
     body += _len_field(0x32, _timestamp(ts))
@@ -491,104 +479,34 @@ def decode_canonical_proposal(sign_bytes: bytes) -> CanonicalProposal:
     )
 
 
-# --- validation (PRIVVAL.md §6 item 5; Go Vote/Proposal.ValidateBasic) ----------------
+# --- raw bytes (v1 SignBytesRequest, the Celestia fork's SignRawBytesRequest) ------------
+
+RAW_BYTES_SIGN_PREFIX = b"COMET::RAW_BYTES::SIGN"
+"""Domain separation of raw-bytes signing (celestia-core's RawBytesMessageSignBytes prefix).
+
+Canonical sign bytes start with a length prefix and then a field tag: here that tag
+would be 'O' = 0x4f, field 9 with the invalid wire type 7, so raw-bytes sign bytes can
+never equal a vote's, a proposal's or an extension's."""
 
 
-def _timestamp_reason(ts: Timestamp) -> str | None:
-    if not MIN_TIMESTAMP_SECONDS <= ts.seconds <= MAX_TIMESTAMP_SECONDS:
-        return f"timestamp seconds {ts.seconds} outside 0001-01-01..9999-12-31"
-    if not 0 <= ts.nanos <= MAX_NANOS:
-        return f"timestamp nanos {ts.nanos} outside 0..999999999"
-    return None
+def raw_bytes_sign_bytes(req: SignBytesRequest | SignRawBytesRequest, dialect: Dialect) -> bytes:
+    """What we sign for a raw-bytes request.
 
-
-def _block_id_reason(bid: BlockID) -> str | None:
-    """Go BlockID.ValidateBasic (hash sizes) plus 'nil or complete'."""
-    # plain ifs: every request passes here, and a reason is formatted only on failure
-    psh = bid.part_set_header
-    if len(bid.hash) not in (0, HASH_SIZE):
-        return f"block hash is {len(bid.hash)} bytes, not 32"
-    if not 0 <= psh.total <= UINT32_MAX:
-        return f"part_set_header.total {psh.total} out of range"
-    if len(psh.hash) not in (0, HASH_SIZE):
-        return f"part_set_header hash is {len(psh.hash)} bytes, not 32"
-    if not bid.is_nil and not _is_complete(bid):
-        return (
-            "block ID must be either nil or complete (32-byte hash, total >= 1, "
-            "32-byte part-set hash)"
+    Celestia (kms.privval.celestia): prefix ‖ uvarint(len(P)) ‖ P with
+    P = SignRawBytesRequest{chain_id = 1, raw_bytes = 2, unique_id = 3} (ValueError if
+    a field is empty: the fork refuses those). v1 SignBytesRequest: the prefix, then the
+    request itself as a length-delimited privval message.
+    """
+    if isinstance(req, SignRawBytesRequest) and dialect is Dialect.CELESTIA:
+        problem = raw_bytes_problem(req)
+        if problem is not None:
+            raise ValueError(problem)
+        body = (
+            _len_field(0x0A, req.chain_id.encode())
+            + _len_field(0x12, bytes(req.raw_bytes))
+            + _len_field(0x1A, req.unique_id.encode())
         )
-    return None
+        return RAW_BYTES_SIGN_PREFIX + _delimited(body)
+    from kms.privval.codec import encode  # local: only this rare path needs the codec
 
-
-def _is_complete(bid: BlockID) -> bool:
-    psh = bid.part_set_header
-    return len(bid.hash) == HASH_SIZE and psh.total > 0 and len(psh.hash) == HASH_SIZE
-
-
-_VOTE_TYPES = (SignedMsgType.PREVOTE, SignedMsgType.PRECOMMIT)
-
-
-def validate_vote(vote: Vote | None, dialect: Dialect) -> str | None:
-    """Why `vote` must not be signed on `dialect`, or None. Never raises.
-
-    Go's Vote.ValidateBasic minus the checks that only apply to signed votes
-    (signature present); the validator address may be empty (not signed) but if set
-    must be 20 bytes.
-    """
-    if vote is None:
-        return "sign vote request without a vote"
-    try:
-        nil = vote.block_id.is_nil
-        extension_allowed = vote.type == SignedMsgType.PRECOMMIT and not nil
-        if vote.type not in _VOTE_TYPES:
-            return f"invalid vote type {vote.type}"
-        if not 0 < vote.height <= INT64_MAX:
-            return f"vote height {vote.height} must be > 0"
-        if not 0 <= vote.round <= INT32_MAX:
-            return f"vote round {vote.round} out of 0..2^31-1"
-        if len(vote.validator_address) not in (0, VALIDATOR_ADDRESS_SIZE):
-            return f"validator address is {len(vote.validator_address)} bytes, not 20"
-        if not 0 <= vote.validator_index <= INT32_MAX:
-            return f"validator index {vote.validator_index} out of range"
-        if not dialect.has_vote_extensions and bool(vote.extension or vote.extension_signature):
-            return f"vote extension fields on dialect {dialect.value}, which has none"
-        if not extension_allowed and bool(vote.extension):
-            return "vote extension on a prevote or nil precommit"
-        if not extension_allowed and bool(vote.extension_signature):
-            return "vote extension signature on a prevote or nil precommit"
-        block_reason = _block_id_reason(vote.block_id)
-        if block_reason is not None:
-            return block_reason
-        return _timestamp_reason(vote.timestamp)
-    except Exception as exc:  # malformed dataclass contents (wrong types)
-        return f"malformed vote: {exc!r}"
-
-
-def validate_proposal(proposal: Proposal | None) -> str | None:
-    """Why `proposal` must not be signed, or None. Never raises.
-
-    Go's Proposal.ValidateBasic minus 'signature present': type 32, height > 0,
-    0 <= round <= 2^31-1, -1 <= pol_round < round, a complete block ID, a valid
-    timestamp.
-    """
-    if proposal is None:
-        return "sign proposal request without a proposal"
-    try:
-        if proposal.type != SignedMsgType.PROPOSAL:
-            return f"invalid proposal type {proposal.type}"
-        if not 0 < proposal.height <= INT64_MAX:
-            return f"proposal height {proposal.height} must be > 0"
-        if not 0 <= proposal.round <= INT32_MAX:
-            return f"proposal round {proposal.round} out of 0..2^31-1"
-        if proposal.pol_round < -1:
-            return f"pol_round {proposal.pol_round} < -1"
-        if proposal.pol_round >= proposal.round:
-            return f"pol_round {proposal.pol_round} >= round {proposal.round}"
-        block_reason = _block_id_reason(proposal.block_id)
-        if block_reason is not None:
-            return block_reason
-        if proposal.block_id.is_nil:
-            return "proposal block ID must be complete, not nil"
-        return _timestamp_reason(proposal.timestamp)
-    except Exception as exc:  # malformed dataclass contents (wrong types)
-        return f"malformed proposal: {exc!r}"
+    return RAW_BYTES_SIGN_PREFIX + _delimited(encode(req, dialect))

@@ -1,7 +1,8 @@
 """The Celestia fork's raw-bytes signing (protocol_version = "celestia"), pure.
 
-Owns: the checks on a `SignRawBytesRequest` and the bytes the fork's validators sign for
-it. celestia-core (main @ dda8d507b6b82689f818d1b7ea2e74a498fa06c3,
+Owns: the checks on a `SignRawBytesRequest`. The bytes the fork's validators sign for
+it are built by `kms.privval.canonical.raw_bytes_sign_bytes` (the home of every kind of
+sign bytes); what they are is recorded here. celestia-core (main @ dda8d507b6b82689f818d1b7ea2e74a498fa06c3,
 `types/priv_validator.go` RawBytesMessageSignBytes) signs
 
     "COMET::RAW_BYTES::SIGN" || uvarint(len(P)) || P
@@ -19,12 +20,9 @@ Never touches: sockets, keys, signing state.
 
 from __future__ import annotations
 
-from kms.privval.framing import encode_uvarint
 from kms.privval.messages import SignRawBytesRequest
 
-__all__ = ["RAW_BYTES_SIGN_PREFIX", "raw_bytes_problem", "raw_bytes_sign_bytes"]
-
-RAW_BYTES_SIGN_PREFIX = b"COMET::RAW_BYTES::SIGN"
+__all__ = ["raw_bytes_problem"]
 
 
 def raw_bytes_problem(req: SignRawBytesRequest) -> str | None:
@@ -41,20 +39,3 @@ def raw_bytes_problem(req: SignRawBytesRequest) -> str | None:
     if missing:
         return f"SignRawBytesRequest with empty {', '.join(missing)}"
     return None
-
-
-def _field(number: int, data: bytes) -> bytes:
-    return encode_uvarint(number << 3 | 2) + encode_uvarint(len(data)) + data
-
-
-def raw_bytes_sign_bytes(req: SignRawBytesRequest) -> bytes:
-    """The bytes a Celestia validator signs for `req` (ValueError if a field is empty)."""
-    problem = raw_bytes_problem(req)
-    if problem is not None:
-        raise ValueError(problem)
-    body = (
-        _field(1, req.chain_id.encode())
-        + _field(2, bytes(req.raw_bytes))
-        + _field(3, req.unique_id.encode())
-    )
-    return RAW_BYTES_SIGN_PREFIX + encode_uvarint(len(body)) + body

@@ -4,7 +4,10 @@ Owns: the only import of the generated protobuf classes (`kms._proto`), the mapp
 between them and `kms.privval.messages`, and every per-dialect wire quirk. Never
 touches framing (`kms.privval.framing`), sign bytes (`kms.privval.canonical`),
 sockets, keys or state. Protobuf classes never leave this module and protobuf's own
-exceptions never escape it: every failure is a `CodecError` with a readable text.
+exceptions never escape it: a body that does not decode is a `CodecError` (remote:
+the peer sent it), a message that does not encode an `EncodeError` (local: our bug).
+Above 400 lines as one thing: encoding and decoding of each message variant are
+written next to each other, so the per-dialect quirks stay symmetric.
 
 Dialect rules (table `_DIALECT_FEATURES`):
 * v0.34 / v0.37: no vote extensions. Decoding drops Vote fields 9/10 (Go skips
@@ -40,7 +43,7 @@ from typing import Any
 
 from kms._proto.cometbft.privval.v1 import types_pb2 as _v1_privval
 from kms._proto.tendermint.privval import types_pb2 as _tm_privval
-from kms.errors import CodecError
+from kms.errors import CodecError, EncodeError
 from kms.privval.messages import (
     BlockID,
     Dialect,
@@ -303,18 +306,19 @@ def _encode_into(m: Any, msg: Message, feat: _Features) -> None:
 def encode(msg: Message, dialect: Dialect) -> bytes:
     """The protobuf body of `msg` wrapped in `Message` (no length prefix).
 
-    Works for requests and responses. CodecError when a field is out of range, of the
+    Works for requests and responses. EncodeError (a local error: what we were about
+    to send is wrong, never the peer's fault) when a field is out of range, of the
     wrong type, or does not exist on `dialect`.
     """
-    feat = _features(dialect)
     try:
+        feat = _features(dialect)
         m = feat.privval.Message()
         _encode_into(m, msg, feat)
         body: bytes = m.SerializeToString()
-    except CodecError:
-        raise
+    except CodecError as exc:  # the shared field checks speak CodecError; here it is ours
+        raise EncodeError(str(exc)) from None
     except Exception as exc:  # protobuf's own errors must not escape
-        raise CodecError(f"cannot encode {type(msg).__name__}: {exc}") from exc
+        raise EncodeError(f"cannot encode {type(msg).__name__}: {exc}") from exc
     return body
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from kms.errors import CodecError
 from kms.privval.messages import Dialect
+from kms.varint import MAX_VARINT_LEN, encode_uvarint
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024 + 64 * 1024
 """1 MiB + 64 KiB: a request can carry a 1 MiB vote extension (PRIVVAL.md §2.1)."""
@@ -41,20 +42,7 @@ def max_message_size(dialect: Dialect) -> int:
     return MAX_MESSAGE_SIZE_V0_40 if dialect is Dialect.V0_40 else MAX_MESSAGE_SIZE_LEGACY
 
 
-MAX_VARINT_LEN = 10
 _U64_MAX = (1 << 64) - 1
-
-
-def encode_uvarint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int below 2**64."""
-    if value < 0 or value > _U64_MAX:
-        raise CodecError(f"uvarint out of range: {value}")
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def frame(body: bytes) -> bytes:

@@ -8,7 +8,8 @@ both roles call `open_secret_connection` the same way.
 Rules:
 - The handshake is "write then read" at each step and must finish within `timeout`
   seconds, else HandshakeTimeout. Any handshake failure (bad peer data, EOF, socket
-  error, timeout, cancellation) closes the writer before the error propagates.
+  error, timeout, cancellation) closes the writer before the error propagates
+  (`kms.transport.run_handshake`, shared with Noise).
 - `read()` returns the next chunk of decrypted payload (not message-aligned: privval
   framing is the caller's job); EOF or a socket error -> LinkClosed; bad frames ->
   FrameError, and the connection stays failed.
@@ -22,10 +23,10 @@ from __future__ import annotations
 
 import asyncio
 
-from kms.errors import HandshakeError, HandshakeTimeout
+from kms.errors import HandshakeTimeout
 from kms.secretconn.handshake import Handshake, HandshakeResult, peer_id
 from kms.secretconn.stream import SecretStream
-from kms.transport import READ_CHUNK, SealedTransport
+from kms.transport import SealedTransport, run_handshake
 
 __all__ = [
     "HandshakeTimeout",
@@ -73,30 +74,7 @@ async def open_secret_connection(
     handshake = Handshake(
         identity_seed, ephemeral_secret=ephemeral_secret, expected_peer_id=expected_peer_id
     )
-    try:
-        async with asyncio.timeout(timeout):
-            while not handshake.done:
-                await _send(writer, handshake.data_to_send())
-                chunk = await reader.read(READ_CHUNK)
-                if not chunk:
-                    raise HandshakeError("peer closed the connection during the handshake")
-                handshake.receive_data(chunk)
-            await _send(writer, handshake.data_to_send())
-    except TimeoutError as exc:
-        writer.close()
-        raise HandshakeTimeout(f"handshake did not complete within {timeout} s") from exc
-    except (ConnectionError, OSError) as exc:
-        writer.close()
-        raise HandshakeError(f"connection lost during the handshake: {exc}") from exc
-    except BaseException:
-        writer.close()
-        raise
+    await run_handshake(reader, writer, handshake, timeout=timeout, what="handshake")
     return SecretConnection(
         reader, writer, handshake.result(), local_public_key=handshake.local_public_key
     )
-
-
-async def _send(writer: asyncio.StreamWriter, data: bytes) -> None:
-    if data:
-        writer.write(data)
-        await writer.drain()

@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kms.errors import SharedStateError
+from kms.privval.limits import MAX_ROUND
 from kms.shared.etcd import EtcdClient, KeyValue
 from kms.shared.gate import missing_record_message
 from kms.shared.record import Record, decode, encode, watermark_key
-from kms.state.machine import MAX_ROUND, SignState, Step
+from kms.state.machine import SignState, Step
 
 HANDOVER_KIND = "kms-handover"
 HANDOVER_VERSION = 1

@@ -41,12 +41,13 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
 from kms.errors import SharedStateAmbiguous, SharedStateError
 from kms.privval.messages import Timestamp
+from kms.refusal import Refusal
 from kms.shared.etcd import EtcdClient, KeyValue
 from kms.shared.preference import Preference
 from kms.shared.record import Record, decode, encode, watermark_key
@@ -67,16 +68,26 @@ class GateVerdict:
 
     allowed: sign `sign_bytes`, answer with `timestamp`, then persist `state`
     (the local state after signing, without its signature, which the guard adds).
-    Refused: answer RemoteSignerError(`error_code`, `reason`).
+    Refused: answer with `refusal` (kms.refusal).
     """
 
-    allowed: bool
     rule: str
     sign_bytes: bytes = b""
     timestamp: Timestamp | None = None
     state: SignState | None = None
-    reason: str | None = None
-    error_code: int = 0
+    refusal: Refusal | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.refusal is None
+
+    @property
+    def reason(self) -> str | None:
+        return self.refusal.reason if self.refusal is not None else None
+
+    @property
+    def error_code(self) -> int:
+        return self.refusal.code if self.refusal is not None else 0
 
 
 def _utc_now() -> datetime:
@@ -161,18 +172,19 @@ class SharedGate:
             d = decide(rec.sign_state(), cand, max_height=cap)
             if d.action is Action.REFUSE:
                 self._count("refused")
-                reason = d.reason or d.rule
+                assert d.refusal is not None
+                refusal = d.refusal.prefixed(f"shared watermark ({rec.host}): ")
                 if rec.sealed_at is not None and d.rule == "max-height":
-                    reason = f"{reason} (the shared watermark is sealed for a hand-over)"
-                return GateVerdict(
-                    False, d.rule, reason=f"shared watermark ({rec.host}): {reason}",
-                    error_code=d.error_code,
-                )  # fmt: skip
+                    refusal = replace(
+                        refusal,
+                        reason=f"{refusal.reason} (the shared watermark is sealed for a hand-over)",
+                    )
+                return GateVerdict(d.rule, refusal=refusal)
             if d.action is Action.REUSE:
                 # Never d.signature: the record holds a marker, not a signature.
                 self._count("reused")
                 state = SignState(rec.height, rec.round, rec.step, rec.block_id, rec.sign_bytes)
-                return GateVerdict(True, d.rule, rec.sign_bytes, d.timestamp, state)
+                return GateVerdict(d.rule, rec.sign_bytes, d.timestamp, state)
             if not waited and self.preference is not None and self.preference.delay() > 0:
                 # Another host is preferred: let it write first; our Txn then fails its
                 # compare (or finds nothing written) and we decide again on the truth.
@@ -189,15 +201,17 @@ class SharedGate:
                 state = SignState(
                     cand.height, cand.round, cand.step, cand.block_id, cand.sign_bytes
                 )
-                return GateVerdict(True, d.rule, cand.sign_bytes, cand.timestamp, state)
+                return GateVerdict(d.rule, cand.sign_bytes, cand.timestamp, state)
             assert self._cache is not None
             cached = self._cache
         self._count("contention")
         return GateVerdict(
-            False,
             "contention",
-            reason=f"shared watermark kept moving ({self.max_attempts} attempts); refusing",
-            error_code=0,  # generic, transient (kms.service.CODE_GENERIC): not a double sign
+            # generic and transient: not a double sign
+            refusal=Refusal(
+                "contention",
+                f"shared watermark kept moving ({self.max_attempts} attempts); refusing",
+            ),
         )
 
     async def _write(self, new: Record, rev: int) -> int | None:

@@ -32,8 +32,9 @@ from typing import Any
 
 from kms.errors import CodecError, SharedStateError
 from kms.privval import canonical
+from kms.privval.limits import MAX_HEIGHT, MAX_ROUND
 from kms.privval.messages import BlockID, PartSetHeader, SignedMsgType
-from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step
+from kms.state.machine import SignState, Step
 
 RECORD_VERSION = 1
 MAX_RECORD_SIZE = 16 * 1024

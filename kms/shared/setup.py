@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 from kms.config import Config, SharedStateConfig
 from kms.errors import KeyFileError, SharedStateError
-from kms.keys import read_secret_file
+from kms.keyfile import read_secret_file
 from kms.shared.admin import push
 from kms.shared.etcd import EtcdClient, TlsFiles
 from kms.shared.gate import GateObserver, SharedGate

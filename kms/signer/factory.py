@@ -19,7 +19,7 @@ from pathlib import Path
 
 from kms.config import Config, UsbAdapter, YubiHsmProvider
 from kms.errors import ConfigError, KeyFileError
-from kms.keys import read_secret_file
+from kms.keyfile import read_secret_file
 from kms.signer.base import Signer
 from kms.signer.hedge import HedgePolicy
 from kms.signer.replicas import ReplicaSet

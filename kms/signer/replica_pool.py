@@ -28,7 +28,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from kms.errors import KeyMismatchError, NoHealthyReplicaError, SignerError
+from kms.errors import KeyMismatchError, NoHealthyReplicaError, SignerError, describe
 from kms.signer.base import Health, Signer
 from kms.signer.hedge import LatencyWindow
 from kms.signer.replica_policy import (
@@ -86,12 +86,6 @@ class Replica:
             self.last_error,
             self.last_latency,
         )
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
 
 
 class ReplicaPool:

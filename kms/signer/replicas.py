@@ -75,7 +75,7 @@ from collections.abc import Callable, Sequence
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from kms.errors import NoHealthyReplicaError, SignerError
+from kms.errors import NoHealthyReplicaError, SignerError, describe
 from kms.signer.base import Health, Signature, Signer
 from kms.signer.hedge import DEFAULT_HEDGE, HedgePolicy, hedge_delay
 from kms.signer.replica_policy import (
@@ -86,7 +86,7 @@ from kms.signer.replica_policy import (
     ReplicaSetStats,
     choose_replica,
 )
-from kms.signer.replica_pool import Replica, ReplicaPool, describe
+from kms.signer.replica_pool import Replica, ReplicaPool
 
 log = logging.getLogger(__name__)
 

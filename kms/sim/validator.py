@@ -23,12 +23,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
 from kms.errors import KmsError, LinkClosed, ProtocolError
+from kms.errors import SignerRefused as SignerRefused  # re-exported: callers import it from here
+from kms.errors import ValidatorSimError as ValidatorSimError  # re-exported, as SignerRefused
 from kms.identity import identity_public_key
 from kms.noise.connection import open_noise_connection
 from kms.noise.peerid import peer_id_from_ed25519
@@ -44,7 +46,6 @@ from kms.privval.messages import (
     Proposal,
     PubKeyRequest,
     PubKeyResponse,
-    RemoteSignerError,
     Request,
     Response,
     SignedMsgType,
@@ -60,18 +61,6 @@ from kms.transport import PlainTransport, Transport
 
 PING_INTERVAL = 5.0 * 2 / 3
 """The node pings after 2/3 of its 5 s timeout of idleness."""
-
-
-class ValidatorSimError(KmsError):
-    """The signer answered something a real node would reject."""
-
-
-class SignerRefused(KmsError):
-    """The signer answered with a RemoteSignerError."""
-
-    def __init__(self, error: RemoteSignerError) -> None:
-        super().__init__(f"signer refused (code {error.code}): {error.description}")
-        self.error = error
 
 
 def now_timestamp() -> Timestamp:
@@ -289,11 +278,7 @@ class SimulatedValidator:
     # --- typed helpers ---------------------------------------------------------------------
 
     async def get_pubkey(self) -> bytes:
-        resp = await self.request(PubKeyRequest(self.chain_id))
-        if not isinstance(resp, PubKeyResponse):
-            raise ValidatorSimError(f"expected PubKeyResponse, got {type(resp).__name__}")
-        if resp.error is not None:
-            raise SignerRefused(resp.error)
+        resp = _answer(await self.request(PubKeyRequest(self.chain_id)), PubKeyResponse)
         if len(resp.pub_key) != 32:
             raise ValidatorSimError(f"public key of {len(resp.pub_key)} bytes")
         self.pub_key = resp.pub_key
@@ -308,15 +293,12 @@ class SimulatedValidator:
             SignVoteRequest(vote, self.chain_id, skip_extension_signing=skip_extension_signing)
         )
         self._record("prevote" if vote.type == SignedMsgType.PREVOTE else "precommit", t0)
-        if not isinstance(resp, SignedVoteResponse):
-            raise ValidatorSimError(f"expected SignedVoteResponse, got {type(resp).__name__}")
-        if resp.error is not None:
-            raise SignerRefused(resp.error)
+        resp = _answer(resp, SignedVoteResponse)
         if resp.vote is None:
             raise ValidatorSimError("SignedVoteResponse without a vote")
         signed = resp.vote
         if self.transport == "noise" and not signed.extension and vote.extension:
-            # kms drops the echoed extension on noise:// (kms.link.single_frame_vote_response);
+            # kms drops the echoed extension on noise:// (kms.privval.session.single_frame_vote_response);
             # the node keeps its own and takes signature, extension signature and timestamp
             signed = dataclasses.replace(signed, extension=vote.extension)
         self._verify(canonical.vote_sign_bytes(self.chain_id, signed), signed.signature, "vote")
@@ -343,10 +325,7 @@ class SimulatedValidator:
         t0 = time.perf_counter()
         resp = await self.request(SignProposalRequest(proposal, self.chain_id))
         self._record("proposal", t0)
-        if not isinstance(resp, SignedProposalResponse):
-            raise ValidatorSimError(f"expected SignedProposalResponse, got {type(resp).__name__}")
-        if resp.error is not None:
-            raise SignerRefused(resp.error)
+        resp = _answer(resp, SignedProposalResponse)
         if resp.proposal is None:
             raise ValidatorSimError("SignedProposalResponse without a proposal")
         # the node keeps its own proposal and takes only the signature
@@ -410,6 +389,18 @@ class SimulatedValidator:
 
     def _record(self, kind: str, t0: float) -> None:
         self.latencies.setdefault(kind, []).append(_ms_since(t0))
+
+
+_Answer = TypeVar("_Answer", PubKeyResponse, SignedVoteResponse, SignedProposalResponse)
+
+
+def _answer(resp: Response, expected: type[_Answer]) -> _Answer:
+    """`resp` as the response type a node expects; SignerRefused when it carries an error."""
+    if not isinstance(resp, expected):
+        raise ValidatorSimError(f"expected {expected.__name__}, got {type(resp).__name__}")
+    if resp.error is not None:
+        raise SignerRefused(resp.error)
+    return resp
 
 
 def _ms_since(t0: float) -> float:

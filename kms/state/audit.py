@@ -36,19 +36,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from kms.errors import StateError
+from kms.errors import AuditLogError
 from kms.privval.messages import BlockID
 from kms.state.format1 import encode_block_id, format_time
+from kms.state.machine import step_name
 
 log = logging.getLogger(__name__)
 
 Outcome = Literal["signed", "reused", "refused", "error"]
 MAX_PENDING_LINES = 10_000
-_STEP_NAMES = {0: "proposal", 1: "prevote", 2: "precommit"}
-
-
-class AuditLogError(StateError):
-    """An audit log cannot be written (at start-up) or read (a line is malformed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +90,7 @@ class AuditEntry:
 
     @property
     def step_name(self) -> str:
-        return _STEP_NAMES.get(self.step, str(self.step))
+        return step_name(self.step)
 
     def to_line(self) -> str:
         obj = asdict(self)

@@ -32,10 +32,11 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from kms.errors import CodecError
+from kms.errors import BadState, CodecError
 from kms.privval import canonical
+from kms.privval.limits import MAX_HEIGHT, MAX_ROUND
 from kms.privval.messages import NIL_BLOCK_ID, BlockID, PartSetHeader, SignedMsgType
-from kms.state.machine import MAX_HEIGHT, MAX_ROUND, SignState, Step
+from kms.state.machine import SignState, Step
 
 _STEPS = frozenset(int(s) for s in Step)
 
@@ -85,10 +86,6 @@ def encode_state(state: SignState, *, compact: bool = False) -> bytes:
 
 
 # --- decoding --------------------------------------------------------------------
-
-
-class BadState(ValueError):
-    """A shape error inside a decoder; the store turns it into StateFileError with the file name."""
 
 
 def _decimal(value: Any, key: str, limit: int, *, allow_number: bool) -> int:

@@ -31,7 +31,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from kms.state.format1 import BadState, decode_foreign_state, decode_state, encode_state
+from kms.errors import BadState
+from kms.state.format1 import decode_foreign_state, decode_state, encode_state
 from kms.state.machine import SignState
 
 MAGIC = b"KMSSTATE"

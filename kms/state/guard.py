@@ -49,13 +49,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kms.config import ChainConfig
-from kms.errors import CodecError, SignerError, StateFileError
+from kms.errors import BadState, CodecError, EncodeError, SignerError, StateFileError, describe
 from kms.privval.messages import Proposal, Timestamp, Vote
+from kms.refusal import Code, Refusal
 from kms.signer.base import Signature
 from kms.state.audit import AuditEntry, AuditLog, Outcome
-from kms.state.format1 import BadState, check_chain
+from kms.state.format1 import check_chain
 from kms.state.machine import (
-    CODE_INVALID,
     Action,
     SignCandidate,
     SignState,
@@ -80,9 +80,20 @@ class GuardResult:
     signature: bytes  # b"" when refused
     timestamp: Timestamp  # the timestamp actually signed (the stored one on REUSE of a vote)
     sign_bytes: bytes
-    reason: str | None  # refusals
-    error_code: int  # RemoteSignerError code for refusals (2 for double-sign)
+    refusal: Refusal | None  # refusals: the rule's own value, passed on to reply and metric
     replica: str | None  # Signature.by
+
+    @classmethod
+    def refused(cls, refusal: Refusal, timestamp: Timestamp, sign_bytes: bytes) -> GuardResult:
+        return cls("refused", b"", timestamp, sign_bytes, refusal, None)
+
+    @property
+    def reason(self) -> str | None:
+        return self.refusal.reason if self.refusal is not None else None
+
+    @property
+    def error_code(self) -> int:
+        return self.refusal.code if self.refusal is not None else 0
 
 
 def _utc_now() -> datetime:
@@ -187,14 +198,14 @@ class ChainGuard:
     async def sign_vote(self, vote: Vote, sign: SignCallback) -> GuardResult:
         try:
             cand = SignCandidate.for_vote(self.chain_id, vote)
-        except (ValueError, CodecError) as e:
+        except (ValueError, CodecError, EncodeError) as e:
             return self._invalid(vote.timestamp, str(e))
         return await self._guarded(cand, sign)
 
     async def sign_proposal(self, proposal: Proposal, sign: SignCallback) -> GuardResult:
         try:
             cand = SignCandidate.for_proposal(self.chain_id, proposal)
-        except (ValueError, CodecError) as e:
+        except (ValueError, CodecError, EncodeError) as e:
             return self._invalid(proposal.timestamp, str(e))
         return await self._guarded(cand, sign)
 
@@ -206,16 +217,9 @@ class ChainGuard:
                 await self._reverify()
             decision = decide(self._state, cand, max_height=self.max_height)
             if decision.action is Action.REFUSE:
-                self._audit(cand, "refused", reason=decision.reason)
-                return GuardResult(
-                    "refused",
-                    b"",
-                    cand.timestamp,
-                    cand.sign_bytes,
-                    decision.reason,
-                    decision.error_code,
-                    None,
-                )
+                assert decision.refusal is not None
+                self._audit(cand, "refused", reason=decision.refusal.reason)
+                return GuardResult.refused(decision.refusal, cand.timestamp, cand.sign_bytes)
             if decision.action is Action.REUSE:
                 assert decision.timestamp is not None
                 self._audit(cand, "reused", reason=decision.rule)
@@ -225,7 +229,6 @@ class ChainGuard:
                     decision.timestamp,
                     decision.sign_bytes,
                     None,
-                    0,
                     None,
                 )
             sign_bytes, timestamp, base = decision.sign_bytes, cand.timestamp, None
@@ -234,14 +237,11 @@ class ChainGuard:
                 try:
                     verdict = await self.gate.authorize(cand, max_height=self.max_height)
                 except BaseException as e:
-                    self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
+                    self._audit(cand, "error", reason=describe(e))
                     raise
-                if not verdict.allowed:
-                    self._audit(cand, "refused", reason=verdict.reason)
-                    return GuardResult(
-                        "refused", b"", cand.timestamp, cand.sign_bytes,
-                        verdict.reason, verdict.error_code, None,
-                    )  # fmt: skip
+                if verdict.refusal is not None:
+                    self._audit(cand, "refused", reason=verdict.refusal.reason)
+                    return GuardResult.refused(verdict.refusal, cand.timestamp, cand.sign_bytes)
                 assert verdict.timestamp is not None and verdict.state is not None
                 sign_bytes, timestamp, base = verdict.sign_bytes, verdict.timestamp, verdict.state
             try:
@@ -256,13 +256,13 @@ class ChainGuard:
                     new_state = replace(base, signature=sig.signature, updated_at=self._clock())
                 await self._persist(new_state)
             except BaseException as e:
-                self._audit(cand, "error", reason=f"{type(e).__name__}: {e}")
+                self._audit(cand, "error", reason=describe(e))
                 raise
             self._state = new_state
             # (with a gate, what was signed may be the stored message, not the request's)
             signed = replace(cand, sign_bytes=sign_bytes, timestamp=timestamp)
             self._audit(signed, "signed", replica=sig.by)
-            return GuardResult("signed", sig.signature, timestamp, sign_bytes, None, 0, sig.by)
+            return GuardResult("signed", sig.signature, timestamp, sign_bytes, None, sig.by)
 
     async def _offload(self, fn: Callable[[], T]) -> T:
         """Run file work in the executor; on any failure or cancellation, re-verify later.
@@ -308,8 +308,8 @@ class ChainGuard:
         )
 
     def _invalid(self, timestamp: Timestamp, why: str) -> GuardResult:
-        reason = f"invalid request: {why}"
-        return GuardResult("refused", b"", timestamp, b"", reason, CODE_INVALID, None)
+        refusal = Refusal.by_rule("invalid", f"invalid request: {why}", Code.INVALID)
+        return GuardResult.refused(refusal, timestamp, b"")
 
     def _audit(
         self,

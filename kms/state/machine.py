@@ -64,6 +64,7 @@ from typing import Literal
 
 from kms.errors import CodecError
 from kms.privval import canonical
+from kms.privval.limits import MAX_HEIGHT, MAX_ROUND
 from kms.privval.messages import (
     NIL_BLOCK_ID,
     BlockID,
@@ -72,9 +73,7 @@ from kms.privval.messages import (
     Timestamp,
     Vote,
 )
-
-MAX_HEIGHT = 2**63 - 1
-MAX_ROUND = 2**31 - 1
+from kms.refusal import Code, Refusal
 
 
 class Step(enum.IntEnum):
@@ -83,6 +82,14 @@ class Step(enum.IntEnum):
     PROPOSAL = 0
     PREVOTE = 1
     PRECOMMIT = 2
+
+
+_STEPS = frozenset(int(s) for s in Step)
+
+
+def step_name(step: int) -> str:
+    """'proposal', 'prevote', 'precommit', or the number of a step that is none of them."""
+    return Step(step).name.lower() if step in _STEPS else str(step)
 
 
 STEP_OF_VOTE_TYPE: dict[int, Step] = {
@@ -95,13 +102,6 @@ class Action(enum.Enum):
     SIGN = "sign"
     REUSE = "reuse"
     REFUSE = "refuse"
-
-
-# RemoteSignerError codes used for refusals (tmkms uses 2 for double signing).
-CODE_INVALID = 1
-CODE_DOUBLE_SIGN = 2
-CODE_REGRESSION = 3
-CODE_MAX_HEIGHT = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +181,7 @@ class Decision:
 
     SIGN: sign `sign_bytes` (the candidate's), then persist `advance(...)`.
     REUSE: reply with `signature` and `timestamp` (both stored); nothing to persist.
-    REFUSE: reply with RemoteSignerError(`error_code`, `reason`).
+    REFUSE: reply with `refusal` (kms.refusal: its code, reason and metric label).
     """
 
     action: Action
@@ -189,8 +189,19 @@ class Decision:
     sign_bytes: bytes = b""
     timestamp: Timestamp | None = None
     signature: bytes = b""
-    reason: str | None = None
-    error_code: int = 0
+    refusal: Refusal | None = None
+
+    @property
+    def reason(self) -> str | None:
+        return self.refusal.reason if self.refusal is not None else None
+
+    @property
+    def error_code(self) -> int:
+        return self.refusal.code if self.refusal is not None else 0
+
+
+def _refuse(rule: str, reason: str, code: Code) -> Decision:
+    return Decision(Action.REFUSE, rule, refusal=Refusal.by_rule(rule, reason, code))
 
 
 class _Same(enum.Enum):
@@ -212,7 +223,6 @@ _SAME_HRS: dict[tuple[str, _Same], tuple[Action, str]] = {
 }
 
 _LEVELS = ("height", "round", "step")
-_STEPS = frozenset(int(s) for s in Step)
 
 
 def _timestamp_of(kind: str, sign_bytes: bytes) -> Timestamp:
@@ -242,38 +252,32 @@ def _relation(stored: bytes, cand: SignCandidate) -> _Same:
 
 def _hrs_text(hrs: tuple[int, int, int]) -> str:
     h, r, s = hrs
-    name = Step(s).name.lower() if s in _STEPS else str(s)
-    return f"{h}/{r}/{name}"
+    return f"{h}/{r}/{step_name(s)}"
 
 
 def decide(state: SignState | None, req: SignCandidate, *, max_height: int | None) -> Decision:
     """Apply the rules in the module docstring; `state` None means never signed."""
     if not (0 < req.height <= MAX_HEIGHT and 0 <= req.round <= MAX_ROUND and req.step in _STEPS):
-        return Decision(
-            Action.REFUSE,
+        return _refuse(
             "invalid",
-            reason=f"invalid height/round/step {req.height}/{req.round}/{req.step}",
-            error_code=CODE_INVALID,
+            f"invalid height/round/step {req.height}/{req.round}/{req.step}",
+            Code.INVALID,
         )
     if max_height is not None and req.height > max_height:
-        return Decision(
-            Action.REFUSE,
+        return _refuse(
             "max-height",
-            reason=f"refusing to sign at height {req.height}: above max_height {max_height}",
-            error_code=CODE_MAX_HEIGHT,
+            f"refusing to sign at height {req.height}: above max_height {max_height}",
+            Code.MAX_HEIGHT,
         )
     if state is None or req.hrs > state.hrs:
         return Decision(Action.SIGN, "new-hrs", sign_bytes=req.sign_bytes, timestamp=req.timestamp)
     if req.hrs < state.hrs:
         level = next(n for n, a, b in zip(_LEVELS, req.hrs, state.hrs, strict=True) if a != b)
-        return Decision(
-            Action.REFUSE,
+        return _refuse(
             f"{level}-regression",
-            reason=(
-                f"{level} regression: requested {_hrs_text(req.hrs)}, "
-                f"already signed {_hrs_text(state.hrs)}"
-            ),
-            error_code=CODE_REGRESSION,
+            f"{level} regression: requested {_hrs_text(req.hrs)}, "
+            f"already signed {_hrs_text(state.hrs)}",
+            Code.REGRESSION,
         )
 
     relation = _relation(state.sign_bytes, req)
@@ -303,12 +307,11 @@ def decide(state: SignState | None, req: SignCandidate, *, max_height: int | Non
         _Same.CONFLICT: f"conflicting data (block {block_id_text(req.block_id)}, "
         f"already signed block {block_id_text(state.block_id)})",
     }[relation]
-    return Decision(
-        Action.REFUSE,
+    return _refuse(
         rule,
-        reason=f"double signing requested at height {req.height} "
-        f"(round {req.round}, {_hrs_text(req.hrs).split('/')[2]}): {why}",
-        error_code=CODE_DOUBLE_SIGN,
+        f"double signing requested at height {req.height} "
+        f"(round {req.round}, {step_name(req.step)}): {why}",
+        Code.DOUBLE_SIGN,
     )
 
 

@@ -35,10 +35,10 @@ import os
 import stat
 from pathlib import Path
 
-from kms.errors import FileStepError, StateFileError, StatePersistError
+from kms.errors import BadState, FileStepError, StateFileError, StatePersistError
 from kms.fsutil import DEFAULT_OPS, FileOps, atomic_write, fsync_dir
 from kms.state import format2
-from kms.state.format1 import BadState, decode_state
+from kms.state.format1 import decode_state
 from kms.state.machine import SignState
 
 __all__ = ["FileOps", "StateLock", "StateStore"]

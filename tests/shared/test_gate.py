@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from kms.errors import SharedStateAmbiguous, SharedStateError
+from kms.refusal import Code
 from kms.shared.admin import push, seal
 from kms.shared.etcd import CasResult, EtcdClient
 from kms.shared.gate import SharedGate
 from kms.shared.record import decode, watermark_key
 from kms.sim.etcd_cluster import EtcdCluster
 from kms.state.guard import ChainGuard
-from kms.state.machine import CODE_DOUBLE_SIGN, CODE_MAX_HEIGHT, CODE_REGRESSION, SignState
+from kms.state.machine import SignState
 from kms.state.store import StateStore
 from tests.shared.helpers import PREFIX, cand_vote, client_for, gate_for, init_record
 from tests.unit.state.helpers import CHAIN, PRECOMMIT, PREVOTE, SoftSigner, block, vote
@@ -52,14 +53,14 @@ async def test_second_host_conflict_is_refused(etcd_cluster: EtcdCluster) -> Non
     va = await ga.authorize(cand_vote(PREVOTE, 5, 0, A), max_height=None)
     assert va.allowed and va.rule == "new-hrs"
     vb = await gb.authorize(cand_vote(PREVOTE, 5, 0, B), max_height=None)
-    assert not vb.allowed and vb.error_code == CODE_DOUBLE_SIGN
+    assert not vb.allowed and vb.error_code == Code.DOUBLE_SIGN
     assert "shared watermark (a)" in (vb.reason or "")
     # nil is a different message too (nil versus a block is slashable)
     vn = await gb.authorize(cand_vote(PREVOTE, 5, 0, block(0, total=0)), max_height=None)
-    assert not vn.allowed and vn.error_code == CODE_DOUBLE_SIGN
+    assert not vn.allowed and vn.error_code == Code.DOUBLE_SIGN
     # lower is a regression, on the cache, without a round trip
     vr = await gb.authorize(cand_vote(PREVOTE, 4, 0, A), max_height=None)
-    assert not vr.allowed and vr.error_code == CODE_REGRESSION
+    assert not vr.allowed and vr.error_code == Code.REGRESSION
     rec = decode((await ca.get(watermark_key(PREFIX, CHAIN))).value)  # type: ignore[union-attr]
     assert (rec.hrs, rec.host, rec.block_id) == ((5, 0, 1), "a", A)
     await ca.close()
@@ -95,7 +96,7 @@ async def test_seal_refuses_above_the_height(client: EtcdClient) -> None:
     await seal(client, PREFIX, CHAIN, 11)
     assert (await g.authorize(cand_vote(PREVOTE, 11, 0, A), max_height=None)).allowed
     v = await g.authorize(cand_vote(PREVOTE, 12, 0, A), max_height=None)
-    assert not v.allowed and v.error_code == CODE_MAX_HEIGHT and "sealed" in (v.reason or "")
+    assert not v.allowed and v.error_code == Code.MAX_HEIGHT and "sealed" in (v.reason or "")
 
 
 async def test_undecodable_record_refuses(client: EtcdClient) -> None:
@@ -152,7 +153,7 @@ async def test_ambiguous_commit_that_lost_to_another_host_is_refused(
     assert (await h.authorize(cand_vote(PREVOTE, 3, 0, B), max_height=None)).allowed
     # a's Txn fails its compare (b moved), and the answer is lost too: a must re-read.
     v = await g.authorize(cand_vote(PREVOTE, 3, 0, A), max_height=None)
-    assert not v.allowed and v.error_code == CODE_DOUBLE_SIGN
+    assert not v.allowed and v.error_code == Code.DOUBLE_SIGN
     await c.close()
     await other.close()
 

@@ -6,7 +6,7 @@ import pytest
 
 from kms.chains import known_prefixes, public_key_forms
 from kms.config import KeyFormat
-from kms.keys import bech32_decode, parse_public_key
+from kms.pubkey import bech32_decode, parse_public_key
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from kms.cli.main import cli
-from kms.keys import public_key_from_seed, write_base64_seed
+from kms.keyfile import write_base64_seed
+from kms.pubkey import public_key_from_seed
 from kms.state.audit import AuditEntry, AuditLog
 from kms.state.machine import SignState
 from kms.state.store import StateStore

@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from kms.cli.main import cli
-from kms.keys import bech32_consensus_pubkey, public_key_from_seed, validator_address
+from kms.pubkey import bech32_consensus_pubkey, public_key_from_seed, validator_address
 from tests.unit.config.helpers import BASE, SOFT_KEY, make_home, write_config
 
 SEED = bytes(range(1, 33))  # the softsign key make_home writes

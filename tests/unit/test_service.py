@@ -15,6 +15,7 @@ from nacl.signing import SigningKey, VerifyKey
 from kms.config import ChainConfig, KeyFormat
 from kms.errors import SignerError
 from kms.privval import canonical
+from kms.privval.canonical import RAW_BYTES_SIGN_PREFIX, raw_bytes_sign_bytes
 from kms.privval.messages import (
     BlockID,
     Dialect,
@@ -36,7 +37,7 @@ from kms.privval.messages import (
     Timestamp,
     Vote,
 )
-from kms.service import RAW_BYTES_PREFIX, Chain, LinkInfo, SignService, raw_bytes_sign_bytes
+from kms.service import Chain, LinkInfo, SignService
 from kms.signer.base import Signature, Signer
 from kms.signer.softsign import SoftSigner
 from kms.state.guard import ChainGuard
@@ -256,7 +257,7 @@ async def test_enabled_raw_bytes_are_signed_only_with_the_prefix(tmp_path: Path)
         r = await svc.handle(req, link(Dialect.CELESTIA))
         assert isinstance(r, SignedRawBytesResponse) and r.error is None
         signed = raw_bytes_sign_bytes(req, Dialect.CELESTIA)
-        assert signed.startswith(RAW_BYTES_PREFIX)
+        assert signed.startswith(RAW_BYTES_SIGN_PREFIX)
         verify(signed, r.signature)
         # never a signature over the bare payload (which could mimic a canonical vote)
         with pytest.raises(Exception):  # noqa: B017

@@ -51,10 +51,15 @@ sleep=time.sleep, reboot_window_s=0.0, idle_timeout_s=5.0)`:
 
 Command line: `kms hsm-sim --port P [--host H] [--state FILE] [--latency-ms MS] [--serial N]`.
 
-Modules: scp03 (secure channel), ed25519 (expanded-key signing), objects (object
-encodings, wrap codec), audit_log, commands (in-session commands), device
-(sessions, dispatch, state), faults, latency, connector (HTTP), store (state
-file), hsm (`SimulatedHsm`). Not implemented: EC/RSA/HMAC/OTP/AES keys, asymmetric
+Modules: scp03 (secure channel primitives), sessions (session slots, SCP03
+handshake and envelope), ed25519 (expanded-key signing), objects (object
+encodings, wrap codec), objstore (objects and sequences), audit_log (the log
+ring), audit_policy (which commands are audited), frames (reply frames,
+`Refuse`), cmdbase (what a command handler sees of the device), commands
+(dispatch table, device and log commands), cmd_objects (object, signing and
+storage commands), cmd_keys (auth and wrap keys), device (framing, dispatch,
+persisted document), provision (objects from seeds/passwords/AES keys), faults,
+latency, connector (HTTP), store (state file), hsm (`SimulatedHsm`). Not implemented: EC/RSA/HMAC/OTP/AES keys, asymmetric
 authentication, attestation; they answer INVALID_DATA / INVALID_COMMAND.
 """
 

@@ -13,12 +13,15 @@ over the connector's loopback-only control route (`POST /sim/fault`).
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 Layer = Literal["inner", "outer"]
+Shot = Literal["corrupt_mac", "drop_before", "drop_after", "corrupt_signature"]
+"""One-shot faults: each armed `n` times, each use takes one."""
 
 
 class ListenerControl(Protocol):
@@ -44,13 +47,10 @@ class Faults:
         self._latency_commands: frozenset[int] | None = None
         self._fail: list[_FailRule] = []
         self._hung = False
-        self._corrupt_mac = 0
-        self._drop_before = 0
-        self._drop_after = 0
+        self._shots: collections.Counter[Shot] = collections.Counter()
         self._http_errors: list[int] = []
         self._no_device = False
         self._unavailable_until = 0.0
-        self._corrupt_signature = 0
         self._listener: ListenerControl | None = None
 
     # --- knobs ---------------------------------------------------------------------
@@ -97,17 +97,12 @@ class Faults:
     def corrupt_next_mac(self, n: int = 1) -> None:
         """Flip a bit in the R-MAC of the next `n` session responses (the library
         raises "Incorrect MAC"; the device has already run the command)."""
-        with self._cond:
-            self._corrupt_mac += n
+        self._arm("corrupt_mac", n)
 
     def drop_next(self, n: int = 1, *, after_execute: bool = False) -> None:
         """Close the connection without a reply for the next `n` API requests, either
         before the device sees them or after it has run them (a lost response)."""
-        with self._cond:
-            if after_execute:
-                self._drop_after += n
-            else:
-                self._drop_before += n
+        self._arm("drop_after" if after_execute else "drop_before", n)
 
     def http_error_next(self, n: int = 1, status: int = 500) -> None:
         """Answer the next `n` API requests with this HTTP status (USB failure: 500)."""
@@ -138,15 +133,10 @@ class Faults:
     def corrupt_next_signature(self, n: int = 1) -> None:
         """Flip a bit in the next `n` SIGN_EDDSA results, inside a valid envelope: only
         the caller's own signature check can notice."""
-        with self._cond:
-            self._corrupt_signature += n
+        self._arm("corrupt_signature", n)
 
     def take_corrupt_signature(self) -> bool:
-        with self._cond:
-            if self._corrupt_signature > 0:
-                self._corrupt_signature -= 1
-                return True
-            return False
+        return self._take("corrupt_signature")
 
     def drop_connections(self) -> int:
         """Close every open client connection now (keep-alive sockets included)."""
@@ -166,11 +156,10 @@ class Faults:
             self._latency_ms = 0.0
             self._latency_commands = None
             self._fail.clear()
-            self._corrupt_mac = self._drop_before = self._drop_after = 0
+            self._shots.clear()
             self._http_errors.clear()
             self._no_device = False
             self._unavailable_until = 0.0
-            self._corrupt_signature = 0
             self._hung = False
             self._cond.notify_all()
 
@@ -214,23 +203,22 @@ class Faults:
             return None
 
     def take_corrupt_mac(self) -> bool:
-        with self._cond:
-            if self._corrupt_mac > 0:
-                self._corrupt_mac -= 1
-                return True
-            return False
+        return self._take("corrupt_mac")
 
     def take_drop_before(self) -> bool:
-        with self._cond:
-            if self._drop_before > 0:
-                self._drop_before -= 1
-                return True
-            return False
+        return self._take("drop_before")
 
     def take_drop_after(self) -> bool:
+        return self._take("drop_after")
+
+    def _arm(self, shot: Shot, n: int) -> None:
         with self._cond:
-            if self._drop_after > 0:
-                self._drop_after -= 1
+            self._shots[shot] += n
+
+    def _take(self, shot: Shot) -> bool:
+        with self._cond:
+            if self._shots[shot] > 0:
+                self._shots[shot] -= 1
                 return True
             return False
 

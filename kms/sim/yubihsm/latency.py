@@ -4,8 +4,10 @@ Owns: the latency model. The configured latency is the time of one Ed25519
 signature (SIGN_EDDSA, 110 ms models a real YubiHSM2: tendermint/yubihsm-rs
 PR #16 measured about 114 ms); other commands cost a fixed fraction of it
 (table below, [ASSUMED] magnitudes from YUBIHSM.md §5.5 / §6.1). The connector
-sleeps this long while holding the device lock, so one simulator serialises
-like one device. Never touches I/O.
+holds the device lock for this long per command, its own processing included
+(what it spent is subtracted from the sleep), so one simulator serialises like
+one device and a command takes the modelled time, not that plus the simulator's
+Python work. Never touches I/O.
 """
 
 from __future__ import annotations

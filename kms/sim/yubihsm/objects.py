@@ -18,8 +18,9 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from kms.errors import SimObjectFormatError, SimWrapAuthError
 from kms.sim.yubihsm import ed25519
-from kms.sim.yubihsm.defs import LABEL_LENGTH, WRAP_KEY_LENGTHS, Alg, ObjType
+from kms.sim.yubihsm.defs import LABEL_LENGTH, WRAP_KEY_LENGTHS, Alg, ObjType, Origin
 
 INFO_FORMAT = f"!QHHHBBBB{LABEL_LENGTH}sQ"
 WRAP_HEADER_FORMAT = f"!BQHHHBBBB{LABEL_LENGTH}s"
@@ -32,14 +33,10 @@ WRAP_FORMAT_LEGACY = 0
 WRAP_FORMAT_WITH_SEED = 1  # simulator-only body: expanded(96) || seed(32), see module docstring
 
 
-class ObjectFormatError(ValueError):
-    """A body, blob or state entry does not describe a valid object."""
-
-
 def pack_label(label: str | bytes) -> bytes:
     raw = label.encode("utf-8") if isinstance(label, str) else label
     if len(raw) > LABEL_LENGTH:
-        raise ObjectFormatError(f"label longer than {LABEL_LENGTH} bytes")
+        raise SimObjectFormatError(f"label longer than {LABEL_LENGTH} bytes")
     return raw.ljust(LABEL_LENGTH, b"\0")
 
 
@@ -163,13 +160,31 @@ class SimObject:
                 secret=secret,
             )
         except (KeyError, TypeError, ValueError) as e:
-            raise ObjectFormatError(f"bad object entry {d!r}: {e}") from e
+            raise SimObjectFormatError(f"bad object entry {d!r}: {e}") from e
         validate_secret(obj.type, obj.algorithm, obj.secret)
         return obj
 
 
+def new_object(
+    obj_id: int,
+    obj_type: int,
+    algorithm: int,
+    label: bytes,
+    domains: int,
+    capabilities: int,
+    secret: bytes,
+    *,
+    delegated: int = 0,
+    origin: int = Origin.IMPORTED,
+) -> SimObject:
+    """A new object as a command or provisioning creates it (sequence set when stored)."""
+    return SimObject(
+        obj_id, obj_type, algorithm, label, domains, capabilities, delegated, origin, 0, secret
+    )
+
+
 def validate_secret(obj_type: int, algorithm: int, secret: bytes) -> None:
-    """Raise ObjectFormatError unless `secret` fits the (type, algorithm)."""
+    """Raise SimObjectFormatError unless `secret` fits the (type, algorithm)."""
     checks: dict[int, Callable[[], bool]] = {
         ObjType.AUTHENTICATION_KEY: lambda: (
             algorithm == Alg.AES128_YUBICO_AUTHENTICATION and len(secret) == 32
@@ -186,7 +201,7 @@ def validate_secret(obj_type: int, algorithm: int, secret: bytes) -> None:
     check = checks.get(obj_type)
     ok = check is not None and check()
     if not ok:
-        raise ObjectFormatError(
+        raise SimObjectFormatError(
             f"unsupported or malformed object (type {obj_type}, alg {algorithm})"
         )
 
@@ -204,14 +219,14 @@ def wrap_body(obj: SimObject, fmt: int) -> bytes:
         if fmt == WRAP_FORMAT_WITH_SEED and len(obj.secret) == 32:
             return obj.expanded + obj.secret
         return obj.expanded
-    raise ObjectFormatError(f"no wrap body for type {obj.type}")
+    raise SimObjectFormatError(f"no wrap body for type {obj.type}")
 
 
 def _secret_from_body(obj_type: int, algorithm: int, body: bytes) -> tuple[bytes, int]:
-    """(secret, delegated) from a wrap body; ObjectFormatError when malformed."""
+    """(secret, delegated) from a wrap body; SimObjectFormatError when malformed."""
     if obj_type in (ObjType.AUTHENTICATION_KEY, ObjType.WRAP_KEY):
         if len(body) < 8:
-            raise ObjectFormatError("short body")
+            raise SimObjectFormatError("short body")
         (delegated,) = struct.unpack("!Q", body[:8])
         return body[8:], delegated
     if obj_type == ObjType.OPAQUE:
@@ -220,10 +235,10 @@ def _secret_from_body(obj_type: int, algorithm: int, body: bytes) -> tuple[bytes
         if len(body) == 128:
             seed = body[96:]
             if ed25519.expand_seed(seed) != body[:96]:
-                raise ObjectFormatError("seed does not match the expanded key")
+                raise SimObjectFormatError("seed does not match the expanded key")
             return seed, 0
         return body, 0
-    raise ObjectFormatError(f"cannot import type {obj_type} algorithm {algorithm}")
+    raise SimObjectFormatError(f"cannot import type {obj_type} algorithm {algorithm}")
 
 
 def wrap_object(wrap_key: SimObject, obj: SimObject, fmt: int, nonce: bytes) -> bytes:
@@ -245,26 +260,22 @@ def wrap_object(wrap_key: SimObject, obj: SimObject, fmt: int, nonce: bytes) -> 
     return nonce + ct
 
 
-class WrapAuthError(ObjectFormatError):
-    """The CCM tag did not verify (wrong wrap key or tampered blob)."""
-
-
 def unwrap_object(wrap_key: SimObject, blob: bytes) -> SimObject:
     """Decrypt and parse a wrap blob. The returned object still carries the header's
     origin and sequence; the device decides the final ones."""
     if len(blob) < WRAP_NONCE_LEN + WRAP_HEADER_LEN + WRAP_TAG_LEN:
-        raise ObjectFormatError("wrap blob too short")
+        raise SimObjectFormatError("wrap blob too short")
     nonce, ct = blob[:WRAP_NONCE_LEN], blob[WRAP_NONCE_LEN:]
     try:
         plain = AESCCM(wrap_key.secret, tag_length=WRAP_TAG_LEN).decrypt(nonce, ct, None)
     except InvalidTag as e:
-        raise WrapAuthError("wrap blob failed authentication") from e
+        raise SimWrapAuthError("wrap blob failed authentication") from e
     (wrap_alg, caps, obj_id, body_len, domains, obj_type, alg, seq, origin, label) = struct.unpack(
         WRAP_HEADER_FORMAT, plain[:WRAP_HEADER_LEN]
     )
     body = plain[WRAP_HEADER_LEN:]
     if wrap_alg != wrap_key.algorithm or body_len != len(body):
-        raise ObjectFormatError("wrap header inconsistent with its body or key")
+        raise SimObjectFormatError("wrap header inconsistent with its body or key")
     secret, delegated = _secret_from_body(obj_type, alg, body)
     validate_secret(obj_type, alg, secret)
     return SimObject(

@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import cmac, hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from kms.errors import SimPaddingError
+
 KDF_S_ENC = 0x04
 KDF_S_MAC = 0x06
 KDF_S_RMAC = 0x07
@@ -25,10 +27,6 @@ KDF_HOST_CRYPTOGRAM = 0x01
 
 BLOCK = 16
 MAC_LEN = 8
-
-
-class PaddingError(ValueError):
-    """The decrypted message does not carry valid ISO/IEC 7816-4 padding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +89,7 @@ def pad(data: bytes) -> bytes:
 def unpad(data: bytes) -> bytes:
     stripped = data.rstrip(b"\0")
     if not stripped or stripped[-1] != 0x80 or len(data) - len(stripped) >= BLOCK:
-        raise PaddingError("bad ISO/IEC 7816-4 padding")
+        raise SimPaddingError("bad ISO/IEC 7816-4 padding")
     return stripped[:-1]
 
 

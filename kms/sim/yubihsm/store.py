@@ -13,11 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kms.errors import SimStateFileError
 from kms.fsutil import atomic_write
-
-
-class StateFileError(ValueError):
-    """The state file exists but cannot be used."""
 
 
 class StateFile:
@@ -31,13 +28,13 @@ class StateFile:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise StateFileError(f"{self.path}: cannot read: {e}") from e
+            raise SimStateFileError(f"{self.path}: cannot read: {e}") from e
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as e:
-            raise StateFileError(f"{self.path}: not JSON: {e}") from e
+            raise SimStateFileError(f"{self.path}: not JSON: {e}") from e
         if not isinstance(doc, dict) or doc.get("format") != 1:
-            raise StateFileError(f"{self.path}: not a simulator state file (format 1)")
+            raise SimStateFileError(f"{self.path}: not a simulator state file (format 1)")
         return doc
 
     def save(self, doc: dict[str, Any]) -> None:

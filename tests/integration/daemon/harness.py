@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kms.identity import write_identity_key
-from kms.keys import write_base64_seed
+from kms.keyfile import write_base64_seed
 from kms.state.machine import SignState
 from kms.state.store import StateStore
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.privval.messages import Dialect
 from kms.sim.validator import SimulatedValidator
 from kms.sim.yubihsm import SimulatedHsm

@@ -22,7 +22,7 @@ from yubihsm.objects import AsymmetricKey
 from kms.cli.main import cli
 from kms.hsm import phrase
 from kms.hsm.roles import VALIDATOR_KEY_CAPS
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.privval.messages import BlockID
 from kms.sim.yubihsm import SimulatedHsm
 from kms.state.audit import AuditEntry, AuditLog

@@ -18,7 +18,8 @@ from yubihsm.objects import AsymmetricKey, WrapKey
 from kms.cli.main import cli
 from kms.hsm.backup import RawWrapped, detect_raw_wrapped
 from kms.hsm.keyfiles import SeedSource, read_key_source
-from kms.keys import validator_address, write_secret_file
+from kms.keyfile import write_secret_file
+from kms.pubkey import validator_address
 from kms.sim.yubihsm import SimulatedHsm
 
 SEED = bytes(range(7, 39))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.sim.yubihsm import SimulatedHsm
 from tests.integration.daemon.harness import Home, KmsProcess, make_home, run_kms_start
 

@@ -13,7 +13,8 @@ from nacl.signing import SigningKey
 
 from kms.cli.main import cli
 from kms.hsm.roles import VALIDATOR_KEY_CAPS
-from kms.keys import validator_address, write_secret_file
+from kms.keyfile import write_secret_file
+from kms.pubkey import validator_address
 from kms.sim.yubihsm import SimulatedHsm
 
 SEED = bytes(range(32))

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.sim.yubihsm import Cap, SimulatedHsm
 
 SEED = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")

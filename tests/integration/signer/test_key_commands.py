@@ -12,13 +12,8 @@ from click.testing import CliRunner, Result
 from nacl.signing import SigningKey
 
 from kms.cli.main import cli
-from kms.keys import (
-    bech32_consensus_pubkey,
-    validator_address,
-    write_base64_seed,
-    write_priv_validator_key,
-    write_secret_file,
-)
+from kms.keyfile import write_base64_seed, write_priv_validator_key, write_secret_file
+from kms.pubkey import bech32_consensus_pubkey, validator_address
 from kms.sim.yubihsm import SimulatedHsm
 
 from .conftest import KEY_ID, SEED, SimFactory, objects_of

@@ -11,8 +11,9 @@ import pytest
 
 from kms.errors import StateFileError, StatePersistError
 from kms.privval import canonical
+from kms.refusal import Code
 from kms.state.guard import ChainGuard
-from kms.state.machine import CODE_DOUBLE_SIGN, SignState
+from kms.state.machine import SignState
 from kms.state.store import FileOps, StateStore
 from tests.unit.state.helpers import CHAIN, PREVOTE, SoftSigner, block, vote
 
@@ -103,7 +104,7 @@ async def test_write_that_reached_the_page_cache_before_a_failed_sync_still_coun
     ops.fault = None
     # the file (as read back) holds block A: block B at the same HRS is a double sign
     r = await guard.sign_vote(vote(PREVOTE, 4, 0, B), SoftSigner())
-    assert (r.outcome, r.error_code) == ("refused", CODE_DOUBLE_SIGN)
+    assert (r.outcome, r.error_code) == ("refused", Code.DOUBLE_SIGN)
 
 
 async def test_unreadable_state_after_a_fault_fails_closed_until_it_reads_back(

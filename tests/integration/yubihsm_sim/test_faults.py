@@ -200,6 +200,19 @@ def test_realistic_latency_gives_about_nine_signatures_per_second() -> None:
     assert 6.0 <= rate <= 9.1  # upper bound: 9 x 110 ms can never take less than 0.99 s
 
 
+def test_the_simulators_own_work_counts_towards_the_modelled_latency() -> None:
+    """A command's modelled time is its whole time on the device, not that plus the
+    simulator's Python work (else N replicas look slower than N devices)."""
+    slept: list[float] = []
+    with SimulatedHsm(latency_ms=110, sleep=slept.append) as sim:
+        admin = connect(sim).create_session_derived(1, "password")
+        key = put_key(admin)
+        slept.clear()
+        key.sign_eddsa(b"m")
+    (sign_sleep,) = slept
+    assert 0.0 <= sign_sleep < 0.110  # the decrypt, sign and MAC already took some of it
+
+
 def test_control_route_switches_faults_over_http(sim: SimulatedHsm, hsm: YubiHsm) -> None:
     r = requests.post(
         sim.url + "/sim/fault", json={"action": "fail_next", "n": 1, "error_code": 7}, timeout=2

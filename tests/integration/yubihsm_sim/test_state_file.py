@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from yubihsm.defs import CAPABILITY, OBJECT
 from yubihsm.objects import AsymmetricKey
 
+from kms.errors import SimObjectFormatError, SimStateFileError
 from kms.sim.yubihsm import Cap, SimulatedHsm
-from kms.sim.yubihsm.objects import ObjectFormatError
-from kms.sim.yubihsm.store import StateFileError
 
 from .conftest import connect
 
@@ -74,10 +73,10 @@ def test_changes_made_through_the_library_survive_a_restart(tmp_path: Path) -> N
 def test_a_corrupt_state_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "hsm.json"
     path.write_text("{not json")
-    with pytest.raises(StateFileError):
+    with pytest.raises(SimStateFileError):
         SimulatedHsm(state_file=path)
     path.write_text(json.dumps({"format": 2}))
-    with pytest.raises(StateFileError):
+    with pytest.raises(SimStateFileError):
         SimulatedHsm(state_file=path)
 
 
@@ -88,7 +87,7 @@ def test_a_state_file_with_a_malformed_key_is_refused(tmp_path: Path) -> None:
     doc = json.loads(path.read_text())
     doc["objects"][-1]["secret"] = {"ed25519_seed": "abcd"}
     path.write_text(json.dumps(doc))
-    with pytest.raises(ObjectFormatError):
+    with pytest.raises(SimObjectFormatError):
         SimulatedHsm(state_file=path)
 
 

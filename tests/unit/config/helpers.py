@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from kms.identity import write_identity_key
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 
 IDENTITY = "secrets/id.key"
 SOFT_KEY = "secrets/chain-a.key"

@@ -17,7 +17,7 @@ from kms.cli.main import cli
 from kms.config import load_config
 from kms.errors import ConfigError
 from kms.identity import load_identity_key
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 
 # the test chains are not in the known-chains table: their prefixes are given
 TEST_PREFIXES = ("--account-prefix", "testpub", "--consensus-prefix", "testvalconspub")
@@ -225,7 +225,7 @@ def test_unknown_chain_needs_both_prefixes_and_writes_nothing_without_them(tmp_p
 def test_softsign_init_shows_every_form_of_the_new_public_key(tmp_path: Path) -> None:
     import base64
 
-    from kms.keys import bech32_consensus_pubkey, public_key_from_seed, validator_address
+    from kms.pubkey import bech32_consensus_pubkey, public_key_from_seed, validator_address
 
     home = tmp_path / "h"
     r = CliRunner().invoke(cli, ["init", str(home), "--chain-id", "juno-1", "--softsign"])

@@ -18,7 +18,7 @@ from kms.config import (
 )
 from kms.errors import ConfigError
 from kms.identity import write_identity_key
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.privval.messages import Dialect
 from tests.conftest import REPO_ROOT
 from tests.unit.config.helpers import BASE, IDENTITY, SOFT_KEY, make_home, write_config
@@ -300,17 +300,17 @@ def test_shipped_example_loads_once_its_paths_exist(tmp_path: Path) -> None:
 
 
 def test_shipped_example_documents_every_key_the_loader_accepts() -> None:
-    import kms.config as c
+    from kms.config import schema as c
 
     text = (REPO_ROOT / "tmkms.toml.example").read_text()
     keys = {
-        *c._CHAIN_KEYS,
-        *c._VALIDATOR_KEYS,
-        *c._YUBIHSM_KEYS,
-        *c._SOFTSIGN_KEYS,
-        *c._HSM_KEYS,
-        *c._METRICS_KEYS,
-        *c._SHARED_KEYS,
+        *c.CHAIN_KEYS,
+        *c.VALIDATOR_KEYS,
+        *c.YUBIHSM_KEYS,
+        *c.SOFTSIGN_KEYS,
+        *c.HSM_KEYS,
+        *c.METRICS_KEYS,
+        *c.SHARED_KEYS,
     }
     missing = sorted(k for k in keys if re.search(rf"(^|[#\s]){k}( =|:)", text, re.M) is None)
     assert missing == []

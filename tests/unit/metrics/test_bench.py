@@ -160,3 +160,22 @@ def test_floor_only_run_writes_json_with_every_section_key(tmp_path: Path) -> No
     assert doc["floor"]["n"] == 300
     assert 0 < doc["floor"]["p50"] <= doc["floor"]["p99"] <= doc["floor"]["max"]
     assert "floor (fsync + sign)" in r.stdout
+    hop = doc["floor"]["state_write_hop"]
+    assert hop["executor"]["cpu_us"] > 0 and hop["write_thread"]["cpu_us"] > 0
+    assert "state-write hop" in r.stdout
+
+
+def test_paired_cpu_row_shows_both_signers_and_the_load() -> None:
+    sections = _sections(0.9, 1.0, 27.0, 200.0)
+    sections["tmkms"].data["paired_1x1"].update(
+        {
+            "kms_cpu_ms": [0.9, 1.1],
+            "tmkms_cpu_ms": [0.3, 0.25],
+            "median_cpu_ratio": 3.7,
+            "load_average": [6.5, 7.25],
+        }
+    )
+    out = table(sections, compute_targets(sections))
+    row = next(line for line in out.splitlines() if "paired CPU" in line)
+    assert "ratio 3.70" in row and "0.900, 1.100" in row and "0.300, 0.250" in row
+    assert "load average 6.5, 7.2" in row

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from kms import errors
 from kms.config import MetricsConfig
 from kms.metrics import Metrics, MetricsError, MetricsServer, check_loopback, run_metrics
 from tests.unit.metrics.promparse import parse
@@ -138,10 +139,21 @@ async def test_run_metrics_reports_a_busy_port() -> None:
     busy.listen()
     try:
         cfg = MetricsConfig(listen=("127.0.0.1", busy.getsockname()[1]))
-        with pytest.raises(MetricsError, match="cannot listen"):
+        with pytest.raises(MetricsError, match="cannot listen") as info:
             await asyncio.wait_for(run_metrics(Metrics(), cfg, asyncio.Event()), 2)
+        # one line through kms.errors.describe: the OS's words, not Python's "[Errno 98]"
+        assert "address already in use" in str(info.value)
+        assert "Errno" not in str(info.value) and "\n" not in str(info.value)
     finally:
         busy.close()
+
+
+def test_listener_errors_are_the_kms_error_family() -> None:
+    # the CLI boundary catches KmsError and prints one line: the class that moved to
+    # kms.errors must stay the one kms.metrics raises and re-exports
+    assert MetricsError is errors.MetricsError
+    with pytest.raises(errors.KmsError, match="not loopback"):
+        check_loopback("192.0.2.1")
 
 
 async def test_run_metrics_serves_until_stop_then_closes() -> None:

@@ -159,3 +159,19 @@ async def test_run_metrics_without_outputs_waits_for_stop() -> None:
 def test_interval_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         TextfileWriter(tmp_path / "x.prom", 0, lambda: "")
+
+
+async def test_a_write_error_is_logged_as_one_line_naming_the_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "missing-dir" / "kms.prom"
+    w = TextfileWriter(target, 1.0, lambda: "x_total 1\n")
+    stop = asyncio.Event()
+    stop.set()
+    with caplog.at_level("WARNING", logger="kms.metrics"):
+        await asyncio.wait_for(w.run(stop), 2)  # stop already set: the one final write
+    (record,) = [r for r in caplog.records if r.name == "kms.metrics"]
+    line = record.getMessage()
+    assert line.startswith(f"metrics: cannot write textfile {target}: ")
+    assert "No such file or directory" in line
+    assert "Errno" not in line and "\n" not in line

@@ -5,7 +5,6 @@ test_near_1_mib_vote_extensions_keep_the_chain_going[noise] reproduced live."""
 
 from __future__ import annotations
 
-from kms.link import single_frame_vote_response
 from kms.noise.stream import MAX_PLAINTEXT
 from kms.privval.codec import encode
 from kms.privval.framing import MAX_VOTE_EXTENSION_SIZE, frame
@@ -19,6 +18,7 @@ from kms.privval.messages import (
     Timestamp,
     Vote,
 )
+from kms.privval.session import single_frame_vote_response
 
 VOTE = Vote(
     type=SignedMsgType.PRECOMMIT,

@@ -19,8 +19,6 @@ from kms.privval.canonical import (
     encode_canonical_proposal,
     encode_canonical_vote,
     proposal_sign_bytes,
-    validate_proposal,
-    validate_vote,
     vote_extension_sign_bytes,
     vote_sign_bytes,
 )
@@ -33,6 +31,7 @@ from kms.privval.messages import (
     Timestamp,
     Vote,
 )
+from kms.privval.validation import validate_proposal, validate_vote
 
 from . import strategies as strat
 

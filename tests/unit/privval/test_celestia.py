@@ -11,7 +11,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from kms.config import ChainConfig, KeyFormat
-from kms.privval.celestia import raw_bytes_problem, raw_bytes_sign_bytes
+from kms.privval.canonical import raw_bytes_sign_bytes
+from kms.privval.celestia import raw_bytes_problem
 from kms.privval.codec import decode_request, encode
 from kms.privval.framing import max_message_size
 from kms.privval.messages import (
@@ -32,12 +33,15 @@ SEED = bytes(range(32))
 def test_sign_bytes_match_the_forks_layout_built_by_hand() -> None:
     req = SignRawBytesRequest(CHAIN, b"payload", "id-1")
     body = b"\x0a\x07mocha-4" + b"\x12\x07payload" + b"\x1a\x04id-1"
-    assert raw_bytes_sign_bytes(req) == b"COMET::RAW_BYTES::SIGN" + bytes([len(body)]) + body
+    assert (
+        raw_bytes_sign_bytes(req, Dialect.CELESTIA)
+        == b"COMET::RAW_BYTES::SIGN" + bytes([len(body)]) + body
+    )
 
 
 def test_long_payload_gets_a_multi_byte_length() -> None:
     req = SignRawBytesRequest(CHAIN, b"x" * 300, "u")
-    out = raw_bytes_sign_bytes(req)
+    out = raw_bytes_sign_bytes(req, Dialect.CELESTIA)
     body_len = 2 + 7 + 3 + 300 + 3
     assert out[22:24] == bytes([body_len & 0x7F | 0x80, body_len >> 7])
 
@@ -54,7 +58,7 @@ def test_long_payload_gets_a_multi_byte_length() -> None:
 def test_empty_fields_are_refused(req: SignRawBytesRequest, missing: str) -> None:
     assert raw_bytes_problem(req) == f"SignRawBytesRequest with empty {missing}"
     with pytest.raises(ValueError):
-        raw_bytes_sign_bytes(req)
+        raw_bytes_sign_bytes(req, Dialect.CELESTIA)
 
 
 def test_wire_tags_9_10_and_the_cap() -> None:
@@ -83,7 +87,7 @@ async def test_celestia_validator_signs_the_forks_bytes(service: SignService) ->
     req = SignRawBytesRequest(CHAIN, b"blob commitment", "fibre/pp:v0")
     r = await service.handle(req, LinkInfo(CHAIN, Dialect.CELESTIA, "celestia-link"))
     assert isinstance(r, SignedRawBytesResponse) and r.error is None
-    SigningKey(SEED).verify_key.verify(raw_bytes_sign_bytes(req), r.signature)
+    SigningKey(SEED).verify_key.verify(raw_bytes_sign_bytes(req, Dialect.CELESTIA), r.signature)
 
 
 @pytest.mark.parametrize("dialect", [Dialect.V0_34, Dialect.V0_37, Dialect.V0_38, Dialect.V0_40])

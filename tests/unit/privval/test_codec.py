@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kms.errors import CodecError
+from kms.errors import CodecError, EncodeError
 from kms.privval import codec
 from kms.privval.messages import (
     GO_ZERO_TIME_SECONDS,
@@ -58,7 +58,7 @@ def test_v1_pubkey_response_uses_fields_3_and_4_only() -> None:
 
 
 def test_v0_pubkey_response_refuses_key_types_it_cannot_carry() -> None:
-    with pytest.raises(CodecError, match="bls12_381"):
+    with pytest.raises(EncodeError, match="bls12_381"):
         codec.encode(PubKeyResponse(pub_key=KEY, key_type="bls12_381"), Dialect.V0_38)
     body = codec.encode(PubKeyResponse(pub_key=KEY, key_type="bls12_381"), Dialect.V1)
     assert codec.decode_response(body, Dialect.V1) == PubKeyResponse(KEY, None, "bls12_381")
@@ -107,7 +107,7 @@ def test_skip_extension_signing_is_v1_only() -> None:
     req = SignVoteRequest(vote=None, chain_id="c", skip_extension_signing=True)
     assert codec.decode_request(codec.encode(req, Dialect.V1), Dialect.V1) == req
     for dialect in V0:
-        with pytest.raises(CodecError, match="v1"):
+        with pytest.raises(EncodeError, match="v1"):
             codec.encode(req, dialect)
     # on v0.x, field 3 of SignVoteRequest is unknown and ignored, like Go
     body = bytes.fromhex("1a05120163" + "1801")
@@ -143,7 +143,7 @@ def test_tag_10_means_sign_bytes_response_on_v1_and_raw_bytes_response_on_v0() -
 )
 def test_variants_foreign_to_a_dialect_are_refused(msg: object, dialects: list[Dialect]) -> None:
     for dialect in dialects:
-        with pytest.raises(CodecError, match="exists only"):
+        with pytest.raises(EncodeError, match="exists only"):
             codec.encode(msg, dialect)  # type: ignore[arg-type]
 
 
@@ -153,7 +153,7 @@ def test_v034_refuses_to_encode_extension_fields(dialect: Dialect) -> None:
         Vote(type=2, height=1, round=0, extension=b"e"),
         Vote(type=2, height=1, round=0, extension_signature=b"s"),
     ):
-        with pytest.raises(CodecError, match="extension"):
+        with pytest.raises(EncodeError, match="extension"):
             codec.encode(SignedVoteResponse(vote=vote), dialect)
 
 
@@ -197,8 +197,8 @@ def test_invalid_utf8_chain_id_is_a_codec_error(dialect: Dialect) -> None:
     ],
 )
 @pytest.mark.parametrize("dialect", ALL, ids=_ids)
-def test_out_of_range_integers_are_codec_errors(msg: object, dialect: Dialect) -> None:
-    with pytest.raises(CodecError, match="out of range"):
+def test_out_of_range_integers_are_encode_errors(msg: object, dialect: Dialect) -> None:
+    with pytest.raises(EncodeError, match="out of range"):
         codec.encode(msg, dialect)  # type: ignore[arg-type]
 
 
@@ -206,18 +206,18 @@ def test_part_set_total_is_uint32() -> None:
     from kms.privval.messages import BlockID, PartSetHeader
 
     bad = Vote(type=1, height=1, round=0, block_id=BlockID(b"", PartSetHeader(total=-1)))
-    with pytest.raises(CodecError, match="total"):
+    with pytest.raises(EncodeError, match="total"):
         codec.encode(SignedVoteResponse(vote=bad), Dialect.V0_38)
 
 
 def test_wrong_python_types_are_codec_errors() -> None:
-    with pytest.raises(CodecError):
+    with pytest.raises(EncodeError):
         codec.encode(PubKeyRequest(chain_id=5), Dialect.V0_38)  # type: ignore[arg-type]
-    with pytest.raises(CodecError):
+    with pytest.raises(EncodeError):
         codec.encode(SignBytesRequest(value="text"), Dialect.V1)  # type: ignore[arg-type]
-    with pytest.raises(CodecError):
+    with pytest.raises(EncodeError):
         codec.encode(PubKeyRequest(chain_id="\udc80"), Dialect.V0_38)
-    with pytest.raises(CodecError, match="not a privval message"):
+    with pytest.raises(EncodeError, match="not a privval message"):
         codec.encode(object(), Dialect.V0_38)  # type: ignore[arg-type]
     with pytest.raises(CodecError):
         codec.decode_request("0a00", Dialect.V0_38)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kms.errors import CodecError
+from kms.errors import CodecError, EncodeError
 from kms.privval.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageReader,
@@ -33,8 +33,8 @@ def test_uvarint_encoding_matches_protobuf(value: int, encoded: str) -> None:
 
 
 @pytest.mark.parametrize("value", [-1, 2**64])
-def test_uvarint_out_of_range_is_a_codec_error(value: int) -> None:
-    with pytest.raises(CodecError):
+def test_uvarint_out_of_range_is_an_encode_error(value: int) -> None:
+    with pytest.raises(EncodeError):
         encode_uvarint(value)
 
 

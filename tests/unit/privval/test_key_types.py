@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from kms.errors import CodecError
+from kms.errors import EncodeError
 from kms.privval.codec import decode_response, encode
 from kms.privval.messages import Dialect, PubKeyResponse
 
@@ -60,7 +60,7 @@ def test_v0_40_encodes_every_variant_byte_for_byte(key_type: str, field: int, ke
 def test_older_dialects_refuse_to_send_keys_their_nodes_cannot_read(
     dialect: Dialect, key_type: str
 ) -> None:
-    with pytest.raises(CodecError, match=f"key type '{key_type}' cannot be sent"):
+    with pytest.raises(EncodeError, match=f"key type '{key_type}' cannot be sent"):
         encode(PubKeyResponse(pub_key=b"\x01" * 48, key_type=key_type), dialect)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey, VerifyKey
 
-from kms.errors import CodecError
+from kms.errors import CodecError, EncodeError
 from kms.privval import canonical, codec
 from kms.privval.framing import MessageReader, frame
 from kms.privval.messages import (
@@ -210,5 +210,5 @@ def test_v034_decoder_drops_extension_fields_of_a_v038_vote(vectors_dir: Any) ->
     assert isinstance(on_038, SignVoteRequest) and on_038.vote is not None
     assert on_038.vote.extension == b"extension"
     # the v0.34 encoder refuses to put the extension on the wire
-    with pytest.raises(CodecError, match="extension"):
+    with pytest.raises(EncodeError, match="extension"):
         codec.encode(SignedVoteResponse(vote=on_038.vote), Dialect.V0_34)

@@ -19,7 +19,7 @@ from kms.config import (
     YubiHsmProvider,
 )
 from kms.errors import ConfigError, KeyFileError
-from kms.keys import write_base64_seed, write_secret_file
+from kms.keyfile import write_base64_seed, write_secret_file
 from kms.signer.factory import build_signers, read_password_file
 from kms.signer.replicas import ReplicaSet
 from kms.signer.softsign import SoftSigner

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kms.errors import KeyFileError
-from kms.keys import write_base64_seed, write_priv_validator_key, write_secret_file
+from kms.keyfile import write_base64_seed, write_priv_validator_key, write_secret_file
 from kms.signer.softsign import SoftSigner, load_softsign
 
 # RFC 8032 section 7.1, tests 1 and 2

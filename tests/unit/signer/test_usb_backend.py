@@ -20,7 +20,7 @@ from yubihsm.backends.usb import UsbBackend
 
 from kms.cli.main import cli
 from kms.errors import HsmConnectionError
-from kms.keys import write_secret_file
+from kms.keyfile import write_secret_file
 from kms.signer.yubihsm_session import (
     DeviceSession,
     derive_credentials,

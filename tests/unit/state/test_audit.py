@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kms.errors import AuditLogError
 from kms.state import audit as audit_mod
-from kms.state.audit import AuditEntry, AuditLog, AuditLogError, read_audit
+from kms.state.audit import AuditEntry, AuditLog, read_audit
 from tests.unit.state.helpers import NIL, block
 
 T = datetime(2026, 11, 21, 1, 0, tzinfo=UTC)

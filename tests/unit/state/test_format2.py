@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from kms.errors import BadState
 from kms.state import format2
-from kms.state.format1 import BadState
 from kms.state.machine import SignCandidate, SignState, advance
 from tests.unit.state.helpers import CHAIN, PRECOMMIT, SEED, block, vote
 

@@ -15,10 +15,11 @@ import pytest
 from kms.config import ChainConfig, KeyFormat
 from kms.errors import SignerError, StateFileError
 from kms.privval import canonical
+from kms.refusal import Code
 from kms.signer.base import Signature
 from kms.state.audit import AuditEntry, AuditLog, read_audit
 from kms.state.guard import ChainGuard
-from kms.state.machine import CODE_DOUBLE_SIGN, CODE_INVALID, CODE_MAX_HEIGHT, SignState
+from kms.state.machine import SignState
 from kms.state.store import FileOps, StateStore
 from tests.unit.state.helpers import (
     CHAIN,
@@ -85,7 +86,7 @@ async def test_conflict_is_refused_with_code_2_and_no_signing(guard: ChainGuard)
     assert (r.outcome, r.signature, r.error_code, r.replica) == (
         "refused",
         b"",
-        CODE_DOUBLE_SIGN,
+        Code.DOUBLE_SIGN,
         None,
     )
     assert r.reason is not None and r.reason.startswith("double signing requested at height 3")
@@ -189,7 +190,7 @@ async def test_cancelled_write_is_verified_before_the_next_signature(state_path:
         release.set()
         # the interrupted write completed on disk: the conflicting vote must be refused
         r = await g.sign_vote(vote(PREVOTE, 3, 0, B), SoftSigner())
-        assert r.outcome == "refused" and r.error_code == CODE_DOUBLE_SIGN
+        assert r.outcome == "refused" and r.error_code == Code.DOUBLE_SIGN
         assert g.state.hrs == (3, 0, 1)
     finally:
         release.set()
@@ -198,7 +199,7 @@ async def test_cancelled_write_is_verified_before_the_next_signature(state_path:
 
 async def test_invalid_vote_type_is_refused(guard: ChainGuard) -> None:
     r = await guard.sign_vote(vote(7, 3, 0, A), SoftSigner())
-    assert (r.outcome, r.error_code) == ("refused", CODE_INVALID)
+    assert (r.outcome, r.error_code) == ("refused", Code.INVALID)
 
 
 async def test_max_height_is_enforced(state_path: Path) -> None:
@@ -206,7 +207,7 @@ async def test_max_height_is_enforced(state_path: Path) -> None:
     try:
         assert (await g.sign_vote(vote(PREVOTE, 10, 0, A), SoftSigner())).outcome == "signed"
         r = await g.sign_vote(vote(PREVOTE, 11, 0, A), SoftSigner())
-        assert (r.outcome, r.error_code) == ("refused", CODE_MAX_HEIGHT)
+        assert (r.outcome, r.error_code) == ("refused", Code.MAX_HEIGHT)
     finally:
         g.close()
 

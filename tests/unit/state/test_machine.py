@@ -10,11 +10,8 @@ from nacl.signing import SigningKey
 
 from kms.privval import canonical
 from kms.privval.messages import Proposal, Vote
+from kms.refusal import Code
 from kms.state.machine import (
-    CODE_DOUBLE_SIGN,
-    CODE_INVALID,
-    CODE_MAX_HEIGHT,
-    CODE_REGRESSION,
     Action,
     SignCandidate,
     SignState,
@@ -76,7 +73,7 @@ def test_requests_are_ordered_by_height_round_step(
     d = decide(signed(BASE), cand(request_msg), max_height=None)
     assert (d.action, d.rule) == (action, rule)
     if action is Action.REFUSE:
-        assert d.error_code == CODE_REGRESSION
+        assert d.error_code == Code.REGRESSION
         assert d.reason is not None and "regression" in d.reason
         assert d.signature == b""
     else:
@@ -232,7 +229,7 @@ def test_same_height_round_step(
     elif action is Action.SIGN:
         assert d.sign_bytes == cand(request_msg).sign_bytes != state.sign_bytes
     else:
-        assert d.error_code == CODE_DOUBLE_SIGN
+        assert d.error_code == Code.DOUBLE_SIGN
         assert d.reason is not None
         assert d.reason.startswith(f"double signing requested at height {request_msg.height}")
         assert d.signature == b""
@@ -259,7 +256,7 @@ def test_vote_extensions_do_not_affect_the_decision() -> None:
 def test_same_hrs_on_another_chain_id_is_a_conflict() -> None:
     state = signed(vote(PREVOTE, 5, 0, A), chain="chain-a")
     d = decide(state, cand(vote(PREVOTE, 5, 0, A), chain="chain-b"), max_height=None)
-    assert (d.action, d.error_code) == (Action.REFUSE, CODE_DOUBLE_SIGN)
+    assert (d.action, d.error_code) == (Action.REFUSE, Code.DOUBLE_SIGN)
 
 
 # --- fail closed on what we cannot compare ---------------------------------------------------
@@ -275,7 +272,7 @@ def test_same_hrs_without_stored_sign_bytes_is_refused(request_msg: Vote | Propo
     c = cand(request_msg)
     state = SignState(c.height, c.round, c.step, c.block_id)
     d = decide(state, c, max_height=None)
-    assert (d.action, d.error_code) == (Action.REFUSE, CODE_DOUBLE_SIGN)
+    assert (d.action, d.error_code) == (Action.REFUSE, Code.DOUBLE_SIGN)
     assert d.rule == "same-hrs-unknown"
     assert d.reason is not None and "no sign bytes" in d.reason
     # ... but the next step is fine
@@ -286,13 +283,13 @@ def test_same_hrs_without_stored_sign_bytes_is_refused(request_msg: Vote | Propo
 def test_stored_sign_bytes_without_signature_are_refused() -> None:
     state = replace(signed(vote(PREVOTE, 5, 0, A)), signature=b"")
     d = decide(state, cand(vote(PREVOTE, 5, 0, A)), max_height=None)
-    assert (d.action, d.error_code) == (Action.REFUSE, CODE_DOUBLE_SIGN)
+    assert (d.action, d.error_code) == (Action.REFUSE, Code.DOUBLE_SIGN)
 
 
 def test_undecodable_stored_sign_bytes_are_a_conflict_not_a_reuse() -> None:
     state = replace(signed(vote(PREVOTE, 5, 0, A)), sign_bytes=b"\x05garbage")
     d = decide(state, cand(vote(PREVOTE, 5, 0, A, t=9)), max_height=None)
-    assert (d.action, d.error_code) == (Action.REFUSE, CODE_DOUBLE_SIGN)
+    assert (d.action, d.error_code) == (Action.REFUSE, Code.DOUBLE_SIGN)
 
 
 # --- max_height and invalid values ------------------------------------------------------------
@@ -300,7 +297,7 @@ def test_undecodable_stored_sign_bytes_are_a_conflict_not_a_reuse() -> None:
 
 def test_max_height_refuses_above_and_signs_at() -> None:
     above = decide(None, cand(vote(PREVOTE, 101, 0, A)), max_height=100)
-    assert (above.action, above.error_code) == (Action.REFUSE, CODE_MAX_HEIGHT)
+    assert (above.action, above.error_code) == (Action.REFUSE, Code.MAX_HEIGHT)
     assert above.reason is not None and "max_height 100" in above.reason
     assert decide(None, cand(vote(PREVOTE, 100, 0, A)), max_height=100).action is Action.SIGN
 
@@ -318,7 +315,7 @@ def test_max_height_applies_even_to_an_identical_repeat() -> None:
 def test_out_of_range_height_or_round_is_refused_and_never_stored(height: int, round_: int) -> None:
     c = replace(cand(vote(PREVOTE, 1, 0, A)), height=height, round=round_)
     d = decide(None, c, max_height=None)
-    assert (d.action, d.error_code) == (Action.REFUSE, CODE_INVALID)
+    assert (d.action, d.error_code) == (Action.REFUSE, Code.INVALID)
 
 
 def test_vote_of_unknown_type_has_no_step() -> None:

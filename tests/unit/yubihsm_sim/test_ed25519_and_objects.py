@@ -9,14 +9,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kms.errors import SimObjectFormatError, SimWrapAuthError
 from kms.sim.yubihsm import ed25519
 from kms.sim.yubihsm.defs import Alg, Cap, ObjType, Origin
 from kms.sim.yubihsm.objects import (
     WRAP_FORMAT_LEGACY,
     WRAP_FORMAT_WITH_SEED,
-    ObjectFormatError,
     SimObject,
-    WrapAuthError,
     pack_label,
     unwrap_object,
     validate_secret,
@@ -85,7 +84,7 @@ def test_an_expanded_key_with_a_foreign_public_key_is_inconsistent() -> None:
     a = ed25519.expand_seed(RFC8032_SEED)
     b = ed25519.expand_seed(b"\x01" * 32)
     assert not ed25519.expanded_is_consistent(a[:64] + b[64:])
-    with pytest.raises(ObjectFormatError):
+    with pytest.raises(SimObjectFormatError):
         validate_secret(ObjType.ASYMMETRIC_KEY, Alg.EC_ED25519, a[:64] + b[64:])
 
 
@@ -151,10 +150,10 @@ def test_wrap_header_is_59_bytes_in_the_documented_order() -> None:
 def test_a_tampered_or_foreign_key_blob_fails_authentication() -> None:
     blob = bytearray(wrap_object(_wrap_key(), _ed_obj(RFC8032_SEED), 0, b"n" * 13))
     blob[20] ^= 1
-    with pytest.raises(WrapAuthError):
+    with pytest.raises(SimWrapAuthError):
         unwrap_object(_wrap_key(), bytes(blob))
     good = wrap_object(_wrap_key(), _ed_obj(RFC8032_SEED), 0, b"n" * 13)
-    with pytest.raises(WrapAuthError):
+    with pytest.raises(SimWrapAuthError):
         unwrap_object(_wrap_key(b"x" * 32), good)
 
 
@@ -181,5 +180,5 @@ def test_json_round_trip_of_each_secret_kind() -> None:
 
 
 def test_labels_longer_than_40_bytes_are_refused() -> None:
-    with pytest.raises(ObjectFormatError):
+    with pytest.raises(SimObjectFormatError):
         pack_label("x" * 41)

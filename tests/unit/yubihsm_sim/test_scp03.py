@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kms.errors import SimPaddingError
 from kms.sim.yubihsm import scp03
 
 HOST = bytes.fromhex("0001020304050607")
@@ -72,5 +73,5 @@ def test_padding_always_adds_one_to_sixteen_bytes_and_round_trips(data: bytes) -
     ],
 )
 def test_unpad_rejects_malformed_padding(block: bytes) -> None:
-    with pytest.raises(scp03.PaddingError):
+    with pytest.raises(SimPaddingError):
         scp03.unpad(block)

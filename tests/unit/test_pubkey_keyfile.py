@@ -1,4 +1,4 @@
-"""kms.keys: bech32, key formats, validator address, secret files (0600)."""
+"""kms.pubkey (bech32, key formats, validator address) and kms.keyfile (secret files, 0600)."""
 
 from __future__ import annotations
 
@@ -14,22 +14,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from kms.config import KeyFormat
 from kms.errors import KeyFileError
-from kms.keys import (
+from kms.keyfile import (
+    parse_priv_validator_key,
+    priv_validator_key_json,
+    read_priv_validator_key,
+    read_secret_file,
+    write_base64_seed,
+    write_priv_validator_key,
+    write_secret_file,
+)
+from kms.pubkey import (
+    KeyFormat,
     bech32_consensus_pubkey,
     bech32_decode,
     bech32_encode,
     format_public_key,
-    parse_priv_validator_key,
     parse_public_key,
-    priv_validator_key_json,
-    read_priv_validator_key,
-    read_secret_file,
     validator_address,
-    write_base64_seed,
-    write_priv_validator_key,
-    write_secret_file,
 )
 
 # A consensus key published on-chain (cosmos-sdk legacy bech32, Amino ed25519 prefix).
