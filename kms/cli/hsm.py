@@ -4,6 +4,9 @@ Owns: the command-line surface of kms/hsm/ (options, reading the recovery phrase
 or shares, printing it once, writing role password files). The flows live in
 kms/hsm/; this module only parses, prints and maps errors to one line.
 
+Errors become one line and an exit code in kms/cli/errors.py (a config that
+does not load: 2; anything refused: 1).
+
 The recovery phrase is read from standard input when it is not a terminal (one
 phrase line, or share lines `M-X: words`), else prompted without echo. It is
 printed exactly once, by `setup` when it creates it, and never written to disk.
@@ -16,13 +19,13 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
 from kms.cli.options import CONFIG_OPTION, CONNECTORS_OPTION, FILE, OBJECT_ID, json_option
 from kms.config import load_config
-from kms.errors import KmsError, RecoveryPhraseError
+from kms.errors import HsmAdminError, KmsError, RecoveryPhraseError
 from kms.hsm import phrase, shamir
 from kms.hsm.devices import Target, targets_from_config, targets_from_flags, with_auth
 from kms.hsm.roles import ROLE_NAMES, role
@@ -30,17 +33,13 @@ from kms.keyfile import write_secret_file
 from kms.signer.factory import read_password_file
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
 @contextmanager
 def _errors() -> Iterator[None]:
+    """KmsError passes through to `kms.cli.errors`; a library ValueError becomes a KmsError."""
     try:
         yield
-    except (KmsError, ValueError) as e:
-        _fail(str(e))
+    except ValueError as e:
+        raise HsmAdminError(str(e)) from None
 
 
 def _targets(config: Path | None, connectors: tuple[str, ...]) -> list[Target]:
