@@ -32,7 +32,8 @@ from nacl.signing import SigningKey
 
 from kms.config import HsmPolicy
 from kms.signer.replicas import ReplicaSet
-from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner, derive_credentials
+from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner
+from kms.signer.yubihsm_session import derive_credentials
 from kms.sim.yubihsm import Cap, SimulatedHsm
 
 AUTH_ID, PASSWORD = 2, "bench-password"

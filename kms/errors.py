@@ -176,6 +176,21 @@ class RecoveryPhraseError(HsmAdminError):
     """A recovery phrase or Shamir share is malformed (bad word, checksum, share set)."""
 
 
+# --- HSM signer and key administration (kms/signer/yubihsm*, kms/hsm/key*) ----------
+
+
+class HsmAuthError(HsmDeviceError):
+    """Session authentication failed: wrong password or auth key id."""
+
+
+class HsmKeyError(HsmDeviceError):
+    """The key is missing, not Ed25519, or lacks a capability it needs."""
+
+
+class KeyCommandError(KmsError):
+    """A key command cannot proceed; nothing was changed unless the message says so."""
+
+
 # --- simulators (kms.sim: peers for tests and demos, never in the signing path) ---
 
 

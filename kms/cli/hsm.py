@@ -4,6 +4,9 @@ Owns: the command-line surface of kms/hsm/ (options, reading the recovery phrase
 or shares, printing it once, writing role password files). The flows live in
 kms/hsm/; this module only parses, prints and maps errors to one line.
 
+Errors become one line and an exit code in kms/cli/errors.py (a config that
+does not load: 2; anything refused: 1).
+
 The recovery phrase is read from standard input when it is not a terminal (one
 phrase line, or share lines `M-X: words`), else prompted without echo. It is
 printed exactly once, by `setup` when it creates it, and never written to disk.
@@ -11,33 +14,32 @@ printed exactly once, by `setup` when it creates it, and never written to disk.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
+from kms.cli.options import CONFIG_OPTION, CONNECTORS_OPTION, FILE, OBJECT_ID, json_option
 from kms.config import load_config
-from kms.errors import KmsError, RecoveryPhraseError
+from kms.errors import HsmAdminError, KmsError, RecoveryPhraseError
 from kms.hsm import phrase, shamir
-from kms.hsm.devices import Target, targets_from_config, targets_from_flags
+from kms.hsm.devices import Target, targets_from_config, targets_from_flags, with_auth
 from kms.hsm.roles import ROLE_NAMES, role
 from kms.keyfile import write_secret_file
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
+from kms.signer.factory import read_password_file
 
 
 @contextmanager
 def _errors() -> Iterator[None]:
+    """KmsError passes through to `kms.cli.errors`; a library ValueError becomes a KmsError."""
     try:
         yield
-    except (KmsError, ValueError) as e:
-        _fail(str(e))
+    except ValueError as e:
+        raise HsmAdminError(str(e)) from None
 
 
 def _targets(config: Path | None, connectors: tuple[str, ...]) -> list[Target]:
@@ -51,15 +53,7 @@ def _targets(config: Path | None, connectors: tuple[str, ...]) -> list[Target]:
 
 
 def _device_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--connector",
-        "connectors",
-        multiple=True,
-        help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
-    )(f)
-    return click.option(
-        "-c", "--config", type=click.Path(path_type=Path, dir_okay=False), help="kms config"
-    )(f)
+    return CONFIG_OPTION(CONNECTORS_OPTION(f))
 
 
 def read_recovery() -> bytes:
@@ -75,11 +69,7 @@ def read_recovery() -> bytes:
             threshold = shamir.parse_share(first)[0]
             for i in range(2, threshold + 1):
                 lines.append(click.prompt(f"Share {i} of {threshold}", hide_input=True))
-    if ":" in lines[0]:
-        return shamir.recover(lines)
-    if len(lines) != 1:
-        raise RecoveryPhraseError("expected one recovery phrase line")
-    return phrase.from_phrase(lines[0])
+    return shamir.recover_entropy(lines)
 
 
 def _parse_split(text: str | None) -> tuple[int, int] | None:
@@ -101,11 +91,7 @@ def _show_secret(entropy: bytes, split: tuple[int, int] | None) -> None:
         click.echo(phrase.to_phrase(entropy))
     else:
         m, n = split
-        shares = shamir.split(entropy, m, n)
-        lines = [shamir.format_share(m, x, y) for x, y in shares]
-        # self-test before anyone relies on them: the first and the last M shares
-        if shamir.recover(lines[:m]) != entropy or shamir.recover(lines[-m:]) != entropy:
-            raise RecoveryPhraseError("internal error: the shares do not recombine")
+        lines = shamir.share_lines(entropy, m, n)
         click.echo(f"RECOVERY SHARES: any {m} of these {n} rebuild the phrase (shown once;")
         click.echo("give each to a different custodian; fewer than M reveal nothing):")
         for line in lines:
@@ -135,7 +121,7 @@ def hsm() -> None:
 @click.option("--force", is_flag=True, help="provision devices that are not factory-fresh")
 @click.option(
     "--signer-password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="write the signer role's password here (0600) for kms start",
 )
 def setup(
@@ -196,7 +182,7 @@ def _write_password(path: Path, entropy: bytes, name: str) -> None:
 @click.argument("role_name", metavar="ROLE", type=click.Choice(ROLE_NAMES))
 @click.option(
     "--out",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="new file for the password (mode 0600)",
 )
@@ -226,31 +212,22 @@ def _auth_targets(
     if password_file is None:
         raise KmsError("--auth-key needs --password-file")
     key = auth_key if auth_key is not None else role(role_name or "signer").object_id
-    path = password_file
-
-    def read() -> str:
-        from kms.signer.factory import read_password_file
-
-        return read_password_file(path)
-
-    return [Target(t.name, t.connector, t.key_ids, key, read) for t in targets]
+    return with_auth(targets, key, functools.partial(read_password_file, password_file))
 
 
 def _auth_options(f: Callable[..., Any]) -> Callable[..., Any]:
     f = click.option(
         "--password-file",
-        type=click.Path(path_type=Path, dir_okay=False),
+        type=FILE,
         help="password of that auth key (mode 0600)",
     )(f)
-    return click.option(
-        "--auth-key", type=click.IntRange(1, 0xFFFE), help="auth key id [default: the config's]"
-    )(f)
+    return click.option("--auth-key", type=OBJECT_ID, help="auth key id [default: the config's]")(f)
 
 
 @hsm.command()
 @_device_options
 @_auth_options
-@click.option("--json", "as_json", is_flag=True, help="one JSON document")
+@json_option("one JSON document")
 def status(
     config: Path | None,
     connectors: tuple[str, ...],
@@ -281,26 +258,26 @@ def status(
 @click.option(
     "-c",
     "--config",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="kms config (devices, signer auth key, validator keys, chains' audit_log)",
 )
 @click.option(
     "--auth-key",
-    type=click.IntRange(1, 0xFFFE),
+    type=OBJECT_ID,
     default=lambda: role("auditor").object_id,
     show_default="the auditor role's",
     help="auth key that reads the logs",
 )
 @click.option(
     "--password-file",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     required=True,
     help="the auditor's password (kms hsm password auditor --out FILE)",
 )
 @click.option(
     "--cursor",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="where the audit remembers what it read [default: hsm-audit.json next to the config]",
 )
 @click.option(
@@ -309,7 +286,7 @@ def status(
     help="first audit of devices and kms logs that already have history: verify the chains,"
     " start counting from now",
 )
-@click.option("--json", "as_json", is_flag=True, help="one JSON document")
+@json_option("one JSON document")
 def audit(
     config: Path,
     auth_key: int,
@@ -323,7 +300,6 @@ def audit(
     from dataclasses import asdict
 
     from kms.hsm import audit as flow
-    from kms.signer.factory import read_password_file
 
     with _errors():
         cfg = load_config(config, check_files=False)

@@ -1,8 +1,13 @@
-"""`kms keygen`, `kms import`, `kms export`, `kms keys list`: consensus keys in YubiHSM2s and files.
+"""`kms keygen`, `kms import`, `kms export`, `kms keys list`: their command-line surface only.
 
-Owns: the key-administration flows (create, clone, import, back up, inspect)
-over one or more replica devices, and their command-line surface. Never
-touches double-sign state or validator connections.
+Owns: the options of the key commands, which devices they name (`-c` config or
+`--connector` flags, `--auth-key` + `--password-file`), the password prompt,
+and printing the outcome (every form of the public key, as text or JSON). The
+flows and their rules live in kms/hsm/keyflows.py (devices, keygen, import,
+export), kms/hsm/keyfiles.py (backup and import files) and kms/hsm/keylist.py
+(`keys list`); errors become messages and exit codes in kms/cli/errors.py.
+Never talks to a device itself. (A little over 400 lines: the option declarations
+of four commands; it holds no flow.)
 
 Devices come from a config (`-c`: every `[[providers.yubihsm]]` section; for
 keygen/import/export only the sections whose `keys` list the key id, or all
@@ -11,589 +16,56 @@ key id and password for all). With `-c`, `--auth-key` + `--password-file`
 replace the config's auth key (e.g. the operator role after `kms hsm setup`). Passwords come from files (mode 0600) or a
 prompt, never from arguments.
 
-Rules:
-- Check everything first, then write: every device is reached and
-  authenticated, the key id is checked (absent, or `--force`), the wrap key is
-  checked on every device that needs it, and output files are checked to be
-  new, BEFORE the first change. A command that fails a check changes nothing.
-  (A device that dies in the middle of the write phase can still leave some
-  devices with the key and others without; the message then lists which.)
-- Keygen creates the key on the first device as exportable-under-wrap (unless
-  `--non-exportable`, which forbids replicas and backups) and clones it to the
-  others with EXPORT_WRAPPED / IMPORT_WRAPPED under the wrap key
-  (`--wrap-key-id`, default 1: tmkms's convention for the wrap key, which must
-  already exist on every device, e.g. from the same `yubihsm-setup`).
-- After every write, every device's public key is read back and compared.
-- `kms import` also takes the bare wrap blob tmkms and yubihsm-shell write
-  (kms/hsm/backup.py); it goes into one device first, whose public key is
-  shown, then into the others. `kms export --format tmkms` writes that form.
-- A wrapped backup is a small JSON document (0600): format, key id, wrap key
-  id, public key and the device's wrap blob in base64. The key id and public
-  key are recorded because the blob itself is encrypted and cannot be checked
-  before import. `kms import` accepts it, a CometBFT `priv_validator_key.json`
-  or a base64 seed (32 bytes, or 64 = seed || public key).
+- `kms import` takes a kms wrapped backup, a CometBFT `priv_validator_key.json`,
+  a base64 seed (32 bytes, or 64 = seed || public key), or the bare wrap blob
+  tmkms and yubihsm-shell write (kms/hsm/backup.py). `kms export --format
+  tmkms` writes that form.
 - `kms keys list` exits 1 when a device is unreachable, misses a configured
   key, or replicas of a key disagree (the listing is still printed).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import click
-from yubihsm.defs import ERROR
 
 from kms.chains import public_key_forms, render_forms
 from kms.cli.errors import EXIT_REFUSED
+from kms.cli.options import CONFIG_OPTION, CONNECTORS_OPTION, FILE, OBJECT_ID, json_option
 from kms.config import Config, KeyFormat, load_config
-from kms.errors import ConfigError, HsmConnectionError, HsmDeviceError, HsmTimeoutError, KmsError
-from kms.hsm.backup import RawWrapped, detect_raw_wrapped, tmkms_file
-from kms.hsm.devices import strip_name
-from kms.keyfile import (
-    check_private_mode,
-    decode_base64_key,
-    generate_seed,
-    parse_priv_validator_key,
-    write_base64_seed,
-    write_secret_file,
+from kms.errors import ConfigError, KeyCommandError
+from kms.hsm.backup import RawWrapped
+from kms.hsm.keyfiles import SeedSource, read_key_source
+from kms.hsm.keyflows import (
+    DEFAULT_DOMAINS,
+    DEFAULT_LABEL,
+    Device,
+    DeviceSpec,
+    connected,
+    export_flow,
+    import_flow,
+    key_format_for,
+    keygen_flow,
+    raw_import_flow,
+    specs_for_key,
+    specs_from_config,
+    specs_from_flags,
+    with_auth,
 )
-from kms.pubkey import format_public_key, public_key_from_seed, validator_address
-from kms.signer.factory import provider_connector, provider_password, read_password_file
-from kms.signer.yubihsm import (
-    EXPORTABLE_CAPS,
-    SIGN_CAPS,
-    Connector,
-    DeviceSession,
-    KeyInfo,
-    connector_name,
-    delete_key,
-    derive_credentials,
-    device_error_code,
-    export_wrapped,
-    find_key,
-    generate_ed25519,
-    import_wrapped,
-    list_asymmetric_keys,
-    parse_connector,
-    put_ed25519,
-    wrap_key_exists,
-)
-
-T = TypeVar("T")
-
-WRAPPED_FORMAT = "kms-wrapped-v1"
-DEFAULT_WRAP_KEY_ID = 1
-DEFAULT_LABEL = "validator"
-DEFAULT_DOMAINS = 1
-OBJECT_TYPE_ASYMMETRIC = 3
-CONNECT_TIMEOUT = 2.0
-REQUEST_TIMEOUT = 10.0  # key generation on a real device can take a while
-
-
-class KeyCommandError(KmsError):
-    """A key command cannot proceed; nothing was changed unless the message says so."""
-
-
-# --- devices -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSpec:
-    """A device addressed by a key command."""
-
-    name: str
-    connector: Connector
-    auth_key_id: int
-    password: Callable[[], str] = field(repr=False)
-    key_formats: dict[int, KeyFormat] = field(default_factory=dict)  # key id -> chain format
-    key_chains: dict[int, tuple[str, ...]] = field(default_factory=dict)
-
-
-def specs_from_config(config: Config) -> list[DeviceSpec]:
-    out: list[DeviceSpec] = []
-    chains = {c.id: c for c in config.chains}
-    for p in config.yubihsm:
-        formats: dict[int, KeyFormat] = {}
-        owners: dict[int, tuple[str, ...]] = {}
-        for k in p.keys:
-            owners[k.key] = owners.get(k.key, ()) + k.chain_ids
-            for cid in k.chain_ids:
-                if cid in chains and k.key not in formats:
-                    formats[k.key] = chains[cid].key_format
-        out.append(
-            DeviceSpec(
-                p.name,
-                provider_connector(p),
-                p.auth_key,
-                functools.partial(provider_password, p, read_password_file),
-                formats,
-                owners,
-            )
-        )
-    return out
-
-
-def specs_for_key(specs: list[DeviceSpec], key_id: int) -> list[DeviceSpec]:
-    """The devices a key command works on: those configured with the key, else all."""
-    holding = [s for s in specs if key_id in s.key_chains]
-    return holding or specs
-
-
-def specs_from_flags(
-    connectors: Sequence[str], auth_key: int, password_file: Path | None
-) -> list[DeviceSpec]:
-    cached: list[str] = []
-
-    def password() -> str:
-        if not cached:
-            if password_file is not None:
-                cached.append(read_password_file(password_file))
-            else:
-                cached.append(click.prompt(f"Password for auth key {auth_key}", hide_input=True))
-        return cached[0]
-
-    specs = []
-    for text in connectors:
-        try:
-            conn = parse_connector(text)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="'--connector'") from None
-        specs.append(DeviceSpec(connector_name(conn), conn, auth_key, password))
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise KeyCommandError(f"the same connector is given twice: {names}")
-    return specs
-
-
-class Device:
-    """A connected, authenticated device (synchronous; the CLI has one thread)."""
-
-    def __init__(self, spec: DeviceSpec) -> None:
-        self.spec = spec
-        self.name = spec.name
-        creds = derive_credentials(spec.auth_key_id, spec.password())
-        self.session = DeviceSession(
-            spec.name,
-            spec.connector,
-            creds,
-            connect_timeout=CONNECT_TIMEOUT,
-            request_timeout=REQUEST_TIMEOUT,
-        )
-
-    def call(self, fn: Callable[[Any], T], what: str = "") -> T:
-        return self.session.call(fn, what)
-
-    def find(self, key_id: int) -> KeyInfo | None:
-        return self.call(lambda s: find_key(s, key_id), f": key {key_id}")
-
-    def close(self) -> None:
-        self.session.close()
-
-
-@contextmanager
-def connected(specs: Sequence[DeviceSpec]) -> Iterator[list[Device]]:
-    """Connect and authenticate every device first (a cheap read proves the session)."""
-    if not specs:
-        raise KeyCommandError("no devices: give -c CONFIG or --connector URL")
-    devices: list[Device] = []
-    try:
-        for spec in specs:
-            dev = Device(spec)
-            devices.append(dev)
-            dev.call(lambda s: s.list_objects(object_id=0xFFFF), ": connect")
-        yield devices
-    finally:
-        for d in devices:
-            d.close()
-
-
-# --- backup files --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WrappedBackup:
-    key_id: int
-    wrap_key_id: int
-    public_key: bytes
-    blob: bytes
-
-    def to_json(self) -> bytes:
-        doc = {
-            "format": WRAPPED_FORMAT,
-            "key_id": self.key_id,
-            "wrap_key_id": self.wrap_key_id,
-            "public_key": base64.b64encode(self.public_key).decode(),
-            "address": validator_address(self.public_key),
-            "wrapped": base64.b64encode(self.blob).decode(),
-        }
-        return (json.dumps(doc, indent=2) + "\n").encode()
-
-
-def parse_wrapped_backup(path: Path, doc: dict[str, Any]) -> WrappedBackup:
-    try:
-        key_id, wrap_id = int(doc["key_id"]), int(doc["wrap_key_id"])
-        public_key = base64.b64decode(doc["public_key"], validate=True)
-        blob = base64.b64decode(doc["wrapped"], validate=True)
-    except (KeyError, ValueError, TypeError, binascii.Error):
-        raise KeyCommandError(f"{path}: malformed {WRAPPED_FORMAT} backup") from None
-    if len(public_key) != 32 or len(blob) < 13 + 16 + 59:
-        raise KeyCommandError(f"{path}: malformed {WRAPPED_FORMAT} backup (bad lengths)")
-    return WrappedBackup(key_id, wrap_id, public_key, blob)
-
-
-@dataclass(frozen=True, slots=True)
-class SeedSource:
-    seed: bytes
-
-    @property
-    def public_key(self) -> bytes:
-        return public_key_from_seed(self.seed)
-
-
-KeySource = SeedSource | WrappedBackup | RawWrapped
-
-
-def read_key_source(path: Path) -> KeySource:
-    """A priv_validator_key.json, a base64 seed file, a kms wrapped backup, or a raw wrap
-    blob as tmkms (`yubihsm keys export`) and yubihsm-shell (`get-wrapped`) write it."""
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise KeyCommandError(f"{path}: cannot read: {e.strerror or e}") from None
-    doc: Any = None
-    if raw.lstrip().startswith(b"{"):
-        try:
-            doc = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise KeyCommandError(f"{path}: not valid JSON ({e})") from None
-    if isinstance(doc, dict) and doc.get("format") == WRAPPED_FORMAT:
-        return parse_wrapped_backup(path, doc)
-    if doc is None and (wrapped := detect_raw_wrapped(raw)) is not None:
-        return wrapped  # encrypted under the wrap key: no clear secret, no mode check
-    check_private_mode(path)  # everything else holds the secret in the clear
-    if doc is not None:
-        return SeedSource(parse_priv_validator_key(path, raw).seed)
-    key = decode_base64_key(path, raw)
-    if len(key) == 32:
-        return SeedSource(key)
-    if len(key) == 64 and public_key_from_seed(key[:32]) == key[32:]:
-        return SeedSource(key[:32])
-    raise KeyCommandError(
-        f"{path}: decoded key is {len(key)} bytes; a device import needs a 32-byte seed "
-        "(or 64 bytes seed || public key), a priv_validator_key.json or a wrapped backup"
-    )
-
-
-def check_new_file(path: Path) -> None:
-    if path.exists():
-        raise KeyCommandError(f"{path}: already exists; refusing to overwrite")
-    if not path.parent.is_dir():
-        raise KeyCommandError(f"{path}: directory {path.parent} does not exist")
-
-
-# --- flows ---------------------------------------------------------------------------
-
-
-def _agree(devices: Sequence[Device], key_id: int, expected: bytes | None) -> bytes:
-    keys = {d.name: d.find(key_id) for d in devices}
-    found = {n: (k.public_key if k else None) for n, k in keys.items()}
-    want = expected if expected is not None else next(iter(found.values()))
-    bad = {n: pk for n, pk in found.items() if pk is None or pk != want}
-    if want is None or bad:
-        detail = ", ".join(f"{n}: {pk.hex() if pk else 'missing'}" for n, pk in found.items())
-        raise KeyCommandError(f"key {key_id}: devices disagree after writing ({detail})")
-    return want
-
-
-def _check_absent(devices: Sequence[Device], key_id: int) -> None:
-    present = [d.name for d in devices if d.find(key_id) is not None]
-    if present:
-        raise KeyCommandError(
-            f"key id {key_id} already exists on {', '.join(present)}; nothing was changed"
-        )
-
-
-def _check_wrap_key(devices: Sequence[Device], wrap_key_id: int) -> None:
-    missing = [
-        d.name
-        for d in devices
-        if not d.call(lambda s: wrap_key_exists(s, wrap_key_id), f": wrap key {wrap_key_id}")
-    ]
-    if missing:
-        raise KeyCommandError(
-            f"wrap key {wrap_key_id} not found on {', '.join(missing)} "
-            "(give --wrap-key-id, or put the same wrap key on every device); nothing was changed"
-        )
-
-
-def _partial(devices: Sequence[Device], key_id: int, done: list[str], err: Exception) -> NoReturn:
-    if not done:
-        raise KeyCommandError(f"{err}; nothing was changed") from err
-    others = [d.name for d in devices if d.name not in done]
-    raise KeyCommandError(
-        f"{err}; key {key_id} is now on: {', '.join(done)}; NOT on: {', '.join(others)}"
-    ) from err
-
-
-def keygen_flow(
-    devices: Sequence[Device],
-    key_id: int,
-    *,
-    label: str,
-    domains: int,
-    exportable: bool,
-    wrap_key_id: int,
-    backup: Path | None,
-) -> bytes:
-    clone = len(devices) > 1
-    if not exportable and (clone or backup):
-        raise KeyCommandError(
-            "--non-exportable keys cannot be cloned to replicas or backed up; "
-            "use one device, or import the same seed into each (kms import)"
-        )
-    if backup is not None:
-        check_new_file(backup)
-    _check_absent(devices, key_id)
-    if clone or backup:
-        _check_wrap_key(devices, wrap_key_id)
-
-    caps = EXPORTABLE_CAPS if exportable else SIGN_CAPS
-    first, rest = devices[0], devices[1:]
-    done: list[str] = []
-    try:
-        first.call(lambda s: generate_ed25519(s, key_id, label, domains, caps), ": generate")
-        done.append(first.name)
-        blob = b""
-        if clone or backup:
-            blob = first.call(lambda s: export_wrapped(s, wrap_key_id, key_id), ": export")
-        for d in rest:
-            _import_blob(d, wrap_key_id, blob, key_id)
-            done.append(d.name)
-    except KmsError as e:
-        _partial(devices, key_id, done, e)
-    public_key = _agree(devices, key_id, None)
-    if backup is not None:
-        write_secret_file(backup, WrappedBackup(key_id, wrap_key_id, public_key, blob).to_json())
-    return public_key
-
-
-def _import_blob(d: Device, wrap_key_id: int, blob: bytes, key_id: int) -> None:
-    try:
-        obj_type, obj_id = d.call(lambda s: import_wrapped(s, wrap_key_id, blob), ": import")
-    except HsmDeviceError as e:
-        if device_error_code(e) == ERROR.INVALID_DATA:
-            raise KeyCommandError(
-                f"{e} (the blob does not decrypt under wrap key {wrap_key_id} on {d.name}: "
-                "a different wrap key, or a corrupt backup)"
-            ) from e
-        raise
-    if (obj_type, obj_id) != (OBJECT_TYPE_ASYMMETRIC, key_id):
-        raise KeyCommandError(
-            f"{d.name}: wrapped blob held object {obj_id} (type {obj_type}), expected key {key_id}"
-        )
-
-
-def import_flow(
-    devices: Sequence[Device],
-    key_id: int,
-    source: SeedSource | WrappedBackup,
-    *,
-    label: str,
-    domains: int,
-    exportable: bool,
-    force: bool,
-) -> bytes:
-    expected = source.public_key
-    if isinstance(source, WrappedBackup) and source.key_id != key_id:
-        raise KeyCommandError(
-            f"the backup holds key id {source.key_id}, not {key_id} (a wrapped key keeps its id)"
-        )
-    existing = {d.name: d.find(key_id) for d in devices}
-    todo = [d for d in devices if (k := existing[d.name]) is None or k.public_key != expected]
-    clash = [d.name for d in todo if existing[d.name] is not None]
-    if clash and not force:
-        raise KeyCommandError(
-            f"key id {key_id} already exists on {', '.join(clash)} with another key; "
-            "use --force to replace it; nothing was changed"
-        )
-    if isinstance(source, WrappedBackup):
-        _check_wrap_key(todo, source.wrap_key_id)
-    caps = EXPORTABLE_CAPS if exportable else SIGN_CAPS
-    done = [d.name for d in devices if d not in todo]
-    try:
-        for d in todo:
-            if existing[d.name] is not None:
-                d.call(lambda s: delete_key(s, key_id), ": delete")
-            if isinstance(source, WrappedBackup):
-                _import_blob(d, source.wrap_key_id, source.blob, key_id)
-            else:
-                _put_seed(d, key_id, label, domains, caps, source.seed)
-            done.append(d.name)
-    except KmsError as e:
-        _partial(devices, key_id, done, e)
-    return _agree(devices, key_id, expected)
-
-
-def raw_import_flow(
-    devices: Sequence[Device],
-    key_id: int,
-    source: RawWrapped,
-    wrap_key_id: int,
-    *,
-    force: bool,
-    show: Callable[[bytes], None],
-) -> bytes:
-    """Import a tmkms / yubihsm-shell blob: its key is only readable once a device holds it,
-    so it goes into ONE device first, its public key is shown, then into the others."""
-    existing = {d.name: d.find(key_id) for d in devices}
-    present = [n for n, k in existing.items() if k is not None]
-    if present and not force:
-        raise KeyCommandError(
-            f"key id {key_id} already exists on {', '.join(present)}; a wrapped key keeps its"
-            " id: use --force to replace it; nothing was changed"
-        )
-    _check_wrap_key(devices, wrap_key_id)
-    done: list[str] = []
-    expected: bytes | None = None
-    try:
-        for d in devices:
-            if existing[d.name] is not None:
-                d.call(lambda s: delete_key(s, key_id), ": delete")
-            _import_blob(d, wrap_key_id, source.blob, key_id)
-            done.append(d.name)
-            info = d.find(key_id)
-            if info is None or info.public_key is None:
-                raise KeyCommandError(f"{d.name}: imported key {key_id} is not an Ed25519 key")
-            if expected is None:
-                expected = info.public_key
-                show(expected)  # before the blob goes into any other replica
-    except KmsError as e:
-        _partial(devices, key_id, done, e)
-    return _agree(devices, key_id, expected)
-
-
-def _put_seed(d: Device, key_id: int, label: str, domains: int, caps: int, seed: bytes) -> None:
-    d.call(lambda s: put_ed25519(s, key_id, label, domains, caps, seed), ": put")
-
-
-def export_flow(
-    devices: Sequence[Device], key_id: int, wrap_key_id: int, out: Path, *, tmkms: bool = False
-) -> bytes:
-    check_new_file(out)
-    holder = next(((d, k) for d in devices if (k := d.find(key_id)) is not None), None)
-    if holder is None:
-        raise KeyCommandError(f"key id {key_id} not found on any device")
-    dev, info = holder
-    if info.public_key is None:
-        raise KeyCommandError(f"{dev.name}: key {key_id} is {info.algorithm}, not Ed25519")
-    if not dev.call(lambda s: wrap_key_exists(s, wrap_key_id), ": wrap key"):
-        raise KeyCommandError(f"{dev.name}: wrap key {wrap_key_id} not found")
-    blob = dev.call(lambda s: export_wrapped(s, wrap_key_id, key_id), ": export")
-    backup = WrappedBackup(key_id, wrap_key_id, info.public_key, blob)
-    write_secret_file(out, tmkms_file(blob) if tmkms else backup.to_json())
-    return info.public_key
-
-
-@dataclass(frozen=True, slots=True)
-class Listing:
-    devices: list[dict[str, Any]]
-    problems: list[str]
-
-
-def list_flow(specs: Sequence[DeviceSpec], fallback: KeyFormat | str) -> Listing:
-    devices: list[dict[str, Any]] = []
-    problems: list[str] = []
-    seen: dict[int, dict[str, bytes | None]] = {}
-    for spec in specs:
-        entry: dict[str, Any] = {"device": spec.name, "keys": []}
-        devices.append(entry)
-        dev: Device | None = None
-        try:
-            dev = Device(spec)
-            infos = dev.call(list_asymmetric_keys, ": list")
-        except KmsError as e:
-            entry["error"] = strip_name(e, spec.name).removeprefix("list: ")  # name shown once
-            down = isinstance(e, HsmConnectionError | HsmTimeoutError)
-            problems.append(f"{spec.name}: {'unreachable' if down else 'refused'} (see above)")
-            continue
-        finally:
-            if dev is not None:
-                dev.close()
-        by_id = {k.key_id: k for k in infos}
-        for kid in spec.key_chains:
-            if kid not in by_id:
-                problems.append(f"{spec.name}: configured key {kid} is missing")
-                seen.setdefault(kid, {})[spec.name] = None
-        for k in infos:
-            fmt = spec.key_formats.get(k.key_id, fallback)
-            item: dict[str, Any] = {
-                "id": k.key_id,
-                "label": k.label,
-                "algorithm": k.algorithm,
-                "capabilities": list(k.capability_names),
-                "domains": k.domains,
-                "origin": k.origin,
-                "chains": list(spec.key_chains.get(k.key_id, ())),
-            }
-            if k.public_key is not None:
-                item["public_key"] = format_public_key(k.public_key, fmt)
-                item["address"] = validator_address(k.public_key)
-                item["forms"] = public_key_forms(
-                    k.public_key, fmt if isinstance(fmt, KeyFormat) else None
-                )
-                seen.setdefault(k.key_id, {})[spec.name] = k.public_key
-            entry["keys"].append(item)
-    for kid, holders in sorted(seen.items()):
-        distinct = {pk for pk in holders.values() if pk is not None}
-        if len(distinct) > 1:
-            detail = ", ".join(f"{n}: {pk.hex() if pk else 'missing'}" for n, pk in holders.items())
-            problems.append(f"key {kid}: replicas disagree ({detail})")
-    return Listing(devices, problems)
-
-
-def list_softsign(config: Config) -> Listing:
-    """The softsign keys of a config, listed like devices (a file instead of a device)."""
-    from kms.signer.softsign import load_softsign
-
-    devices: list[dict[str, Any]] = []
-    problems: list[str] = []
-    chains = {c.id: c for c in config.chains}
-    for p in config.softsign:
-        entry: dict[str, Any] = {"device": f"softsign {p.path}", "keys": []}
-        devices.append(entry)
-        try:
-            public_key = load_softsign(p.path, p.key_format).public_key
-        except KmsError as e:
-            entry["error"] = str(e)
-            problems.append(f"softsign {p.path}: unreadable ({e})")
-            continue
-        fmt = next((chains[c].key_format for c in p.chain_ids if c in chains), None)
-        entry["keys"].append(
-            {
-                "id": None,
-                "label": p.path.name,
-                "algorithm": "ed25519",
-                "capabilities": [],
-                "key_type": p.key_type,
-                "chains": list(p.chain_ids),
-                "public_key": format_public_key(public_key, fmt or "base64"),
-                "address": validator_address(public_key),
-                "forms": public_key_forms(public_key, fmt),
-            }
-        )
-    return Listing(devices, problems)
-
-
-# --- command line --------------------------------------------------------------------
+from kms.hsm.keylist import Listing, list_flow, list_softsign
+from kms.hsm.roles import WRAP_KEY_ID
+from kms.keyfile import generate_seed, write_base64_seed
+from kms.pubkey import public_key_from_seed, validator_address
+from kms.signer.factory import read_password_file
+from kms.signer.yubihsm_session import parse_connector
 
 
 @contextmanager
@@ -605,14 +77,25 @@ def _errors() -> Iterator[None]:
         raise KeyCommandError(str(e)) from None
 
 
+def _flag_password(auth_key: int, password_file: Path | None) -> Callable[[], str]:
+    if password_file is not None:
+        return functools.partial(read_password_file, password_file)
+
+    def ask() -> str:
+        return str(click.prompt(f"Password for auth key {auth_key}", hide_input=True))
+
+    return ask
+
+
 def _specs(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
-    *,
-    allow_empty: bool = False,
+    dev: _DeviceArgs, *, allow_empty: bool = False
 ) -> tuple[list[DeviceSpec], Config | None]:
+    config, connectors, auth_key, password_file = (
+        dev.config,
+        dev.connectors,
+        dev.auth_key,
+        dev.password_file,
+    )
     if config is not None and connectors:
         raise click.UsageError("give either -c CONFIG or --connector, not both")
     if config is not None:
@@ -624,48 +107,72 @@ def _specs(
             return specs, cfg
         if auth_key is None or password_file is None:
             raise click.UsageError("with -c, give both --auth-key and --password-file (or neither)")
-        # another role than the config's (e.g. the operator after kms hsm setup)
-        override = functools.partial(read_password_file, password_file)
-        return [
-            DeviceSpec(s.name, s.connector, auth_key, override, s.key_formats, s.key_chains)
-            for s in specs
-        ], cfg
+        return with_auth(specs, auth_key, functools.partial(read_password_file, password_file)), cfg
     if not connectors:
         raise click.UsageError("give -c CONFIG or --connector URL (repeat for replicas)")
-    return specs_from_flags(
-        connectors, auth_key if auth_key is not None else 1, password_file
-    ), None
+    parsed = []
+    for text in connectors:
+        try:
+            parsed.append(parse_connector(text))
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="'--connector'") from None
+    key = auth_key if auth_key is not None else 1
+    return specs_from_flags(parsed, key, _flag_password(key, password_file)), None
 
 
-_OBJECT_ID = click.IntRange(1, 0xFFFE)
+@contextmanager
+def _key_devices(dev: _DeviceArgs, key_id: int | None) -> Iterator[tuple[int, list[Device]]]:
+    """The key id and the connected devices a keygen/import/export works on."""
+    kid = _key_id(key_id)
+    specs, _ = _specs(dev)
+    with connected(specs_for_key(specs, kid)) as devices:
+        yield kid, devices
+
+
 _DOMAINS = click.IntRange(1, 0xFFFF)
 
 
+@dataclass(frozen=True, slots=True)
+class _DeviceArgs:
+    """The device options of a key command, as given."""
+
+    config: Path | None
+    connectors: tuple[str, ...]
+    auth_key: int | None
+    password_file: Path | None
+
+
 def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The device options, handed to the command as one `dev: _DeviceArgs`."""
+
+    @functools.wraps(f)
+    def command(
+        *,
+        config: Path | None,
+        connectors: tuple[str, ...],
+        auth_key: int | None,
+        password_file: Path | None,
+        **rest: Any,
+    ) -> Any:
+        return f(dev=_DeviceArgs(config, connectors, auth_key, password_file), **rest)
+
     opts = [
-        click.option(
-            "-c", "--config", type=click.Path(path_type=Path, dir_okay=False), help="kms config"
-        ),
-        click.option(
-            "--connector",
-            "connectors",
-            multiple=True,
-            help="tcp://host:port, http://host:port or yhusb://serial=N (repeat for replicas)",
-        ),
+        CONFIG_OPTION,
+        CONNECTORS_OPTION,
         click.option(
             "--auth-key",
-            type=_OBJECT_ID,
+            type=OBJECT_ID,
             help="auth key id [default: the config's, else 1]; with -c also --password-file",
         ),
         click.option(
             "--password-file",
-            type=click.Path(path_type=Path, dir_okay=False),
+            type=FILE,
             help="file holding the auth key password (mode 0600); prompted if absent",
         ),
     ]
     for opt in reversed(opts):
-        f = opt(f)
-    return f
+        command = opt(command)
+    return command
 
 
 def _key_id(value: int | None) -> int:
@@ -676,14 +183,7 @@ def _key_id(value: int | None) -> int:
     return value
 
 
-_JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-
-
-def _key_format_for(devices: Sequence[Device], key_id: int | None) -> KeyFormat | None:
-    for d in devices:
-        if key_id is not None and key_id in d.spec.key_formats:
-            return d.spec.key_formats[key_id]
-    return None
+_JSON_OPTION = json_option("machine-readable output")
 
 
 def _report(
@@ -708,6 +208,20 @@ def _report(
         click.echo(f"{k.replace('_', ' ') + ':':<21} {v}")
 
 
+def _report_written(
+    public_key: bytes,
+    what: str,
+    devices: list[Device],
+    key_id: int,
+    as_json: bool,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """`_report` for a key now on every device of the command."""
+    where = [d.name for d in devices]
+    fmt = key_format_for(devices, key_id)
+    _report(public_key, what=what, where=where, as_json=as_json, key_format=fmt, extra=extra)
+
+
 def _show_key(public_key: bytes, key_format: KeyFormat | None = None) -> None:
     for line in render_forms(public_key_forms(public_key, key_format)):
         click.echo(line)
@@ -721,19 +235,16 @@ def _show_key(public_key: bytes, key_format: KeyFormat | None = None) -> None:
     "--domains", type=_DOMAINS, default=DEFAULT_DOMAINS, show_default=True, help="bitmask"
 )
 @click.option("--non-exportable", is_flag=True, help="never exportable (no replicas, no backup)")
-@click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
-@click.option("--backup", type=click.Path(path_type=Path, dir_okay=False), help="wrapped backup")
+@click.option("--wrap-key-id", type=OBJECT_ID, default=WRAP_KEY_ID, show_default=True)
+@click.option("--backup", type=FILE, help="wrapped backup")
 @click.option(
     "--softsign",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="write a new software key (base64 seed, 0600) instead",
 )
 @_JSON_OPTION
 def keygen(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    dev: _DeviceArgs,
     key_id: int | None,
     label: str,
     domains: int,
@@ -746,12 +257,10 @@ def keygen(
     """Generate a consensus key on the first replica and clone it to the others."""
     with _errors():
         if softsign is not None:
-            _no_device_options(config, connectors, key_id)
+            _no_device_options(dev, key_id)
             _write_softsign(softsign, generate_seed(), "generated software key", as_json)
             return
-        kid = _key_id(key_id)
-        specs, _ = _specs(config, connectors, auth_key, password_file)
-        with connected(specs_for_key(specs, kid)) as devices:
+        with _key_devices(dev, key_id) as (kid, devices):
             pub = keygen_flow(
                 devices,
                 kid,
@@ -761,20 +270,12 @@ def keygen(
                 wrap_key_id=wrap_key_id,
                 backup=backup,
             )
-            _report(
-                pub,
-                what=f"generated key {kid}",
-                where=[d.name for d in devices],
-                as_json=as_json,
-                key_format=_key_format_for(devices, kid),
-                extra={"wrapped_backup": str(backup)} if backup is not None else None,
-            )
+            extra = {"wrapped_backup": str(backup)} if backup is not None else None
+            _report_written(pub, f"generated key {kid}", devices, kid, as_json, extra)
 
 
-def _no_device_options(
-    config: Path | None, connectors: tuple[str, ...], key_id: int | None
-) -> None:
-    if config or connectors or key_id is not None:
+def _no_device_options(dev: _DeviceArgs, key_id: int | None) -> None:
+    if dev.config or dev.connectors or key_id is not None:
         raise click.UsageError("--softsign takes no device options")
 
 
@@ -793,47 +294,42 @@ def _write_softsign(path: Path, seed: bytes, what: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="replace a different key with the same id")
 @click.option(
     "--wrap-key-id",
-    type=_OBJECT_ID,
-    default=DEFAULT_WRAP_KEY_ID,
+    type=OBJECT_ID,
+    default=WRAP_KEY_ID,
     show_default=True,
     help="wrap key of a tmkms / yubihsm-shell wrapped file",
 )
 @click.option(
     "--softsign",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=FILE,
     help="write the key to this software key file instead",
 )
 @_JSON_OPTION
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("file", type=FILE)
 def import_cmd(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    file: Path,
+    dev: _DeviceArgs,
     key_id: int | None,
+    force: bool,
     label: str,
     domains: int,
     non_exportable: bool,
-    force: bool,
     wrap_key_id: int,
     softsign: Path | None,
     as_json: bool,
-    file: Path,
 ) -> None:
     """Import FILE into every replica: priv_validator_key.json, base64 seed, kms wrapped
     backup, or a wrapped key written by tmkms / yubihsm-shell (detected by content)."""
     with _errors():
         source = read_key_source(file)
         if softsign is not None:
-            _no_device_options(config, connectors, key_id)
+            _no_device_options(dev, key_id)
             if not isinstance(source, SeedSource):
                 raise KeyCommandError(f"{file}: a wrapped backup can only go into a device")
             _write_softsign(softsign, source.seed, f"imported {file}", as_json)
             return
-        kid = _key_id(key_id)
-        specs, _ = _specs(config, connectors, auth_key, password_file)
-        with connected(specs_for_key(specs, kid)) as devices:
-            key_format = _key_format_for(devices, kid)
+        with _key_devices(dev, key_id) as (kid, devices):
+            key_format = key_format_for(devices, kid)
             if isinstance(source, RawWrapped):
                 if not as_json:
                     click.echo(
@@ -872,19 +368,13 @@ def import_cmd(
                     exportable=not non_exportable,
                     force=force,
                 )
-            _report(
-                pub,
-                what=f"imported key {kid}",
-                where=[d.name for d in devices],
-                as_json=as_json,
-                key_format=key_format,
-            )
+            _report_written(pub, f"imported key {kid}", devices, kid, as_json)
 
 
 @click.command("export")
 @_hsm_options
 @click.option("--key-id", type=int, help="object id of the key to back up")
-@click.option("--wrap-key-id", type=_OBJECT_ID, default=DEFAULT_WRAP_KEY_ID, show_default=True)
+@click.option("--wrap-key-id", type=OBJECT_ID, default=WRAP_KEY_ID, show_default=True)
 @click.option(
     "--format",
     "fmt",
@@ -894,25 +384,22 @@ def import_cmd(
     help="kms: JSON with key id and public key; tmkms: the bare base64 blob tmkms and"
     " yubihsm-shell read",
 )
-@click.argument("out", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("out", type=FILE)
 def export_cmd(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    dev: _DeviceArgs,
     key_id: int | None,
     wrap_key_id: int,
     fmt: str,
     out: Path,
 ) -> None:
     """Write a wrapped backup of a key (encrypted under the wrap key) to OUT."""
-    with _errors():
-        kid = _key_id(key_id)
-        specs, _ = _specs(config, connectors, auth_key, password_file)
-        with connected(specs_for_key(specs, kid)) as devices:
-            pub = export_flow(devices, kid, wrap_key_id, out, tmkms=fmt == "tmkms")
-            click.echo(f"wrote {out} (key {kid} wrapped under wrap key {wrap_key_id})")
-            click.echo(f"validator address:   {validator_address(pub)}")
+    with (
+        _errors(),
+        _key_devices(dev, key_id) as (kid, devices),
+    ):
+        pub = export_flow(devices, kid, wrap_key_id, out, tmkms=fmt == "tmkms")
+        click.echo(f"wrote {out} (key {kid} wrapped under wrap key {wrap_key_id})")
+        click.echo(f"validator address:   {validator_address(pub)}")
 
 
 @click.group()
@@ -931,17 +418,14 @@ def keys() -> None:
 )
 @click.option("--prefix", default="cosmosvalconspub", show_default=True, help="bech32 prefix")
 def list_cmd(
-    config: Path | None,
-    connectors: tuple[str, ...],
-    auth_key: int | None,
-    password_file: Path | None,
+    dev: _DeviceArgs,
     as_json: bool,
     key_format: str | None,
     prefix: str,
 ) -> None:
     """Per device: key id, label, capabilities, public key, validator address."""
     with _errors():
-        specs, cfg = _specs(config, connectors, auth_key, password_file, allow_empty=True)
+        specs, cfg = _specs(dev, allow_empty=True)
         fallback: KeyFormat | str = key_format or "base64"
         if key_format == "bech32":
             fallback = KeyFormat("bech32", consensus_key_prefix=prefix)
@@ -954,9 +438,9 @@ def list_cmd(
     else:
         if not listing.devices:
             click.echo("no keys configured (no [[providers.yubihsm]] or [[providers.softsign]])")
-        for dev in listing.devices:
-            click.echo(dev["device"] + (f"  ERROR: {dev['error']}" if "error" in dev else ""))
-            for k in dev["keys"]:
+        for entry in listing.devices:
+            click.echo(entry["device"] + (f"  ERROR: {entry['error']}" if "error" in entry else ""))
+            for k in entry["keys"]:
                 chains = f"  chains {','.join(k['chains'])}" if k["chains"] else ""
                 name = f"key {k['id']}" if k["id"] is not None else "key"
                 click.echo(f"  {name}  label {k['label']!r}  {k['algorithm']}{chains}")

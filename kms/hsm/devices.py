@@ -18,7 +18,7 @@ from yubihsm.core import YubiHsm
 from kms.config import Config
 from kms.errors import HsmAdminError
 from kms.signer.factory import provider_connector, provider_password, read_password_file
-from kms.signer.yubihsm import (
+from kms.signer.yubihsm_session import (
     Connector,
     DeviceSession,
     connector_name,
@@ -28,6 +28,7 @@ from kms.signer.yubihsm import (
     parse_connector,
 )
 
+# administration commands: key generation on a real device can take a while
 CONNECT_TIMEOUT = 2.0
 REQUEST_TIMEOUT = 10.0
 
@@ -82,6 +83,13 @@ def targets_from_flags(
     if len(set(names)) != len(names):
         raise HsmAdminError(f"the same connector is given twice: {', '.join(names)}")
     return out
+
+
+def with_auth(
+    targets: Sequence[Target], auth_key: int, password: Callable[[], str]
+) -> list[Target]:
+    """The same devices, reached as another auth key than the config's."""
+    return [Target(t.name, t.connector, t.key_ids, auth_key, password) for t in targets]
 
 
 def device_facts(target: Target) -> DeviceFacts:

@@ -37,14 +37,13 @@ from kms.hsm import phrase
 from kms.hsm.devices import Target, device_facts, duplicate_serials, open_session
 from kms.hsm.roles import (
     AUDITED_COMMANDS,
-    FACTORY_AUTH_KEY_ID,
     FACTORY_PASSWORD,
     PLAN,
     ROLES,
     PlannedObject,
     role,
 )
-from kms.signer.yubihsm import DeviceSession, derive_credentials
+from kms.signer.yubihsm_session import FACTORY_AUTH_KEY_ID, DeviceSession, derive_credentials
 
 log = logging.getLogger(__name__)
 

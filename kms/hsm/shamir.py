@@ -133,3 +133,21 @@ def recover(lines: Sequence[str]) -> bytes:
     if len(parsed) < threshold:
         raise RecoveryPhraseError(f"need {threshold} shares, got {len(parsed)}")
     return combine([(x, y) for _, x, y in parsed[:threshold]])
+
+
+def share_lines(entropy: bytes, threshold: int, count: int) -> list[str]:
+    """`count` share lines, any `threshold` of which rebuild `entropy`; self-tested (the
+    first and the last `threshold` shares) before anyone relies on them."""
+    lines = [format_share(threshold, x, y) for x, y in split(entropy, threshold, count)]
+    if recover(lines[:threshold]) != entropy or recover(lines[-threshold:]) != entropy:
+        raise RecoveryPhraseError("internal error: the shares do not recombine")
+    return lines
+
+
+def recover_entropy(lines: Sequence[str]) -> bytes:
+    """The phrase's entropy from what the operator typed: one phrase line, or share lines."""
+    if ":" in lines[0]:
+        return recover(lines)
+    if len(lines) != 1:
+        raise RecoveryPhraseError("expected one recovery phrase line")
+    return phrase.from_phrase(lines[0])

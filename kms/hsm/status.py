@@ -21,9 +21,11 @@ from yubihsm.objects import AuthenticationKey
 
 from kms.errors import HsmAdminError, HsmError
 from kms.hsm.devices import Target, device_facts, duplicate_serials, open_session, strip_name
-from kms.hsm.roles import FACTORY_AUTH_KEY_ID, cap_names, domain_list
+from kms.hsm.keyadmin import list_asymmetric_keys
+from kms.hsm.roles import cap_names, domain_list
 from kms.pubkey import validator_address
-from kms.signer.yubihsm import factory_auth_key_present, find_key, list_asymmetric_keys
+from kms.signer.yubihsm import factory_auth_key_present, find_key
+from kms.signer.yubihsm_session import FACTORY_AUTH_KEY_ID
 
 
 @dataclass(slots=True)

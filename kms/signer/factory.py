@@ -24,13 +24,12 @@ from kms.signer.base import Signer
 from kms.signer.hedge import HedgePolicy
 from kms.signer.replicas import ReplicaSet
 from kms.signer.softsign import load_softsign
-from kms.signer.yubihsm import (
+from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner
+from kms.signer.yubihsm_session import (
     Connector,
     Credentials,
     HttpConnector,
     UsbConnector,
-    YubiHsmDevice,
-    YubiHsmSigner,
     check_distinct_devices,
     derive_credentials,
 )

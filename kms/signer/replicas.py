@@ -3,9 +3,12 @@
 Owns: sending each request to a replica (chosen by
 `kms.signer.replica_policy.choose_replica`, a pure function of small frozen
 views), retrying the same message on another replica when one fails, hedging
-a stalled one (`kms.signer.hedge`), the health loop that keeps sessions alive
-and brings failed replicas back, and the failover and hedge counters. Never touches double-sign state, sockets or
-the privval protocol; never decides *whether* to sign, only *where*.
+a stalled one (`kms.signer.hedge`), and the failover and hedge counters. The
+replicas themselves (opening them, marking them up and down, the health loop
+that keeps sessions alive and brings failed replicas back) are
+`kms.signer.replica_pool`. Never touches double-sign state, sockets or the
+privval protocol; never decides *whether* to sign, only *where*. (About 400
+lines, most of them the rules below: one request race, kept in one place.)
 
 Why failover cannot double sign: Ed25519 is deterministic. Every replica holds
 the same key (checked at `open()` and again whenever a replica comes back), so
@@ -17,11 +20,8 @@ key before it is returned; a replica that returns a bad signature is treated as
 failed.
 
 Rules:
-- `open()` opens every replica concurrently. Every replica that answers must
-  report the same public key, else `KeyMismatchError` naming the devices. A
-  replica that cannot be reached is marked down and logged; start-up needs AT
-  LEAST ONE replica to answer (otherwise `NoHealthyReplicaError`), because the
-  key's public half must be known and verified before serving.
+- `open()`: every replica that answers reports the same key, at least one
+  answers (see `kms.signer.replica_pool`).
 - Policy `spread`: the healthy replica with the least outstanding work (ties:
   the one given fewest requests so far, then config order), so N replicas give
   about N devices' throughput. Outstanding work is counted per device (the
@@ -59,16 +59,13 @@ Rules:
   from a hang. `attempt_timeout` (off by default) caps every attempt for
   signers that cannot; note that such a cap includes queueing, so under load
   it can mark busy replicas down.
-- `run_health(stop)`: pings every up replica every `health_interval` seconds
-  (keeping device sessions inside their idle limit) and probes down replicas
-  every `down_probe_interval` seconds (re-open, ping, key check) to bring them
-  back.
+- `run_health(stop)`: the pool's health loop (pings up replicas, probes down
+  ones back into service).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import math
@@ -78,68 +75,24 @@ from collections.abc import Callable, Sequence
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from kms.errors import KeyMismatchError, NoHealthyReplicaError, SignerError
+from kms.errors import NoHealthyReplicaError, SignerError, describe
 from kms.signer.base import Health, Signature, Signer
-from kms.signer.hedge import DEFAULT_HEDGE, HedgePolicy, LatencyWindow, hedge_delay
+from kms.signer.hedge import DEFAULT_HEDGE, HedgePolicy, hedge_delay
 from kms.signer.replica_policy import (
     POLICY_KEYS,
     NoObserver,
-    Pingable,
     Policy,
     ReplicaObserver,
     ReplicaSetStats,
-    ReplicaState,
-    ReplicaStats,
-    ReplicaView,
     choose_replica,
 )
+from kms.signer.replica_pool import Replica, ReplicaPool
 
 log = logging.getLogger(__name__)
 
 
-class _Replica:
-    """Mutable bookkeeping for one replica (owned by the ReplicaSet, one event loop)."""
-
-    def __init__(self, index: int, signer: Signer, window: int) -> None:
-        self.index = index
-        self.signer = signer
-        self.state: ReplicaState = "down"
-        self.outstanding = 0
-        self.assigned = 0
-        self.signatures = 0
-        self.errors = 0
-        self.last_error = "not opened"
-        self.last_latency: float | None = None
-        self.last_probe = float("-inf")
-        self.opened = False
-        # service times (queueing excluded) of recent signatures, for the hedge delay
-        self.latencies = LatencyWindow(window)
-        # the last time it answered (any attempt), or when it became busy after being idle
-        self.progress = 0.0
-        self.down_event = asyncio.Event()  # set when marked down; replaced when back up
-
-    @property
-    def name(self) -> str:
-        return self.signer.name
-
-    def view(self) -> ReplicaView:
-        # the device's own queue when the signer knows it: several chains (each with its
-        # own ReplicaSet) share one device, and spread must see all of their work
-        # (our own count too: a request just started reaches the device's queue only
-        # when its task first runs, and a burst must not pile onto one device meanwhile)
-        device_load = self.signer.load
-        load = self.outstanding if device_load is None else max(device_load, self.outstanding)
-        return ReplicaView(self.index, self.state, load, self.assigned)
-
-
 class _FailedMeanwhile(Exception):
     """Another request found this replica broken while this one was waiting on it."""
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    return str(exc) or type(exc).__name__
 
 
 class ReplicaSet(Signer):
@@ -170,15 +123,21 @@ class ReplicaSet(Signer):
             raise ValueError(f"replica set {name!r}: replica names must be unique: {names}")
         self.name = name
         self.policy: Policy = policy
-        self.health_interval = health_interval
-        self.down_probe_interval = down_probe_interval
         self.attempt_timeout = attempt_timeout
         self.default_timeout = default_timeout
-        self.probe_timeout = probe_timeout
         self._clock = clock
         self.hedge = hedge
-        self._replicas = [_Replica(i, s, hedge.window) for i, s in enumerate(replicas)]
-        self._public_key: bytes | None = None
+        self.pool = ReplicaPool(
+            name,
+            replicas,
+            window=hedge.window,
+            health_interval=health_interval,
+            down_probe_interval=down_probe_interval,
+            probe_timeout=probe_timeout,
+            observer=lambda: self.observer,
+            clock=clock,
+        )
+        self._replicas = self.pool.replicas
         self._verify_key: VerifyKey | None = None
         self._failovers = 0
         self._exhausted = 0
@@ -191,56 +150,15 @@ class ReplicaSet(Signer):
 
     @property
     def public_key(self) -> bytes:
-        if self._public_key is None:
-            raise SignerError(f"replica set {self.name}: public key unknown before open()")
-        return self._public_key
+        return self.pool.known_key()
 
     async def open(self) -> None:
-        results = await asyncio.gather(
-            *(self._open_one(r) for r in self._replicas), return_exceptions=True
-        )
-        keys: dict[str, bytes] = {}
-        for r, res in zip(self._replicas, results, strict=True):
-            if isinstance(res, bytes):
-                keys[r.name] = res
-            elif isinstance(res, BaseException):
-                if not isinstance(res, Exception):
-                    raise res
-                r.state, r.last_error = "down", _describe(res)
-                r.errors += 1
-                # the error names the replica; an auth failure is not "unreachable"
-                log.warning("%s: replica down at start: %s", self.name, r.last_error)
-        if not keys:
-            detail = "; ".join(
-                e if (e := r.last_error).startswith(r.name) else f"{r.name}: {e}"
-                for r in self._replicas
-            )
-            await self.close()
-            raise NoHealthyReplicaError(f"{self.name}: no replica could be opened ({detail})")
-        if len(set(keys.values())) > 1:
-            detail = ", ".join(f"{n}={k.hex()}" for n, k in keys.items())
-            await self.close()
-            raise KeyMismatchError(f"{self.name}: replicas disagree on the public key: {detail}")
-        self._public_key = next(iter(keys.values()))
-        self._verify_key = VerifyKey(self._public_key)
-        for r in self._replicas:
-            if r.name in keys:
-                self._mark_up(r)
-                r.last_probe = self._clock()
-        up = [r.name for r in self._replicas if r.state == "up"]
-        log.info(
-            "%s: opened replicas %s (%d of %d up)", self.name, up, len(up), len(self._replicas)
-        )
-
-    async def _open_one(self, r: _Replica) -> bytes:
-        await r.signer.open()
-        r.opened = True
-        return r.signer.public_key
+        self._verify_key = VerifyKey(await self.pool.open())
 
     async def close(self) -> None:
         for fut in list(self._background):
             fut.cancel()
-        await asyncio.gather(*(r.signer.close() for r in self._replicas), return_exceptions=True)
+        await self.pool.close()
 
     # --- signing -----------------------------------------------------------------------
 
@@ -281,8 +199,8 @@ class ReplicaSet(Signer):
         tried: set[int] = set()
         failures: list[str] = []
         # attempts in flight, by the replica they run on; the last one started is last
-        running: dict[asyncio.Future[Signature], _Replica] = {}
-        first: _Replica | None = None  # where the request went before any hedge
+        running: dict[asyncio.Future[Signature], Replica] = {}
+        first: Replica | None = None  # where the request went before any hedge
         last_failed = ""
         second_round = False
         no_hedge_target = not self.hedge.enabled
@@ -331,7 +249,7 @@ class ReplicaSet(Signer):
                         if r is not first:
                             self._hedge_wins += 1
                         return fut.result()
-                    failures.append(f"{r.name}: {_describe(exc)}")
+                    failures.append(f"{r.name}: {describe(exc)}")
                     last_failed = r.name
                 if running and self._clock() >= deadline:
                     # what still runs ends on its own (each attempt is bounded by the
@@ -357,7 +275,7 @@ class ReplicaSet(Signer):
             views = [v for v in views if v.state == "up"]
         return choose_replica(views, self.policy, frozenset(tried))
 
-    def _stalled_at(self, r: _Replica) -> float:
+    def _stalled_at(self, r: Replica) -> float:
         """When `r` counts as stalled: no answer since its last progress for a hedge delay.
 
         Progress is the device's own last answer when the signer reports it (other
@@ -366,7 +284,7 @@ class ReplicaSet(Signer):
         mark = r.progress if device is None else max(r.progress, device)
         return mark + hedge_delay(self.hedge, r.latencies)
 
-    def _hedge(self, slow: _Replica, to: _Replica, now: float) -> None:
+    def _hedge(self, slow: Replica, to: Replica, now: float) -> None:
         self._hedges += 1
         self.observer.hedge(self.name, slow.name, to.name)
         log.info(
@@ -383,7 +301,7 @@ class ReplicaSet(Signer):
         message: bytes,
         deadline: float,
         tried: set[int],
-        running: dict[asyncio.Future[Signature], _Replica],
+        running: dict[asyncio.Future[Signature], Replica],
     ) -> None:
         """Start an attempt on replica `idx`."""
         r = self._replicas[idx]
@@ -405,7 +323,7 @@ class ReplicaSet(Signer):
         task.add_done_callback(functools.partial(self._attempt_done, r))
         running[task] = r
 
-    def _attempt_done(self, r: _Replica, _: asyncio.Future[Signature]) -> None:
+    def _attempt_done(self, r: Replica, _: asyncio.Future[Signature]) -> None:
         r.outstanding -= 1
         r.progress = self._clock()
 
@@ -420,7 +338,7 @@ class ReplicaSet(Signer):
             fut.exception()  # already recorded by _sign_on; retrieved so asyncio stays quiet
 
     async def _sign_on(
-        self, r: _Replica, message: bytes, timeout: float, down: asyncio.Event
+        self, r: Replica, message: bytes, timeout: float, down: asyncio.Event
     ) -> Signature:
         """One attempt on one replica (`_start` counts it as outstanding until it ends)."""
         start = self._clock()
@@ -439,7 +357,7 @@ class ReplicaSet(Signer):
         except BaseException as e:
             self.observer.hsm_request(r.name, self._clock() - start, False)
             if isinstance(e, Exception) and not isinstance(e, _FailedMeanwhile):
-                self._mark_down(r, e)
+                self.pool.mark_down(r, e)
             raise
         finally:
             watcher.cancel()
@@ -457,7 +375,7 @@ class ReplicaSet(Signer):
         self.observer.hsm_request(r.name, r.last_latency, True)
         return Signature(sig.signature, r.name)
 
-    def _verify(self, r: _Replica, message: bytes, signature: bytes) -> None:
+    def _verify(self, r: Replica, message: bytes, signature: bytes) -> None:
         assert self._verify_key is not None
         try:
             self._verify_key.verify(message, signature)
@@ -467,94 +385,25 @@ class ReplicaSet(Signer):
                 f"{self.name}'s public key"
             ) from None
 
-    def _mark_down(self, r: _Replica, exc: BaseException) -> None:
-        r.errors += 1
-        r.last_error = _describe(exc)
-        if r.state == "up":
-            log.error("%s: replica %s marked down: %s", self.name, r.name, r.last_error)
-        if r.state != "mismatch":
-            r.state = "down"
-        self.observer.hsm_health(r.name, False)
-        r.down_event.set()
-        r.last_probe = self._clock()
-
-    def _mark_up(self, r: _Replica) -> None:
-        if r.state != "up":
-            r.down_event = asyncio.Event()
-        r.state, r.last_error = "up", ""
-        self.observer.hsm_health(r.name, True)
-
-    # --- health --------------------------------------------------------------------------
+    # --- health (kms.signer.replica_pool) ----------------------------------------------
 
     async def probe(self, r_index: int) -> None:
         """Probe one replica now: ping if up; re-open, ping and key-check if down."""
-        r = self._replicas[r_index]
-        if r.state == "mismatch":
-            return
-        r.last_probe = self._clock()
-        was = r.state
-        try:
-            await asyncio.wait_for(self._probe_inner(r), self.probe_timeout)
-        except asyncio.CancelledError:
-            raise
-        except KeyMismatchError as e:
-            r.state, r.last_error = "mismatch", str(e)
-            r.down_event.set()
-            r.errors += 1
-            log.error("%s: replica %s excluded: %s", self.name, r.name, e)
-            return
-        except Exception as e:
-            self._mark_down(r, e)
-            return
-        if was != "up":
-            log.info("%s: replica %s back in service", self.name, r.name)
-        self._mark_up(r)
-
-    async def _probe_inner(self, r: _Replica) -> None:
-        if r.state != "up" or not r.opened:
-            await r.signer.open()
-            r.opened = True
-            key = r.signer.public_key
-            if self._public_key is not None and key != self._public_key:
-                raise KeyMismatchError(
-                    f"{r.name} reports public key {key.hex()}, the set's key is "
-                    f"{self._public_key.hex()}"
-                )
-        if isinstance(r.signer, Pingable):
-            await r.signer.ping(timeout=self.probe_timeout)
-
-    def _due(self, r: _Replica, now: float) -> float:
-        interval = self.health_interval if r.state == "up" else self.down_probe_interval
-        return r.last_probe + interval
+        await self.pool.probe(r_index)
 
     async def check_health(self) -> None:
         """One round: probe every replica whose interval has elapsed, concurrently."""
-        now = self._clock()
-        due = [
-            r.index for r in self._replicas if r.state != "mismatch" and self._due(r, now) <= now
-        ]
-        if due:
-            await asyncio.gather(*(self.probe(i) for i in due))
+        await self.pool.check_health()
 
     async def run_health(self, stop: asyncio.Event) -> None:
         """Run health rounds until `stop` is set (the supervisor owns this task)."""
-        while not stop.is_set():
-            await self.check_health()
-            now = self._clock()
-            pending = [self._due(r, now) for r in self._replicas if r.state != "mismatch"]
-            wait = max(0.05, min(pending) - now) if pending else self.health_interval
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait)
+        await self.pool.run_health(stop)
 
     def health(self) -> Health:
-        detail = ", ".join(
-            f"{r.name}: {r.state}" + (f" ({r.last_error})" if r.last_error else "")
-            for r in self._replicas
-        )
-        return Health(any(r.state == "up" for r in self._replicas), detail)
+        return self.pool.health()
 
     def replica_health(self) -> dict[str, Health]:
-        return {r.name: Health(r.state == "up", r.last_error or r.state) for r in self._replicas}
+        return self.pool.replica_health()
 
     @property
     def replicas(self) -> tuple[Signer, ...]:
@@ -568,16 +417,5 @@ class ReplicaSet(Signer):
             exhausted=self._exhausted,
             hedges=self._hedges,
             hedge_wins=self._hedge_wins,
-            replicas=tuple(
-                ReplicaStats(
-                    r.name,
-                    r.state,
-                    r.outstanding,
-                    r.signatures,
-                    r.errors,
-                    r.last_error,
-                    r.last_latency,
-                )
-                for r in self._replicas
-            ),
+            replicas=tuple(r.stats() for r in self._replicas),
         )

@@ -15,9 +15,9 @@ from yubihsm.backends.http import HttpBackend
 from yubihsm.defs import CAPABILITY
 from yubihsm.objects import AsymmetricKey, WrapKey
 
-from kms.cli.keys import SeedSource, read_key_source
 from kms.cli.main import cli
 from kms.hsm.backup import RawWrapped, detect_raw_wrapped
+from kms.hsm.keyfiles import SeedSource, read_key_source
 from kms.keyfile import write_secret_file
 from kms.pubkey import validator_address
 from kms.sim.yubihsm import SimulatedHsm

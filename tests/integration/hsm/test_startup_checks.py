@@ -106,7 +106,8 @@ def test_start_names_the_auth_problem_once_and_not_as_unreachable(
 async def test_a_failing_factory_key_check_never_keeps_a_replica_from_signing(
     sim: SimulatedHsm, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from kms.signer.yubihsm import YubiHsmSigner, derive_credentials
+    from kms.signer.yubihsm import YubiHsmSigner
+    from kms.signer.yubihsm_session import derive_credentials
 
     sim.device.put_ed25519_seed(KEY_ID, bytes(32))
     sim.faults.fail_next(1, 0x0B, commands={0x48})  # LIST_OBJECTS: the check's only command

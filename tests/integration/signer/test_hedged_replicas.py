@@ -14,7 +14,8 @@ from nacl.signing import SigningKey
 
 from kms.signer.hedge import HedgePolicy
 from kms.signer.replicas import ReplicaSet
-from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner, derive_credentials
+from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner
+from kms.signer.yubihsm_session import derive_credentials
 
 from .conftest import KEY_ID, SEED, SIGNER_AUTH_ID, SIGNER_PASSWORD, SimFactory
 

@@ -9,17 +9,19 @@ import time
 import pytest
 from nacl.signing import SigningKey
 
-from kms.errors import HsmConnectionError, HsmDeviceError, HsmTimeoutError, NoHealthyReplicaError
-from kms.signer import yubihsm as yh
+from kms.errors import (
+    HsmAuthError,
+    HsmConnectionError,
+    HsmDeviceError,
+    HsmKeyError,
+    HsmTimeoutError,
+    NoHealthyReplicaError,
+)
+from kms.signer import yubihsm_session as yh
 from kms.signer.replicas import ReplicaSet
 from kms.signer.softsign import SoftSigner
-from kms.signer.yubihsm import (
-    HsmAuthError,
-    HsmKeyError,
-    YubiHsmDevice,
-    YubiHsmSigner,
-    derive_credentials,
-)
+from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner
+from kms.signer.yubihsm_session import derive_credentials
 from kms.sim.yubihsm import Cap, SimulatedHsm
 
 from .conftest import KEY_ID, SEED, SIGNER_AUTH_ID, SIGNER_PASSWORD, SimFactory

@@ -98,3 +98,21 @@ def test_share_text_is_checked() -> None:
         shamir.parse_share("abandon " * 24)
     with pytest.raises(RecoveryPhraseError, match="2 <= M"):
         shamir.split(bytes(32), 1, 3)
+
+
+def test_share_lines_are_text_shares_any_m_of_which_recover() -> None:
+    entropy = bytes(range(32))
+    lines = shamir.share_lines(entropy, 2, 3)
+    assert [line.split(":")[0] for line in lines] == ["2-1", "2-2", "2-3"]
+    for pair in itertools.combinations(lines, 2):
+        assert shamir.recover_entropy(list(pair)) == entropy
+
+
+def test_recover_entropy_takes_one_phrase_line_or_shares() -> None:
+    entropy = bytes(range(32))
+    text = phrase.to_phrase(entropy)
+    assert shamir.recover_entropy([text]) == entropy
+    with pytest.raises(RecoveryPhraseError, match="one recovery phrase line"):
+        shamir.recover_entropy([text, text])
+    with pytest.raises(RecoveryPhraseError, match="need 2 shares"):
+        shamir.recover_entropy(shamir.share_lines(entropy, 2, 3)[:1])

@@ -23,7 +23,8 @@ from kms.keyfile import write_base64_seed, write_secret_file
 from kms.signer.factory import build_signers, read_password_file
 from kms.signer.replicas import ReplicaSet
 from kms.signer.softsign import SoftSigner
-from kms.signer.yubihsm import Credentials, HttpConnector, UsbConnector, YubiHsmSigner
+from kms.signer.yubihsm import YubiHsmSigner
+from kms.signer.yubihsm_session import Credentials, HttpConnector, UsbConnector
 
 
 def chain(cid: str) -> ChainConfig:
@@ -73,7 +74,7 @@ def test_replicas_of_a_chain_form_one_set_in_config_order_with_hsm_policy() -> N
     rs = signers["a-1"]
     assert isinstance(rs, ReplicaSet)
     assert [r.name for r in rs.replicas] == ["hsm-b:1", "hsm-a:2"]
-    assert (rs.policy, rs.health_interval, rs.attempt_timeout) == ("primary", 3.0, None)
+    assert (rs.policy, rs.pool.health_interval, rs.attempt_timeout) == ("primary", 3.0, None)
     members = rs.replicas
     assert all(isinstance(m, YubiHsmSigner) and m.key_id == 7 for m in members)
     first = members[0]

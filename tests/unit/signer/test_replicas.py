@@ -9,7 +9,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from kms.errors import KeyMismatchError, NoHealthyReplicaError
-from kms.signer.replicas import ReplicaSet, ReplicaView, choose_replica
+from kms.signer.replica_policy import ReplicaView, choose_replica
+from kms.signer.replicas import ReplicaSet
 
 from .fakes import FakeReplica
 
@@ -354,3 +355,44 @@ async def test_every_replica_failing_once_gets_one_more_round() -> None:
     sig = await rs.sign_traced(b"m", timeout=1.0)
     assert sig.by == "hsm-a"
     assert rs.stats.failovers == 2
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    def hsm_request(self, replica: str, latency_s: float, ok: bool) -> None:
+        self.events.append(("request", replica, str(ok)))
+
+    def hsm_health(self, replica: str, healthy: bool) -> None:
+        self.events.append(("health", replica, str(healthy)))
+
+    def failover(self, chain: str, from_replica: str, to_replica: str) -> None:
+        self.events.append(("failover", from_replica, to_replica))
+
+    def hedge(self, chain: str, slow_replica: str, to_replica: str) -> None:
+        self.events.append(("hedge", slow_replica, to_replica))
+
+
+async def test_an_observer_set_after_construction_sees_health_and_failover() -> None:
+    # the supervisor sets `observer` on a built set: the replica pool must report to it
+    reps = make(2)
+    rs = ReplicaSet("c", reps, policy="primary")
+    seen = RecordingObserver()
+    rs.observer = seen
+    await rs.open()
+    reps[0].mode = "refused"
+    await rs.sign(b"m")
+    reps[0].mode = "ok"
+    rs.pool.replicas[0].last_probe = float("-inf")
+    await rs.check_health()
+    assert seen.events == [
+        ("health", "hsm-a", "True"),
+        ("health", "hsm-b", "True"),
+        ("request", "hsm-a", "False"),
+        ("health", "hsm-a", "False"),
+        ("failover", "hsm-a", "hsm-b"),
+        ("request", "hsm-b", "True"),
+        ("health", "hsm-a", "True"),
+    ]
+    await rs.close()

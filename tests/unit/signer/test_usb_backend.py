@@ -21,7 +21,12 @@ from yubihsm.backends.usb import UsbBackend
 from kms.cli.main import cli
 from kms.errors import HsmConnectionError
 from kms.keyfile import write_secret_file
-from kms.signer.yubihsm import DeviceSession, derive_credentials, make_backend, parse_connector
+from kms.signer.yubihsm_session import (
+    DeviceSession,
+    derive_credentials,
+    make_backend,
+    parse_connector,
+)
 from kms.sim.yubihsm.device import SimDevice
 
 

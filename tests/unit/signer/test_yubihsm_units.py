@@ -1,4 +1,4 @@
-"""Pure parts of kms.signer.yubihsm: connector addresses, error mapping, derivation cache."""
+"""Pure parts of kms.signer.yubihsm_session: connector addresses, error mapping, derivation cache."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from yubihsm.exceptions import (
     YubiHsmInvalidResponseError,
 )
 
-from kms.errors import HsmConnectionError, HsmDeviceError, HsmTimeoutError
-from kms.signer import yubihsm as yh
-from kms.signer.yubihsm import (
-    HsmAuthError,
+from kms.errors import HsmAuthError, HsmConnectionError, HsmDeviceError, HsmTimeoutError
+from kms.signer import yubihsm_session as yh
+from kms.signer.yubihsm_session import (
     HttpConnector,
     UsbConnector,
     connector_name,
