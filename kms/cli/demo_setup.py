@@ -15,12 +15,12 @@ from kms.config import Config, load_config
 from kms.identity import write_identity_key
 from kms.keyfile import write_base64_seed, write_secret_file
 from kms.privval.messages import Dialect
+from kms.signer.yubihsm_session import FACTORY_AUTH_KEY_ID
 from kms.sim.yubihsm import SimulatedHsm
 from kms.state.machine import SignState
 from kms.state.store import StateStore
 
 DEMO_KEY_ID = 1
-FACTORY_AUTH_KEY = 1
 FACTORY_PASSWORD = "password"
 
 
@@ -103,7 +103,7 @@ class DemoSetup:
                 text += (
                     "[[providers.yubihsm]]\n"
                     f'adapter = {{ type = "http", addr = "tcp://{hsm.host}:{hsm.port}" }}\n'
-                    f'auth = {{ key = {FACTORY_AUTH_KEY}, password_file = "{self.password_file}" }}\n'
+                    f'auth = {{ key = {FACTORY_AUTH_KEY_ID}, password_file = "{self.password_file}" }}\n'
                     f'keys = [{{ chain_ids = ["{chain_id}"], key = {DEMO_KEY_ID} }}]\n\n'
                 )
             text += '[hsm]\npolicy = "spread"\nhealth_interval = 2\n'

@@ -41,6 +41,7 @@ from kms.chains import public_key_forms, render_forms
 from kms.cli.errors import EXIT_REFUSED
 from kms.cli.options import CONFIG_OPTION, CONNECTORS_OPTION, FILE, OBJECT_ID, json_option
 from kms.config import Config, KeyFormat, load_config
+from kms.config.schema import MAX_OBJECT_ID, MIN_OBJECT_ID
 from kms.errors import ConfigError, KeyCommandError
 from kms.hsm.backup import RawWrapped
 from kms.hsm.keyfiles import SeedSource, read_key_source
@@ -178,8 +179,10 @@ def _hsm_options(f: Callable[..., Any]) -> Callable[..., Any]:
 def _key_id(value: int | None) -> int:
     if value is None:
         raise click.UsageError("--key-id is required")
-    if not 1 <= value <= 0xFFFE:
-        raise click.BadParameter(f"{value}: expected 1..65534", param_hint="'--key-id'")
+    if not MIN_OBJECT_ID <= value <= MAX_OBJECT_ID:
+        raise click.BadParameter(
+            f"{value}: expected {MIN_OBJECT_ID}..{MAX_OBJECT_ID}", param_hint="'--key-id'"
+        )
     return value
 
 

@@ -13,8 +13,10 @@ from typing import Any
 
 import click
 
+from kms.config.schema import MAX_OBJECT_ID, MIN_OBJECT_ID
+
 FILE = click.Path(path_type=Path, dir_okay=False)  # a file (it need not exist yet)
-OBJECT_ID = click.IntRange(1, 0xFFFE)  # a YubiHSM2 object id
+OBJECT_ID = click.IntRange(MIN_OBJECT_ID, MAX_OBJECT_ID)  # a YubiHSM2 object id
 
 CONFIG_OPTION = click.option("-c", "--config", type=FILE, help="kms config")
 CONNECTORS_OPTION = click.option(
