@@ -25,6 +25,9 @@ class Signature:
 
     signature: bytes
     by: str
+    # other replicas this message was also sent to (a hedge, or a failover after an
+    # attempt whose outcome is unknown): their device logs may hold it too
+    also_sent_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

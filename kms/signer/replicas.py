@@ -66,6 +66,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -201,6 +202,7 @@ class ReplicaSet(Signer):
         # attempts in flight, by the replica they run on; the last one started is last
         running: dict[asyncio.Future[Signature], Replica] = {}
         first: Replica | None = None  # where the request went before any hedge
+        sent: list[str] = []  # every replica an attempt went to (for the audit log)
         last_failed = ""
         second_round = False
         no_hedge_target = not self.hedge.enabled
@@ -225,6 +227,7 @@ class ReplicaSet(Signer):
                         self.observer.failover(self.name, last_failed, self._replicas[idx].name)
                         log.warning("%s: failing over to %s", self.name, self._replicas[idx].name)
                     self._start(idx, message, deadline, tried, running)
+                    sent.append(self._replicas[idx].name)
                     first = self._replicas[idx]
                 elif not no_hedge_target:
                     slow = next(reversed(running.values()))
@@ -235,6 +238,7 @@ class ReplicaSet(Signer):
                         else:
                             self._hedge(slow, self._replicas[idx], now)
                             self._start(idx, message, deadline, tried, running)
+                            sent.append(self._replicas[idx].name)
                 hedge_at = math.inf
                 if not no_hedge_target and running:
                     hedge_at = self._stalled_at(next(reversed(running.values())))
@@ -248,7 +252,9 @@ class ReplicaSet(Signer):
                     if exc is None:
                         if r is not first:
                             self._hedge_wins += 1
-                        return fut.result()
+                        others = tuple(dict.fromkeys(n for n in sent if n != r.name))
+                        sig = fut.result()
+                        return dataclasses.replace(sig, also_sent_to=others) if others else sig
                     failures.append(f"{r.name}: {describe(exc)}")
                     last_failed = r.name
                 if running and self._clock() >= deadline:

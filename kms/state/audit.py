@@ -59,6 +59,9 @@ class AuditEntry:
     outcome: Outcome
     reason: str | None = None
     replica: str | None = None
+    # other replicas the same sign bytes were sent to (hedged or failed over): each may
+    # also hold this signature in its device log (`kms hsm audit` allows for them)
+    also_sent_to: tuple[str, ...] = ()
 
     @classmethod
     def make(
@@ -74,6 +77,7 @@ class AuditEntry:
         outcome: Outcome,
         reason: str | None = None,
         replica: str | None = None,
+        also_sent_to: tuple[str, ...] = (),
     ) -> AuditEntry:
         return cls(
             time=time,
@@ -86,6 +90,7 @@ class AuditEntry:
             outcome=outcome,
             reason=reason,
             replica=replica,
+            also_sent_to=also_sent_to,
         )
 
     @property
@@ -97,6 +102,8 @@ class AuditEntry:
         obj["time"] = format_time(self.time)
         obj["height"] = str(self.height)
         obj["step_name"] = self.step_name
+        if not self.also_sent_to:
+            del obj["also_sent_to"]  # the common case: lines stay as they were
         return json.dumps(obj, separators=(",", ":"), sort_keys=True) + "\n"
 
     @classmethod
@@ -120,6 +127,7 @@ class AuditEntry:
             outcome=outcome,
             reason=obj.get("reason"),
             replica=obj.get("replica"),
+            also_sent_to=tuple(str(n) for n in obj.get("also_sent_to", ())),
         )
 
 

@@ -255,7 +255,7 @@ class ChainGuard:
             self._state = new_state
             # (with a gate, what was signed may be the stored message, not the request's)
             signed = replace(cand, sign_bytes=sign_bytes, timestamp=timestamp)
-            self._audit(signed, "signed", replica=sig.by)
+            self._audit(signed, "signed", replica=sig.by, also_sent_to=sig.also_sent_to)
             return GuardResult("signed", sig.signature, timestamp, sign_bytes, None, sig.by)
 
     async def _offload(self, fn: Callable[[], T]) -> T:
@@ -312,6 +312,7 @@ class ChainGuard:
         *,
         reason: str | None = None,
         replica: str | None = None,
+        also_sent_to: tuple[str, ...] = (),
     ) -> None:
         if self.audit is None:
             return
@@ -327,5 +328,6 @@ class ChainGuard:
                 outcome=outcome,
                 reason=reason,
                 replica=replica,
+                also_sent_to=also_sent_to,
             )
         )

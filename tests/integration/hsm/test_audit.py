@@ -82,7 +82,7 @@ class Fleet:
         if record:
             self.record(i)
 
-    def record(self, i: int, step: int = 1) -> None:
+    def record(self, i: int, step: int = 1, also_sent_to: tuple[str, ...] = ()) -> None:
         self.height += 1
         log = AuditLog(self.audit_log)
         log.record(
@@ -96,6 +96,7 @@ class Fleet:
                 sign_bytes=b"vote %d" % self.height,
                 outcome="signed",
                 replica=self.name(i),
+                also_sent_to=also_sent_to,
             )
         )
         log.close()
@@ -143,8 +144,25 @@ def test_a_signature_without_kms_record_is_a_gap(fleet: Fleet) -> None:
     code, doc = fleet.audit()
     assert code == 1
     assert doc["gaps"] == [
-        "1 device signatures have no kms record (1 beyond kms's vote records, at most 0 vote extensions)"
+        "1 device signatures have no kms record (1 beyond kms's vote records; at most 0 are"
+        " vote extensions or hedged and failed-over attempts)"
     ]
+
+
+def test_a_hedged_request_signed_on_both_devices_is_not_a_gap(fleet: Fleet) -> None:
+    fleet.sign(0, record=False)  # the stalled replica finished after all
+    fleet.sign(1, record=False)  # the hedge that answered first
+    fleet.record(1, also_sent_to=(fleet.name(0),))
+    code, doc = fleet.audit()
+    assert code == 0 and doc["gaps"] == [], doc
+
+
+def test_without_the_hedge_noted_the_same_signatures_are_a_gap(fleet: Fleet) -> None:
+    fleet.sign(0, record=False)
+    fleet.sign(1, record=False)
+    fleet.record(1)
+    code, doc = fleet.audit()
+    assert code == 1 and "1 device signatures have no kms record" in doc["gaps"][0], doc
 
 
 def test_a_non_nil_precommit_allows_one_extension_signature(fleet: Fleet) -> None:

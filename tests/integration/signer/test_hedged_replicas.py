@@ -66,6 +66,8 @@ async def test_hung_primary_costs_about_one_device_latency_more(sims: SimFactory
             latencies.append(time.monotonic() - t0)
             assert sig.signature == expected(b"m-%d" % i)
             assert sig.by != "hsm-a"
+            if i == 0:  # hedged: the hung replica may still sign it (for the audit log)
+                assert sig.also_sent_to == ("hsm-a",)
         # the first request waits one hedge delay (1.5 x ~45 ms, floor 50 ms) plus one
         # device latency; the request timeout (1 s) is never waited out
         assert latencies[0] < 0.35, latencies
