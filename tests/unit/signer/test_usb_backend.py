@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import usb.core  # type: ignore[import-untyped]
 from click.testing import CliRunner
-from yubihsm import YubiHsm
 from yubihsm.backends.usb import UsbBackend
+from yubihsm.core import YubiHsm
 
 from kms.cli.main import cli
 from kms.errors import HsmConnectionError

@@ -23,7 +23,7 @@ from tests.unit.state.helpers import CHAIN, NIL, PRECOMMIT, PREVOTE, SEED, SoftS
 A = block(0xAB)
 
 
-def run(*args: str, input: str | None = None) -> Result:
+def run(*args: str | Path, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, ["state", *map(str, args)], input=input)
 
 
