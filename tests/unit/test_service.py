@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from nacl.signing import SigningKey, VerifyKey
@@ -62,11 +63,21 @@ class BrokenSigner(Signer):
 
 
 def make_service(
-    tmp_path: Path, signer: Signer | None = None, **chain_opts: object
+    tmp_path: Path,
+    signer: Signer | None = None,
+    *,
+    sign_extensions: bool = True,
+    raw_bytes: Literal["off", "prefixed"] = "off",
 ) -> Iterator[SignService]:
     state = tmp_path / "state.json"
     StateStore.create(state, SignState.initial())
-    cfg = ChainConfig(id=CHAIN, key_format=KeyFormat(), state_file=state, **chain_opts)  # type: ignore[arg-type]
+    cfg = ChainConfig(
+        id=CHAIN,
+        key_format=KeyFormat(),
+        state_file=state,
+        sign_extensions=sign_extensions,
+        raw_bytes=raw_bytes,
+    )
     guard = ChainGuard(CHAIN, StateStore(state))
     try:
         yield SignService({CHAIN: Chain(cfg, guard, signer or SoftSigner(SEED))})

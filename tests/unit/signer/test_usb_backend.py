@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import usb.core  # type: ignore[import-untyped]
+import usb.core  # type: ignore[import-untyped]  # pyusb ships no type information
 from click.testing import CliRunner
 from yubihsm.backends.usb import UsbBackend
 from yubihsm.core import YubiHsm
