@@ -353,9 +353,17 @@ class KmsHost(_Process):
 
     # -- process ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60) -> None:
+        """`kms start`, returning once it has logged "kms started" (config loaded, links
+        dialing): a node waits only 3 s for its signer at start-up, kms redials within 1 s."""
         self.write_config()
         self._spawn([*KMS, "start", "-c", str(self.config_path), "--log-format", "json"])
+        deadline = time.monotonic() + timeout
+        while sum(e.get("msg") == "kms started" for e in self.log_events()) < self.starts:
+            self.assert_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.host_name} did not start\n{self.describe()}")
+            time.sleep(0.1)
 
     def log_events(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []

@@ -42,21 +42,22 @@ def test_migration_to_another_host_with_the_watermark_carried(rig: Rig, carry: s
     early = check_commits(watcher, range(2, 8), net.chain_id, key.public_key, key.address)
     assert len(early.signed) >= 3, "host A must be signing before the move: " + early.summary()
 
+    # 0. host B is prepared ahead, as an operator would: its own home, key and identity
+    host_b = rig.kms_host("host-b", net.chain_id)
+    host_b.add_validator(laddr, rig.cometbft.protocol_version)
+    host_b.use_softsign(key.path)
     # 1. stop host A
     host_a.stop()
     stopped_at = watcher.height()
     a_state = host_a.read_state()
     # 2. let a block pass without us
     watcher.wait_for_height(stopped_at + 2, timeout=30)
-    # 3. carry the watermark to host B (its own home, key and identity)
-    host_b = rig.kms_host("host-b", net.chain_id)
-    host_b.add_validator(laddr, rig.cometbft.protocol_version)
+    # 3. carry the watermark to host B
     if carry == "import":  # copy A's state file over and import it
         host_b.state_import(host_a.state_file)
     else:  # read A's watermark and type it in on B
         shown = host_a.state_show()
         host_b.state_set(shown["height"], shown["round"], shown["step_name"])
-    host_b.use_softsign(key.path)
     assert host_b.read_state() == a_state
     # 4. start host B and wait until our signature is back in a commit
     t0 = time.monotonic()
