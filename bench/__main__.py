@@ -58,36 +58,63 @@ def _num(d: Any, *keys: str) -> float:
     return float(d) if isinstance(d, int | float) else math.nan
 
 
+# (label, section, keys into the section's data, limit): every fixed target is "value <= limit"
+_Goal = tuple[str, str, tuple[str, ...], float]
+_GOALS_BEFORE_HSM: tuple[_Goal, ...] = (
+    (
+        "softsign p50 / tmkms p50, 1 chain, paired runs (median) <= 1.0",
+        "tmkms",
+        ("paired_1x1", "median_ratio"),
+        1.0,
+    ),
+    ("softsign p99, 1 chain (ms) <= 1", "softsign", ("1x1", "p99"), 1.0),
+    ("softsign p99, 50x2 (ms) <= 3", "softsign", ("50x2", "p99"), 3.0),
+    (
+        "CPU per request, softsign 1x1 (ms) <= 0.25",
+        "softsign",
+        ("1x1", "cpu_ms_per_request"),
+        0.25,
+    ),
+    ("hung replica -> signature (ms, max) <= 300", "failover", ("hang", "max"), 300.0),
+    (
+        "precommit with extension, 3 replicas at 110 ms (ms, p50) <= 130",
+        "extension",
+        ("3", "p50"),
+        130.0,
+    ),
+)
+_GOALS_AFTER_HSM: tuple[_Goal, ...] = (
+    ("failover after refused connection (ms, max)", "failover", ("refused", "max"), 250.0),
+    ("failover after reset mid-signature (ms, max)", "failover", ("reset", "max"), 250.0),
+    (
+        "failed requests, 3 replicas, one refused under load",
+        "failover",
+        ("under_load_refused", "failed_requests"),
+        0.0,
+    ),
+    (
+        "failed requests, 3 replicas, one hung under load",
+        "failover",
+        ("under_load_hang", "failed_requests"),
+        0.0,
+    ),
+    ("shared gate added p50 (ms) <= 2", "shared", ("gate", "p50"), 2.0),
+    ("shared gate added p99 (ms) <= 10", "shared", ("gate", "p99"), 10.0),
+    ("host take-over (ms, max) <= 2000", "shared", ("takeover", "max"), 2000.0),
+)
+
+
 def compute_targets(results: dict[str, Section]) -> list[Target]:
-    soft = results["softsign"].data if "softsign" in results else {}
-    tm = results["tmkms"].data if "tmkms" in results else {}
-    hsm = results["hsm"].data if "hsm" in results else {}
-    fo = results["failover"].data if "failover" in results else {}
-    ext = results["extension"].data if "extension" in results else {}
-    sh = results["shared"].data if "shared" in results else {}
-    targets = [
-        Target(
-            "softsign p50 / tmkms p50, 1 chain, paired runs (median) <= 1.0",
-            _num(tm, "paired_1x1", "median_ratio"),
-            1.0,
-            "<=",
-        ),
-        Target("softsign p99, 1 chain (ms) <= 1", _num(soft, "1x1", "p99"), 1.0, "<="),
-        Target("softsign p99, 50x2 (ms) <= 3", _num(soft, "50x2", "p99"), 3.0, "<="),
-        Target(
-            "CPU per request, softsign 1x1 (ms) <= 0.25",
-            _num(soft, "1x1", "cpu_ms_per_request"),
-            0.25,
-            "<=",
-        ),
-        Target("hung replica -> signature (ms, max) <= 300", _num(fo, "hang", "max"), 300.0, "<="),
-        Target(
-            "precommit with extension, 3 replicas at 110 ms (ms, p50) <= 130",
-            _num(ext, "3", "p50"),
-            130.0,
-            "<=",
-        ),
-    ]
+    def data(section: str) -> dict[str, Any]:
+        return results[section].data if section in results else {}
+
+    def goals(table: tuple[_Goal, ...]) -> list[Target]:
+        return [
+            Target(label, _num(data(sec), *keys), limit, "<=") for label, sec, keys, limit in table
+        ]
+
+    targets = goals(_GOALS_BEFORE_HSM)
+    hsm = data("hsm")
     for n in sorted(hsm, key=lambda k: int(k) if k.isdigit() else 0):
         if not n.isdigit():
             continue
@@ -99,36 +126,21 @@ def compute_targets(results: dict[str, Section]) -> list[Target]:
                 ">=",
             )
         )
-    targets += [
-        Target(
-            "failover after refused connection (ms, max)", _num(fo, "refused", "max"), 250.0, "<="
-        ),
-        Target(
-            "failover after reset mid-signature (ms, max)", _num(fo, "reset", "max"), 250.0, "<="
-        ),
-        Target(
-            "failed requests, 3 replicas, one refused under load",
-            _num(fo, "under_load_refused", "failed_requests"),
-            0.0,
-            "<=",
-        ),
-        Target(
-            "failed requests, 3 replicas, one hung under load",
-            _num(fo, "under_load_hang", "failed_requests"),
-            0.0,
-            "<=",
-        ),
-    ]
-    targets += [
-        Target("shared gate added p50 (ms) <= 2", _num(sh, "gate", "p50"), 2.0, "<="),
-        Target("shared gate added p99 (ms) <= 10", _num(sh, "gate", "p99"), 10.0, "<="),
-        Target("host take-over (ms, max) <= 2000", _num(sh, "takeover", "max"), 2000.0, "<="),
-    ]
-    return targets
+    return targets + goals(_GOALS_AFTER_HSM)
 
 
 def _fmt(x: float, digits: int = 2) -> str:
     return "-" if math.isnan(x) else f"{x:.{digits}f}"
+
+
+def _row(label: str, d: Any, other: str) -> tuple[str, ...]:
+    """A table row with the p50 / p99 / max (ms) of one measurement `d`."""
+    return (label, _fmt(_num(d, "p50")), _fmt(_num(d, "p99")), _fmt(_num(d, "max")), other)
+
+
+def _note_row(label: str, note: str) -> tuple[str, ...]:
+    """A table row without numbers: an error or a reason the section was skipped."""
+    return (label, "-", "-", "-", note)
 
 
 def table(results: dict[str, Section], targets: list[Target]) -> str:
@@ -136,11 +148,9 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
     if "floor" in results:
         f = results["floor"].data
         rows.append(
-            (
+            _row(
                 "floor (fsync + sign)",
-                _fmt(_num(f, "p50")),
-                _fmt(_num(f, "p99")),
-                _fmt(_num(f, "max")),
+                f,
                 f"fsync p50 {_fmt(_num(f, 'fsync', 'p50'))}, sign p50 "
                 f"{_fmt(_num(f, 'sign', 'p50'), 3)}; durable replace p50/p99 "
                 f"{_fmt(_num(f, 'durable_replace', 'p50'))}/"
@@ -167,12 +177,12 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
             continue
         sec = results[name]
         if sec.skipped:
-            rows.append((name, "-", "-", "-", f"skipped: {sec.skipped}"))
+            rows.append(_note_row(name, f"skipped: {sec.skipped}"))
             continue
         for load in ("1x1", "50x2"):
             d = sec.data.get(load, {})
             if "error" in d:
-                rows.append((f"{name} {load}", "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+                rows.append(_note_row(f"{name} {load}", f"error: {str(d['error'])[:60]}"))
                 continue
             extra = (
                 f"cpu {_fmt(_num(d, 'cpu_ms_per_request'), 3)} ms/req, rss "
@@ -181,15 +191,7 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
             )
             if name == "tmkms":
                 extra += f", kms/tmkms p50 {_fmt(_num(d, 'kms_p50_ratio'))}"
-            rows.append(
-                (
-                    f"{name} {load}",
-                    _fmt(_num(d, "p50")),
-                    _fmt(_num(d, "p99")),
-                    _fmt(_num(d, "max")),
-                    extra,
-                )
-            )
+            rows.append(_row(f"{name} {load}", d, extra))
     paired = results["tmkms"].data.get("paired_1x1") if "tmkms" in results else None
     if isinstance(paired, dict):
         kp, tp = paired.get("kms_p50", []), paired.get("tmkms_p50", [])
@@ -219,36 +221,23 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
     if "diagnose" in results:
         diag = results["diagnose"]
         if diag.skipped:
-            rows.append(("diagnose", "-", "-", "-", f"skipped: {diag.skipped}"))
+            rows.append(_note_row("diagnose", f"skipped: {diag.skipped}"))
         for label, d in diag.data.items():
             if "error" in d:
-                rows.append((label, "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+                rows.append(_note_row(label, f"error: {str(d['error'])[:60]}"))
                 continue
-            rows.append(
-                (
-                    label,
-                    _fmt(_num(d, "p50")),
-                    _fmt(_num(d, "p99")),
-                    _fmt(_num(d, "max")),
-                    f"cpu {_fmt(_num(d, 'cpu_ms_per_request'), 3)} ms/req",
-                )
-            )
+            rows.append(_row(label, d, f"cpu {_fmt(_num(d, 'cpu_ms_per_request'), 3)} ms/req"))
     if "hsm" in results:
         for n, d in sorted(results["hsm"].data.items()):
             if "error" in d:
-                rows.append((f"hsm {n} replica(s)", "-", "-", "-", f"error: {d['error'][:60]}"))
+                rows.append(_note_row(f"hsm {n} replica(s)", f"error: {d['error'][:60]}"))
                 continue
-            rows.append(
-                (
-                    f"hsm {n} replica(s)",
-                    _fmt(_num(d, "p50")),
-                    _fmt(_num(d, "p99")),
-                    _fmt(_num(d, "max")),
-                    f"{_fmt(_num(d, 'signatures_per_s'), 1)} sig/s "
-                    f"(ideal {_fmt(_num(d, 'ideal_per_s'), 1)}), {d.get('chains')} chains, "
-                    f"{d.get('hedges', 0)} hedged",
-                )
+            other = (
+                f"{_fmt(_num(d, 'signatures_per_s'), 1)} sig/s "
+                f"(ideal {_fmt(_num(d, 'ideal_per_s'), 1)}), {d.get('chains')} chains, "
+                f"{d.get('hedges', 0)} hedged"
             )
+            rows.append(_row(f"hsm {n} replica(s)", d, other))
     if "failover" in results:
         for mode, d in results["failover"].data.items():
             if "error" in d:
@@ -266,21 +255,13 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
         for n, d in results["extension"].data.items():
             label = f"precommit + extension, {n} replica(s)"
             if "error" in d:
-                rows.append((label, "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+                rows.append(_note_row(label, f"error: {str(d['error'])[:60]}"))
                 continue
-            rows.append(
-                (
-                    label,
-                    _fmt(_num(d, "p50")),
-                    _fmt(_num(d, "p99")),
-                    _fmt(_num(d, "max")),
-                    f"{d.get('n')} heights, {d.get('failed', 0)} failed",
-                )
-            )
+            rows.append(_row(label, d, f"{d.get('n')} heights, {d.get('failed', 0)} failed"))
     if "shared" in results:
         sh = results["shared"]
         if sh.skipped:
-            rows.append(("shared", "-", "-", "-", f"skipped: {sh.skipped}"))
+            rows.append(_note_row("shared", f"skipped: {sh.skipped}"))
         for key, label in (
             ("gate", "shared: etcd gate added"),
             ("gate_tmpfs", "shared: gate, etcd on tmpfs"),
@@ -288,16 +269,14 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
         ):
             d = sh.data.get(key, {})
             if "error" in d:
-                rows.append((label, "-", "-", "-", f"error: {str(d['error'])[:60]}"))
+                rows.append(_note_row(label, f"error: {str(d['error'])[:60]}"))
             elif d:
                 other = f"{d.get('n')} samples"
                 if key.startswith("gate"):
                     other += (
                         f", linearizable Range mean {_fmt(_num(d, 'linearizable_range_mean'))} ms"
                     )
-                rows.append(
-                    (label, _fmt(_num(d, "p50")), _fmt(_num(d, "p99")), _fmt(_num(d, "max")), other)
-                )
+                rows.append(_row(label, d, other))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -26,8 +26,10 @@ _MESSAGE = bytes(range(256))[:150]
 _STATE = b'{"height": "123456789", "round": "0", "step": 2, "block_id": {}}' + b" " * 320
 
 
-def _fsync_once(path: Path, payload: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_fsync(path: Path, payload: bytes, *, new: bool = False) -> None:
+    """Write `payload` to `path` and fsync it: a fresh file (`new`, O_EXCL) or truncated."""
+    mode = os.O_EXCL if new else os.O_TRUNC
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o600)
     try:
         os.write(fd, payload)
         os.fsync(fd)
@@ -37,22 +39,13 @@ def _fsync_once(path: Path, payload: bytes) -> None:
 
 def _durable_replace(path: Path, payload: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    _fsync_once(tmp, payload)
+    _write_fsync(tmp, payload)
     os.replace(tmp, path)
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-
-
-def _fsync_new(path: Path, payload: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, payload)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _time_ms(fn: Callable[[int], object], n: int) -> list[float]:
@@ -70,7 +63,7 @@ def run_floor(state_dir: Path, iterations: int) -> Section:
     scratch = state_dir / "bench-floor.json"
     key = SigningKey(os.urandom(32))
     for i in range(20):  # warm the page cache, the journal and libsodium
-        _fsync_new(scratch.with_name(f".bench-warm-{i}"), _STATE)
+        _write_fsync(scratch.with_name(f".bench-warm-{i}"), _STATE, new=True)
         scratch.with_name(f".bench-warm-{i}").unlink()
         key.sign(_MESSAGE)
     fsync_ms: list[float] = []
@@ -81,7 +74,7 @@ def run_floor(state_dir: Path, iterations: int) -> Section:
         tmp = scratch.with_name(f".bench-floor-{i}")
         payload = _STATE[:-10] + f"{i:010d}".encode()
         t0 = clock()
-        _fsync_new(tmp, payload)
+        _write_fsync(tmp, payload, new=True)
         t1 = clock()
         key.sign(_MESSAGE + payload[-10:])
         t2 = clock()
@@ -91,7 +84,7 @@ def run_floor(state_dir: Path, iterations: int) -> Section:
         both_ms.append((t2 - t0) * 1e3)
     extra = max(iterations // 2, 10)
     replace_ms = _time_ms(lambda i: _durable_replace(scratch, _STATE[:-10] + b"%010d" % i), extra)
-    rewrite_ms = _time_ms(lambda i: _fsync_once(scratch, _STATE[:-10] + b"%010d" % i), extra)
+    rewrite_ms = _time_ms(lambda i: _write_fsync(scratch, _STATE[:-10] + b"%010d" % i), extra)
     fd = os.open(scratch, os.O_RDWR)
     try:
         inplace_ms = _time_ms(lambda i: _pwrite_datasync(fd, _STATE[:-10] + b"%010d" % i), extra)

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from nacl.signing import SigningKey
 
@@ -85,7 +85,7 @@ def start_sims(n: int, latency_ms: float, chains: int) -> list[SimulatedHsm]:
 def build(
     sims: list[SimulatedHsm],
     chains: int,
-    policy: str,
+    policy: Literal["spread", "primary"],
     request_timeout: float = HsmPolicy().request_timeout,
 ) -> list[ReplicaSet]:
     creds = derive_credentials(AUTH_ID, PASSWORD)
@@ -99,7 +99,7 @@ def build(
         ReplicaSet(
             f"chain-{c}",
             [YubiHsmSigner(d, FIRST_KEY + c) for d in devices],
-            policy=policy,  # type: ignore[arg-type]
+            policy=policy,
             default_timeout=10.0,
         )
         for c in range(chains)

@@ -78,7 +78,7 @@ async def run_shared(workdir: Path, quick: bool) -> Section:
     return sec
 
 
-async def _gate(cluster: object, n: int) -> dict[str, object]:
+async def _gate(cluster: object, n: int) -> dict[str, float]:
     from kms.privval.messages import BlockID, PartSetHeader, Timestamp, Vote
     from kms.shared.admin import push
     from kms.shared.etcd import EtcdClient
@@ -138,7 +138,7 @@ def _home(root: Path, name: str, seed: bytes, node: str, etcd: list[str]) -> Pat
     return cfg
 
 
-async def _takeover(cluster: object, root: Path, trials: int) -> dict[str, object]:
+async def _takeover(cluster: object, root: Path, trials: int) -> dict[str, float]:
     from kms.privval.messages import Dialect, SignedMsgType, Vote
     from kms.shared.admin import push
     from kms.shared.etcd import EtcdClient

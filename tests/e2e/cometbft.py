@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
@@ -258,6 +258,24 @@ def validator_address(public_key: bytes) -> str:
 # --- nodes ----------------------------------------------------------------------------------
 
 
+def run_tool(
+    argv: Sequence[str],
+    what: str,
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    error: type[RuntimeError] = RuntimeError,
+) -> str:
+    """Run one command-line tool to completion; its stdout, or `error` naming `what` with the
+    exit code and the tail of what it printed."""
+    res = subprocess.run(
+        list(argv), capture_output=True, text=True, timeout=timeout, check=False, cwd=cwd
+    )
+    if res.returncode != 0:
+        raise error(f"{what} exited {res.returncode}:\n{res.stderr[-3000:]}{res.stdout[-1000:]}")
+    return res.stdout
+
+
 class RpcError(RuntimeError):
     pass
 
@@ -292,18 +310,8 @@ class Node:
     # -- home ------------------------------------------------------------------------------
 
     def run(self, *args: str, timeout: float = 60) -> str:
-        res = subprocess.run(
-            [str(self.binary.binary), *args, "--home", str(self.home)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if res.returncode != 0:
-            raise RuntimeError(
-                f"{self.binary} {' '.join(args)} failed ({res.returncode}):\n{res.stderr[-3000:]}"
-            )
-        return res.stdout
+        argv = [str(self.binary.binary), *args, "--home", str(self.home)]
+        return run_tool(argv, f"{self.binary} {' '.join(args)}", timeout=timeout)
 
     def init(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -409,13 +417,13 @@ class Node:
         if proc is None:
             return None
         if proc.poll() is None:
-            _killpg(proc.pid, sig)
+            signal_group(proc.pid, sig)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                _killpg(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        _killpg(proc.pid, signal.SIGKILL)  # stragglers in the group, if any
+        signal_group(proc.pid, signal.SIGKILL)  # stragglers in the group, if any
         return proc.returncode
 
     def kill(self) -> None:
@@ -633,11 +641,11 @@ class E2EApp:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-        _killpg(proc.pid, sig)
+        signal_group(proc.pid, sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _killpg(proc.pid, signal.SIGKILL)
+            signal_group(proc.pid, signal.SIGKILL)
             proc.wait(10)
         return proc.returncode
 
@@ -652,7 +660,8 @@ class E2EApp:
         return f"--- e2e app ({self.path}) log tail ---\n{tail}"
 
 
-def _killpg(pid: int, sig: int) -> None:
+def signal_group(pid: int, sig: int) -> None:
+    """Signal the process group led by `pid` (each harness process leads its own); gone is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
 

@@ -2,8 +2,8 @@
 
 Owns: parametrizing tests over the installed cometbft lines (skipping with a clear message
 when none is installed), the per-test registry of processes that must always be stopped,
-printing node/kms logs when a test fails, the results recorder behind docs/compat.md, and
-the per-version timing summary. Never edits kms code or config.
+printing node/kms logs when a test fails, the results recorder behind docs/compat.md, the
+per-version timing summary, and the `rig` that bundles them. Never edits kms code or config.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import pytest
 
 from . import results
 from .cometbft import INSTALL_HINT, CometBFT, Node, Procs, discover, root_dir
+from .scenarios import Rig
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,6 +101,18 @@ def make_node(cometbft: CometBFT, tmp_path: Path, procs: Procs) -> Callable[[str
         return node
 
     return make
+
+
+@pytest.fixture
+def rig(
+    cometbft: CometBFT,
+    make_node: Callable[[str], Node],
+    procs: Procs,
+    tmp_path: Path,
+    record: results.Result,
+) -> Rig:
+    """All of the above in one value, for the scenario builders in scenarios.py."""
+    return Rig(cometbft, make_node, procs, tmp_path, record)
 
 
 # --- results -----------------------------------------------------------------------------

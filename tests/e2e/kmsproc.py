@@ -26,7 +26,7 @@ from typing import Any
 from kms.errors import StateFileError
 from kms.state.store import StateStore
 
-from .cometbft import Poller
+from .cometbft import Poller, run_tool, signal_group
 
 KMS = [sys.executable, "-m", "kms"]
 HSM_PASSWORD = "password"  # the simulator's factory auth key 1 password, as on a new YubiHSM2
@@ -38,26 +38,9 @@ class KmsCliError(RuntimeError):
 
 def kms_cli(*args: str, timeout: float = 60, cwd: Path | None = None) -> str:
     """Run one `kms` command; its stdout, or KmsCliError with stderr."""
-    res = subprocess.run(
-        [*KMS, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=cwd,
+    return run_tool(
+        [*KMS, *args], f"kms {' '.join(args)}", timeout=timeout, cwd=cwd, error=KmsCliError
     )
-    if res.returncode != 0:
-        raise KmsCliError(
-            f"kms {' '.join(args)} exited {res.returncode}:\n{res.stderr[-3000:]}{res.stdout[-1000:]}"
-        )
-    return res.stdout
-
-
-def _killpg(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        return
 
 
 class _Process:
@@ -96,7 +79,7 @@ class _Process:
         """Send `sig` to the process group (SIGSTOP freezes it, SIGCONT thaws it)."""
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError(f"{self.name} is not running")
-        _killpg(self.proc.pid, sig)
+        signal_group(self.proc.pid, sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         """Signal the process group and wait; escalates to SIGKILL. Idempotent."""
@@ -104,14 +87,14 @@ class _Process:
         if proc is None:
             return None
         if proc.poll() is None:
-            _killpg(proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
-            _killpg(proc.pid, sig)
+            signal_group(proc.pid, signal.SIGCONT)  # a frozen process cannot act on SIGTERM
+            signal_group(proc.pid, sig)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                _killpg(proc.pid, signal.SIGKILL)
+                signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(10)
-        _killpg(proc.pid, signal.SIGKILL)
+        signal_group(proc.pid, signal.SIGKILL)
         return proc.returncode
 
     def kill(self) -> None:
@@ -370,9 +353,17 @@ class KmsHost(_Process):
 
     # -- process ----------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60) -> None:
+        """`kms start`, returning once it has logged "kms started" (config loaded, links
+        dialing): a node waits only 3 s for its signer at start-up, kms redials within 1 s."""
         self.write_config()
         self._spawn([*KMS, "start", "-c", str(self.config_path), "--log-format", "json"])
+        deadline = time.monotonic() + timeout
+        while sum(e.get("msg") == "kms started" for e in self.log_events()) < self.starts:
+            self.assert_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.host_name} did not start\n{self.describe()}")
+            time.sleep(0.1)
 
     def log_events(self) -> list[dict[str, Any]]:
         events: list[dict[str, Any]] = []

@@ -1,15 +1,19 @@
 """Building blocks the end-to-end tests share: chains whose validator key lives in kms.
 
-Owns: wiring nodes and kms hosts together (genesis, priv_validator_laddr, config,
-state import, key import), the multi-validator network, and small measurements on
-what the chain committed (gaps, rounds, block intervals). Never asserts: tests decide.
+Owns: the `Rig` every test starts from (its fixtures and result record in one value),
+wiring nodes and kms hosts together (genesis, priv_validator_laddr, config, state import,
+key import), the multi-validator network, and small measurements on what the chain
+committed (gaps, rounds, block intervals, evidence, the highest height reached). Never
+asserts: tests decide.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,12 +22,16 @@ from .cometbft import (
     CometBFT,
     Node,
     Procs,
+    RpcError,
     ValidatorKey,
+    edit_toml,
     free_port,
     set_vote_extensions,
     shared_genesis,
 )
 from .kmsproc import HsmSim, KmsHost
+from .results import Result
+from .verify import Evidence, evidence_in
 
 
 class ShortDir:
@@ -58,14 +66,41 @@ def take_key(node: Node, dest: Path) -> ValidatorKey:
     return ValidatorKey.load(dest)
 
 
-def new_kms_host(
-    tmp_path: Path, procs: Procs, name: str, chain_id: str, *, sign_extensions: bool = True
-) -> KmsHost:
-    host = procs.add(
-        KmsHost(tmp_path / f"{name}-home", chain_id, name, sign_extensions=sign_extensions)
-    )
-    host.init()
-    return host
+@dataclass
+class Rig:
+    """One end-to-end test's fixtures: the cometbft line, the node factory, the registry of
+    processes stopped after the test, its scratch directory and its result record."""
+
+    cometbft: CometBFT
+    make_node: Callable[[str], Node]
+    procs: Procs
+    tmp_path: Path
+    record: Result
+
+    def describe(
+        self, scenario: str, transport: str, signer: str, *, extensions: bool = False
+    ) -> None:
+        """Name the scenario and its dimensions in the results behind docs/compat.md."""
+        r = self.record
+        r.scenario, r.transport, r.signer, r.extensions = scenario, transport, signer, extensions
+
+    def kms_host(self, name: str, chain_id: str) -> KmsHost:
+        """A new kms home (`kms init`), stopped with everything else after the test."""
+        host = self.procs.add(KmsHost(self.tmp_path / f"{name}-home", chain_id, name))
+        host.init()
+        return host
+
+    def softsign_host(
+        self, name: str, chain_id: str, laddrs: Sequence[str], node: Node, key: ValidatorKey
+    ) -> KmsHost:
+        """A kms host (not started) serving `key` from a file to every address in `laddrs`,
+        its watermark imported from `node`'s priv_validator_state.json."""
+        host = self.kms_host(name, chain_id)
+        for laddr in laddrs:
+            host.add_validator(laddr, self.cometbft.protocol_version)
+        host.state_import(node.state_path)
+        host.use_softsign(key.path)
+        return host
 
 
 def start_hsms(tmp_path: Path, procs: Procs, count: int, latency_ms: int) -> list[HsmSim]:
@@ -98,10 +133,7 @@ class Solo:
 
 
 def solo_chain(
-    binary: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
+    rig: Rig,
     *,
     transport: str = "tcp",
     hsms: int = 0,
@@ -119,12 +151,13 @@ def solo_chain(
     libp2p peer ID and the node allowlists kms's; `noise_pin` / `noise_allow` replace
     either (negative controls).
     """
-    node = make_node("validator")
+    binary, procs, tmp_path = rig.cometbft, rig.procs, rig.tmp_path
+    node = rig.make_node("validator")
     if vote_extensions_height:
         genesis = node.genesis()
         set_vote_extensions(genesis, binary, vote_extensions_height)
         node.write_genesis(genesis)
-    kms = new_kms_host(tmp_path, procs, "kms", node.chain_id)
+    kms = rig.kms_host("kms", node.chain_id)
     if transport == "noise":
         port = free_port()
         laddr = f"noise://{noise_allow or kms.peer_id()}@127.0.0.1:{port}"
@@ -175,9 +208,7 @@ class Network:
 
 
 def network(
-    binary: CometBFT,
-    make_node: Callable[[str], Node],
-    tmp_path: Path,
+    rig: Rig,
     *,
     own_key: dict[str, int],
     remote: dict[str, tuple[str, int]],
@@ -193,7 +224,8 @@ def network(
     a plain copy of the validator's key file instead (two such nodes double-sign for real:
     the control that our evidence check can see evidence).
     """
-    nodes = {name: make_node(name) for name in [*own_key, *remote]}
+    tmp_path = rig.tmp_path
+    nodes = {name: rig.make_node(name) for name in [*own_key, *remote]}
     keys: dict[str, ValidatorKey] = {}
     powers: dict[str, int] = {}
     for name, power in own_key.items():
@@ -218,6 +250,44 @@ def network(
     return Network(list(nodes.values()), str(genesis["chain_id"]), keys)
 
 
+def diverge(a: Node, b: Node) -> None:
+    """Make two nodes sharing a key propose different blocks at the same height.
+
+    Identical empty blocks would give identical votes (v0.34 takes block times from the
+    last commit, not the clock), which never tests a conflict. With mempool gossip off on
+    both, transactions sent to `a` (see `send_tx`) stay in `a`'s proposals only.
+    """
+    for node in (a, b):
+        node.config_path.write_text(
+            edit_toml(node.config_path.read_text(), {"mempool": {"broadcast": False}})
+        )
+
+
+def send_tx(node: Node, n: int) -> None:
+    """Submit the n-th distinct transaction to `node` (ignoring a busy or restarting RPC)."""
+    with contextlib.suppress(RpcError):
+        node.rpc("broadcast_tx_async", tx=f'"k{n}=v{n}"')
+
+
+def key_on_two_nodes(
+    rig: Rig, validator: str, *, signers: bool = True
+) -> tuple[Network, dict[str, str]]:
+    """A 4-validator net (v1..v3 with their own keys) whose validator `validator` runs on
+    two nodes, `<validator>-a` and `<validator>-b`, that propose different blocks. With
+    `signers`, each node has its own signer address (returned by node name); without, both
+    sign with a copy of the key file (they double-sign for real: the evidence control)."""
+    names = (f"{validator}-a", f"{validator}-b")
+    laddrs = {name: signer_laddr(rig.procs, "tcp") for name in names} if signers else {}
+    net = network(
+        rig,
+        own_key={"v1": 10, "v2": 10, "v3": 10},
+        remote={name: (validator, 10) for name in names},
+        remote_laddrs=laddrs,
+    )
+    diverge(net.node(names[0]), net.node(names[1]))
+    return net, laddrs
+
+
 # --- measurements -------------------------------------------------------------------------
 
 
@@ -235,3 +305,47 @@ def longest_run(heights: Sequence[int]) -> int:
         best = max(best, run)
         prev = h
     return best
+
+
+def within(seconds: float, done: Callable[[], bool], interval: float = 0.2) -> bool:
+    """Poll `done()` until it holds or `seconds` have passed; whether it held."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def highest_height(node: Node, seconds: float) -> int:
+    """The highest height `node` reports over the next `seconds` (0 if none): watching a
+    chain that must not move. Stops early when the node exits; an RPC failure while the
+    node still runs is raised (a blind watcher would pass a chain that did move)."""
+    highest, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline and node.running:
+        try:
+            highest = max(highest, node.height())
+        except Exception:
+            if node.running:
+                raise
+            break
+        time.sleep(0.3)
+    return highest
+
+
+def first_evidence(
+    watcher: Node, feed: Callable[[int], None], timeout: float
+) -> tuple[list[Evidence], int]:
+    """Poll `watcher`'s new blocks for duplicate-vote evidence naming validators, calling
+    `feed(n)` (n = 1, 2, ...) before each look; the evidence found (empty on timeout) and the
+    highest height checked."""
+    found: list[Evidence] = []
+    checked, n, deadline = 0, 0, time.monotonic() + timeout
+    while not found and time.monotonic() < deadline:
+        n += 1
+        feed(n)
+        top = watcher.height()
+        found = [e for e in evidence_in(watcher, range(checked + 1, top + 1)) if e.addresses]
+        checked = max(checked, top)
+        time.sleep(0.5)
+    return found, checked

@@ -20,13 +20,19 @@ pytestmark = pytest.mark.e2e
 BLOCKS = 12
 
 
-def test_node_with_own_key_commits_blocks_we_can_verify(
-    cometbft: CometBFT, make_node: Callable[[str], Node], record: Result
-) -> None:
+def own_key_node(make_node: Callable[[str], Node], record: Result) -> Node:
+    """A one-validator chain on the node's own key file, started."""
     record.transport, record.signer = "own-key", "own-key"
     node = make_node("solo")
     node.configure()
     node.start()
+    return node
+
+
+def test_node_with_own_key_commits_blocks_we_can_verify(
+    make_node: Callable[[str], Node], record: Result
+) -> None:
+    node = own_key_node(make_node, record)
     record.notes["seconds_to_height"] = round(node.wait_for_height(BLOCKS + 1, timeout=60), 1)
     key = node.validator_key()
     report = check_commits(node, range(1, BLOCKS + 1), node.chain_id, key.public_key, key.address)
@@ -37,13 +43,10 @@ def test_node_with_own_key_commits_blocks_we_can_verify(
 
 
 def test_commit_verification_rejects_another_chain_id(
-    cometbft: CometBFT, make_node: Callable[[str], Node], record: Result
+    make_node: Callable[[str], Node], record: Result
 ) -> None:
     """The verifier must be able to fail: the same commits checked under a wrong chain id."""
-    record.transport, record.signer = "own-key", "own-key"
-    node = make_node("solo")
-    node.configure()
-    node.start()
+    node = own_key_node(make_node, record)
     node.wait_for_height(4, timeout=60)
     key = node.validator_key()
     heights = range(1, 4)

@@ -16,15 +16,12 @@ import signal
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, HeightClock, Node, Procs
+from .cometbft import HeightClock
 from .kmsproc import HsmSim
-from .results import Result
-from .scenarios import Solo, commit_rounds, solo_chain
+from .scenarios import Rig, Solo, commit_rounds, solo_chain
 from .test_single_validator import assert_chain_signed_by_us
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # ~20-25 s per line
@@ -45,18 +42,11 @@ def replica_name(sim: HsmSim) -> str:
     return f"127.0.0.1:{sim.port}"
 
 
-def test_chain_continues_through_hsm_replica_hang_recovery_and_crash(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "hsm-failover"
-    record.transport, record.signer = "tcp", "hsm-sim x2"
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, hsms=2, hsm_latency_ms=LATENCY_MS)
+def test_chain_continues_through_hsm_replica_hang_recovery_and_crash(rig: Rig) -> None:
+    rig.describe("hsm-failover", "tcp", "hsm-sim x2")
+    solo = solo_chain(rig, hsms=2, hsm_latency_ms=LATENCY_MS)
     a, b = solo.hsms
-    clock = procs.add(HeightClock(solo.node).start())
+    clock = rig.procs.add(HeightClock(solo.node).start())
     solo.wait(WARMUP, timeout=90)
 
     # 1. A hangs
@@ -94,8 +84,8 @@ def test_chain_continues_through_hsm_replica_hang_recovery_and_crash(
 
     delayed_hang = delayed(range(hang_at + 1, hang_at + PHASE + 1))
     delayed_crash = delayed(range(crash_at + 1, crash_at + PHASE + 1))
-    record.blocks = last
-    record.notes.update(
+    rig.record.blocks = last
+    rig.record.notes.update(
         {
             "latency_ms": LATENCY_MS,
             "median_interval_s": round(median, 3),
@@ -120,5 +110,5 @@ def test_chain_continues_through_hsm_replica_hang_recovery_and_crash(
     # After B crashed, A signed everything.
     assert during_crash[replica_name(a)] >= 2 * PHASE, during_crash
     assert during_crash[replica_name(b)] <= 1, during_crash
-    assert len(delayed_hang) <= MAX_DELAYED, record.notes
-    assert len(delayed_crash) <= MAX_DELAYED, record.notes
+    assert len(delayed_hang) <= MAX_DELAYED, rig.record.notes
+    assert len(delayed_crash) <= MAX_DELAYED, rig.record.notes

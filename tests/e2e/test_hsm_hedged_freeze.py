@@ -14,14 +14,11 @@ from __future__ import annotations
 import signal
 import statistics
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, HeightClock, Node, Procs
-from .results import Result
-from .scenarios import commit_rounds, solo_chain
+from .cometbft import HeightClock
+from .scenarios import Rig, commit_rounds, solo_chain
 from .test_single_validator import assert_chain_signed_by_us
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.vote_extensions]
@@ -32,25 +29,15 @@ WARMUP = 10  # heights before the freeze: every replica has a latency history
 FREEZE_S = 10.0
 
 
-def test_one_of_three_replicas_frozen_10s_costs_no_height(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "hsm-hedged-freeze"
-    record.transport, record.signer, record.extensions = "tcp", "hsm-sim x3", True
+def test_one_of_three_replicas_frozen_10s_costs_no_height(rig: Rig) -> None:
+    rig.describe("hsm-hedged-freeze", "tcp", "hsm-sim x3", extensions=True)
     solo = solo_chain(
-        cometbft,
-        make_node,
-        procs,
-        tmp_path,
+        rig,
         hsms=3,
         hsm_latency_ms=LATENCY_MS,
         vote_extensions_height=ENABLE_HEIGHT,
     )
-    clock = procs.add(HeightClock(solo.node).start())
+    clock = rig.procs.add(HeightClock(solo.node).start())
     solo.wait(WARMUP, timeout=120)
 
     frozen = solo.hsms[0]
@@ -71,8 +58,8 @@ def test_one_of_three_replicas_frozen_10s_costs_no_height(
     rounds = commit_rounds(solo.node, list(heights))
     median = statistics.median(intervals[h] for h in range(3, freeze_at + 1) if h in intervals)
     delayed = [h for h in heights if rounds[h] > 0 or intervals.get(h, 0) > 2 * median]
-    record.blocks = last
-    record.notes.update(
+    rig.record.blocks = last
+    rig.record.notes.update(
         {
             "latency_ms": LATENCY_MS,
             "freeze_s": FREEZE_S,
@@ -84,5 +71,5 @@ def test_one_of_three_replicas_frozen_10s_costs_no_height(
         }
     )
     assert_chain_signed_by_us(solo, last)
-    assert thawed_at - freeze_at >= 3, record.notes  # the chain kept going meanwhile
-    assert not delayed, record.notes
+    assert thawed_at - freeze_at >= 3, rig.record.notes  # the chain kept going meanwhile
+    assert not delayed, rig.record.notes

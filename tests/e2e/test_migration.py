@@ -11,14 +11,10 @@ never below A's watermark, and no block may carry evidence.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, Node, Procs
-from .results import Result
-from .scenarios import longest_run, network, new_kms_host, signer_laddr
+from .scenarios import Rig, longest_run, network, signer_laddr
 from .verify import FLAG_COMMIT, check_commit, check_commits, evidence_in
 
 pytestmark = pytest.mark.e2e
@@ -27,21 +23,11 @@ MAX_GAP = 6  # blocks without our signature around the hand-over
 
 
 @pytest.mark.parametrize("carry", ["import", "set"])
-def test_migration_to_another_host_with_the_watermark_carried(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-    carry: str,
-) -> None:
-    record.scenario = f"migration-{carry}"
-    record.transport, record.signer = "tcp", "softsign"
-    laddr = signer_laddr(procs, "tcp")
+def test_migration_to_another_host_with_the_watermark_carried(rig: Rig, carry: str) -> None:
+    rig.describe(f"migration-{carry}", "tcp", "softsign")
+    laddr = signer_laddr(rig.procs, "tcp")
     net = network(
-        cometbft,
-        make_node,
-        tmp_path,
+        rig,
         own_key={"v1": 10, "v2": 10},
         remote={"ours": ("ours", 5)},
         remote_laddrs={"ours": laddr},
@@ -49,31 +35,29 @@ def test_migration_to_another_host_with_the_watermark_carried(
     key = net.keys["ours"]
     node, watcher = net.node("ours"), net.node("v1")
 
-    host_a = new_kms_host(tmp_path, procs, "host-a", net.chain_id)
-    host_a.add_validator(laddr, cometbft.protocol_version)
-    host_a.state_import(node.state_path)
-    host_a.use_softsign(key.path)
+    host_a = rig.softsign_host("host-a", net.chain_id, [laddr], node, key)
     host_a.start()
     net.start()
     net.wait(8, timeout=90, alive=[host_a.assert_alive])
     early = check_commits(watcher, range(2, 8), net.chain_id, key.public_key, key.address)
     assert len(early.signed) >= 3, "host A must be signing before the move: " + early.summary()
 
+    # 0. host B is prepared ahead, as an operator would: its own home, key and identity
+    host_b = rig.kms_host("host-b", net.chain_id)
+    host_b.add_validator(laddr, rig.cometbft.protocol_version)
+    host_b.use_softsign(key.path)
     # 1. stop host A
     host_a.stop()
     stopped_at = watcher.height()
     a_state = host_a.read_state()
     # 2. let a block pass without us
     watcher.wait_for_height(stopped_at + 2, timeout=30)
-    # 3. carry the watermark to host B (its own home, key and identity)
-    host_b = new_kms_host(tmp_path, procs, "host-b", net.chain_id)
-    host_b.add_validator(laddr, cometbft.protocol_version)
+    # 3. carry the watermark to host B
     if carry == "import":  # copy A's state file over and import it
         host_b.state_import(host_a.state_file)
     else:  # read A's watermark and type it in on B
         shown = host_a.state_show()
         host_b.state_set(shown["height"], shown["round"], shown["step_name"])
-    host_b.use_softsign(key.path)
     assert host_b.read_state() == a_state
     # 4. start host B and wait until our signature is back in a commit
     t0 = time.monotonic()
@@ -98,8 +82,8 @@ def test_migration_to_another_host_with_the_watermark_carried(
     missing_after_start = [h for h in report.missing if h > 3]
     gap = longest_run(missing_after_start)
     b_state = host_b.read_state()
-    record.blocks = last
-    record.notes.update(
+    rig.record.blocks = last
+    rig.record.notes.update(
         {
             "stopped_at": stopped_at,
             "signing_again_at": back_at,

@@ -8,15 +8,10 @@ block, and the commit verification must reject that other key on a chain it did 
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 
-from .cometbft import CometBFT, Node, Procs, ValidatorKey
-from .results import Result
-from .scenarios import solo_chain
+from .cometbft import ValidatorKey
+from .scenarios import Rig, highest_height, solo_chain
 from .verify import check_commits
 
 pytestmark = pytest.mark.e2e
@@ -24,27 +19,17 @@ pytestmark = pytest.mark.e2e
 WATCH_SECONDS = 8
 
 
-def test_kms_with_a_key_outside_the_genesis_produces_no_blocks(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "negative-wrong-key"
-    record.transport, record.signer = "tcp", "softsign"
-    stranger = make_node("stranger")  # only used for its freshly generated key
+def test_kms_with_a_key_outside_the_genesis_produces_no_blocks(rig: Rig) -> None:
+    rig.describe("negative-wrong-key", "tcp", "softsign")
+    stranger = rig.make_node("stranger")  # only used for its freshly generated key
     wrong = ValidatorKey.load(stranger.key_path)
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, key_override=wrong.path)
+    solo = solo_chain(rig, key_override=wrong.path)
     assert wrong.public_key != solo.key.public_key
 
-    highest, deadline = 0, time.monotonic() + WATCH_SECONDS
-    while time.monotonic() < deadline:
-        solo.kms.assert_alive()
-        assert solo.node.running, solo.node.describe()
-        highest = max(highest, solo.node.height())
-        time.sleep(0.3)
-    record.notes["highest"] = highest
+    highest = highest_height(solo.node, WATCH_SECONDS)
+    solo.kms.assert_alive()
+    assert solo.node.running, solo.node.describe()
+    rig.record.notes["highest"] = highest
     assert highest == 0, f"blocks were committed without the genesis key\n{solo.node.log_tail()}"
     # The link itself worked: the node got the (wrong) public key from kms and says so.
     log = solo.node.log_text()
@@ -52,18 +37,11 @@ def test_kms_with_a_key_outside_the_genesis_produces_no_blocks(
     assert wrong.address in log.upper(), solo.node.log_tail()
 
 
-def test_commit_verification_fails_for_a_key_that_did_not_sign(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "negative-verify-other-key"
-    record.transport, record.signer = "tcp", "softsign"
-    stranger = make_node("stranger")
+def test_commit_verification_fails_for_a_key_that_did_not_sign(rig: Rig) -> None:
+    rig.describe("negative-verify-other-key", "tcp", "softsign")
+    stranger = rig.make_node("stranger")
     wrong = ValidatorKey.load(stranger.key_path)
-    solo = solo_chain(cometbft, make_node, procs, tmp_path)
+    solo = solo_chain(rig)
     solo.wait(5)
     heights = range(1, 5)
     ok = check_commits(solo.node, heights, solo.chain_id, solo.key.public_key, solo.key.address)

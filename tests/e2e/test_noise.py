@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import base64
 import re
-import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, E2EApp, Node, Procs, edit_toml, free_port
-from .results import Result
-from .scenarios import Solo, network, new_kms_host, solo_chain
-from .test_single_validator import assert_chain_signed_by_us
+from .cometbft import E2EApp, edit_toml, free_port
+from .scenarios import Rig, Solo, highest_height, network, solo_chain, within
+from .test_single_validator import chain_commits_blocks_signed_by_us
 from .verify import check_commits, evidence_in
 
 pytestmark = [pytest.mark.e2e, pytest.mark.noise]
@@ -34,19 +30,10 @@ BLOCKS = 20
 WATCH_SECONDS = 8
 
 
-def test_noise_chain_commits_blocks_signed_by_our_key(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "single-softsign-noise"
-    record.transport, record.signer = "noise", "softsign"
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport="noise")
-    record.notes["seconds_to_height"] = round(solo.wait(BLOCKS + 1, timeout=120), 1)
-    assert_chain_signed_by_us(solo, BLOCKS)
-    record.blocks = BLOCKS
+def test_noise_chain_commits_blocks_signed_by_our_key(rig: Rig) -> None:
+    rig.describe("single-softsign-noise", "noise", "softsign")
+    solo = solo_chain(rig, transport="noise")
+    chain_commits_blocks_signed_by_us(rig, solo, BLOCKS)
     audit = solo.kms.audit_entries()
     assert set(range(1, BLOCKS + 1)) <= {
         int(e["height"]) for e in audit if e["outcome"] == "signed"
@@ -56,41 +43,30 @@ def test_noise_chain_commits_blocks_signed_by_our_key(
     assert ups and all(str(e.get("link", "")).startswith("noise://") for e in ups)
 
 
-def test_noise_validator_in_a_4_validator_network(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
+def test_noise_validator_in_a_4_validator_network(rig: Rig) -> None:
     """Three validators with their own key files, the fourth signed by kms over Noise."""
-    record.scenario = "network-4-noise"
-    record.transport, record.signer = "noise", "softsign"
+    rig.describe("network-4-noise", "noise", "softsign")
     port = free_port()
     net = network(
-        cometbft,
-        make_node,
-        tmp_path,
+        rig,
         own_key={"v1": 10, "v2": 10, "v3": 10},
         remote={"ours": ("ours", 10)},
         remote_laddrs={"ours": "tcp://127.0.0.1:1"},  # replaced below: needs kms's peer ID
     )
     ours, key = net.node("ours"), net.keys["ours"]
-    kms = new_kms_host(tmp_path, procs, "kms", net.chain_id)
+    kms_addr = f"noise://{ours.libp2p_id()}@127.0.0.1:{port}"
+    kms = rig.softsign_host("kms", net.chain_id, [kms_addr], ours, key)
     laddr = f"noise://{kms.peer_id()}@127.0.0.1:{port}"
     ours.config_path.write_text(
         edit_toml(ours.config_path.read_text(), {"": {"priv_validator_laddr": laddr}})
     )
-    kms.add_validator(f"noise://{ours.libp2p_id()}@127.0.0.1:{port}", cometbft.protocol_version)
-    kms.state_import(ours.state_path)
-    kms.use_softsign(key.path)
     kms.start()
     net.start()
     net.wait(BLOCKS + 1, timeout=150, alive=[kms.assert_alive])
     watcher = net.node("v1")
     report = check_commits(watcher, range(1, BLOCKS + 1), net.chain_id, key.public_key, key.address)
-    record.blocks = BLOCKS
-    record.notes["our_signatures_in_commits"] = len(report.signed)
+    rig.record.blocks = BLOCKS
+    rig.record.notes["our_signatures_in_commits"] = len(report.signed)
     assert not report.bad, report.summary()
     # our node needs a moment to connect at start: allow the first blocks without us
     assert len(report.signed) >= BLOCKS - 3, report.summary()
@@ -98,39 +74,18 @@ def test_noise_validator_in_a_4_validator_network(
     assert [e for e in kms.audit_entries() if e["outcome"] == "error"] == []
 
 
-def _watch_no_blocks(node: Node, seconds: float) -> int:
-    highest, deadline = 0, time.monotonic() + seconds
-    while time.monotonic() < deadline and node.running:
-        try:
-            highest = max(highest, node.height())
-        except Exception:
-            break
-        time.sleep(0.3)
-    return highest
-
-
-def test_noise_wrong_pinned_peer_id_connects_to_nothing_and_says_so(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "negative-noise-wrong-pin"
-    record.transport, record.signer = "noise", "softsign"
-    stranger = make_node("stranger").libp2p_id()
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport="noise", noise_pin=stranger)
+def test_noise_wrong_pinned_peer_id_connects_to_nothing_and_says_so(rig: Rig) -> None:
+    rig.describe("negative-noise-wrong-pin", "noise", "softsign")
+    stranger = rig.make_node("stranger").libp2p_id()
+    solo = solo_chain(rig, transport="noise", noise_pin=stranger)
     real = solo.node.libp2p_id()
     assert stranger != real
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        reasons = [str(e.get("reason", "")) for e in solo.kms.log_events()]
-        if any("peer ID mismatch" in r for r in reasons):
-            break
-        time.sleep(0.2)
-    highest = _watch_no_blocks(solo.node, WATCH_SECONDS)
+    within(
+        20, lambda: any("peer ID mismatch" in str(e.get("reason")) for e in solo.kms.log_events())
+    )
+    highest = highest_height(solo.node, WATCH_SECONDS)
     solo.kms.assert_alive()
-    record.notes["highest"] = highest
+    rig.record.notes["highest"] = highest
     assert highest == 0
     events = solo.kms.log_events()
     mismatches = [e for e in events if "peer ID mismatch" in str(e.get("reason", ""))]
@@ -142,24 +97,15 @@ def test_noise_wrong_pinned_peer_id_connects_to_nothing_and_says_so(
     assert "rejecting non-allowlisted signer peer" not in solo.node.log_text()
 
 
-def test_noise_node_allowlisting_another_signer_rejects_kms(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "negative-noise-node-allowlist"
-    record.transport, record.signer = "noise", "softsign"
-    other = make_node("other-signer").libp2p_id()
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport="noise", noise_allow=other)
+def test_noise_node_allowlisting_another_signer_rejects_kms(rig: Rig) -> None:
+    rig.describe("negative-noise-node-allowlist", "noise", "softsign")
+    other = rig.make_node("other-signer").libp2p_id()
+    solo = solo_chain(rig, transport="noise", noise_allow=other)
     ours = solo.kms.peer_id()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and "rejecting non-allowlisted" not in solo.node.log_text():
-        time.sleep(0.2)
-    highest = _watch_no_blocks(solo.node, WATCH_SECONDS)
+    within(20, lambda: "rejecting non-allowlisted" in solo.node.log_text())
+    highest = highest_height(solo.node, WATCH_SECONDS)
     solo.kms.assert_alive()
-    record.notes["highest"] = highest
+    rig.record.notes["highest"] = highest
     assert highest == 0
     log = solo.node.log_text()
     assert "rejecting non-allowlisted signer peer" in log, solo.node.log_tail()
@@ -176,28 +122,15 @@ EXT_ENABLE_HEIGHT = 2
 EXT_TX_PREFIX = b"extensionSum="  # the e2e app's tx carrying the extended commit, hex-encoded
 
 
-def _extension_chain(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    transport: str,
-    size: int,
-) -> tuple[Solo, E2EApp]:
+def _extension_chain(rig: Rig, transport: str, size: int) -> tuple[Solo, E2EApp]:
     """A solo v0.40 chain on the v0.40 e2e app, whose every precommit has a `size`-byte extension."""
     solo = solo_chain(
-        cometbft,
-        make_node,
-        procs,
-        tmp_path,
-        transport=transport,
-        vote_extensions_height=EXT_ENABLE_HEIGHT,
-        start=False,
+        rig, transport=transport, vote_extensions_height=EXT_ENABLE_HEIGHT, start=False
     )
-    app = procs.add(
+    app = rig.procs.add(
         E2EApp(
-            cometbft,
-            tmp_path / "app",
+            rig.cometbft,
+            rig.tmp_path / "app",
             solo.chain_id,
             vote_extension_size=size,
             vote_extensions_enable_height=EXT_ENABLE_HEIGHT,
@@ -221,26 +154,14 @@ def _signed_extended_precommits(solo: Solo) -> list[int]:
 
 
 @pytest.mark.parametrize("transport", ["noise", "tcp"])
-def test_near_1_mib_vote_extensions_keep_the_chain_going(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-    transport: str,
-) -> None:
+def test_near_1_mib_vote_extensions_keep_the_chain_going(rig: Rig, transport: str) -> None:
     """v0.40's own e2e app extends every precommit with 1 MiB - 1 KiB: every
     SignVoteRequest and our response are ~1 MiB; the chain only moves on if the node got and
     verified our extension signatures, and each block carries the extended commit."""
-    record.scenario = f"vote-extension-1mib-{transport}"
-    record.transport, record.signer, record.extensions = transport, "softsign", True
-    solo, app = _extension_chain(
-        cometbft, make_node, procs, tmp_path, transport, WAL_SAFE_EXTENSION
-    )
+    rig.describe(f"vote-extension-1mib-{transport}", transport, "softsign", extensions=True)
+    solo, app = _extension_chain(rig, transport, WAL_SAFE_EXTENSION)
     last = 6
-    record.notes["seconds_to_height"] = round(solo.wait(last + 1, timeout=180), 1)
-    assert_chain_signed_by_us(solo, last)
-    record.blocks = last
+    chain_commits_blocks_signed_by_us(rig, solo, last, timeout=180)
     sizes = []
     for h in range(EXT_ENABLE_HEIGHT + 1, last + 1):
         txs = [base64.b64decode(t) for t in solo.node.block(h)["block"]["data"]["txs"] or []]
@@ -249,34 +170,21 @@ def test_near_1_mib_vote_extensions_keep_the_chain_going(
         sizes.append(len(ext_txs[0]))
     # hex of an extended commit holding one such extension (+ our signatures)
     assert all(s > 2 * WAL_SAFE_EXTENSION for s in sizes), sizes
-    record.notes["extended_commit_tx_bytes"] = sizes[0]
+    rig.record.notes["extended_commit_tx_bytes"] = sizes[0]
     assert f"len={WAL_SAFE_EXTENSION}" in app.log_text(), app.describe()
     signed = _signed_extended_precommits(solo)
     assert set(range(EXT_ENABLE_HEIGHT, last + 1)) <= set(signed), solo.kms.describe()
 
 
-def test_full_1_mib_extension_is_signed_and_reaches_the_node(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
+def test_full_1_mib_extension_is_signed_and_reaches_the_node(rig: Rig) -> None:
     """Exactly MaxVoteExtensionSize over Noise: kms signs the precommit and the node takes our
     1 MiB response (its own WAL then refuses the vote, a v0.40 limit, see WAL_SAFE_EXTENSION)."""
-    record.scenario = "vote-extension-full-1mib-noise"
-    record.transport, record.signer, record.extensions = "noise", "softsign", True
-    solo, app = _extension_chain(cometbft, make_node, procs, tmp_path, "noise", MIB)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and EXT_ENABLE_HEIGHT not in _signed_extended_precommits(
-        solo
-    ):
-        time.sleep(0.3)
-    assert EXT_ENABLE_HEIGHT in _signed_extended_precommits(solo), solo.kms.describe()
+    rig.describe("vote-extension-full-1mib-noise", "noise", "softsign", extensions=True)
+    solo, app = _extension_chain(rig, "noise", MIB)
+    signed = within(60, lambda: EXT_ENABLE_HEIGHT in _signed_extended_precommits(solo), 0.3)
+    assert signed, solo.kms.describe()
     assert f"len={MIB}" in app.log_text(), app.describe()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and "msg is too big" not in solo.node.log_text():
-        time.sleep(0.3)
+    within(20, lambda: "msg is too big" in solo.node.log_text(), 0.3)
     log = solo.node.log_text()
     # the node holds our signed 1 MiB precommit: it is what its WAL refuses to store
     assert re.search(r"msg is too big: 1048[6-9]\d\d bytes, max: 1048600 bytes", log), log[-3000:]

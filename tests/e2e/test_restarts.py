@@ -11,14 +11,11 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, Node, Procs
 from .kmsproc import StateWatcher, conflicting_signatures
-from .results import Result
-from .scenarios import solo_chain
+from .scenarios import Rig, solo_chain
 from .test_single_validator import assert_chain_signed_by_us
 
 pytestmark = pytest.mark.e2e
@@ -27,18 +24,11 @@ KMS_DOWNTIMES = (0.0, 0.0, 2.0)  # seconds between kill -9 and the restart
 BLOCKS_BETWEEN = 3
 
 
-def test_kms_kill9_and_node_restarts_keep_the_chain_going(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "restarts"
-    record.transport, record.signer = "tcp", "softsign"
-    rng = random.Random(f"restarts-{cometbft.tag}")
-    solo = solo_chain(cometbft, make_node, procs, tmp_path)
-    watcher = procs.add(StateWatcher(solo.kms.state_file).start())
+def test_kms_kill9_and_node_restarts_keep_the_chain_going(rig: Rig) -> None:
+    rig.describe("restarts", "tcp", "softsign")
+    rng = random.Random(f"restarts-{rig.cometbft.tag}")
+    solo = solo_chain(rig)
+    watcher = rig.procs.add(StateWatcher(solo.kms.state_file).start())
     solo.wait(4)
     stalls: dict[str, float] = {}
 
@@ -79,10 +69,10 @@ def test_kms_kill9_and_node_restarts_keep_the_chain_going(
 
     last = solo.node.height() - 1
     watcher.stop()
-    record.notes["seconds_to_next_block"] = stalls
-    record.notes["kms_starts"] = solo.kms.starts
-    record.notes["state_readings"] = len(watcher.seen)
-    record.blocks = last
+    rig.record.notes["seconds_to_next_block"] = stalls
+    rig.record.notes["kms_starts"] = solo.kms.starts
+    rig.record.notes["state_readings"] = len(watcher.seen)
+    rig.record.blocks = last
     assert watcher.regressions == [], f"state file went backwards: {watcher.regressions}"
     assert len(watcher.seen) > last, "the watcher saw too few states to mean anything"
     assert_chain_signed_by_us(solo, last)

@@ -16,22 +16,17 @@ with KMS_SHARED_E2E_LINES.
 from __future__ import annotations
 
 import os
-import time
 import warnings
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from kms.sim.etcd_cluster import EtcdCluster
 from tests.shared.conftest import etcd_binary
 
-from .cometbft import CometBFT, Node, Procs
 from .kmsproc import KmsHost, conflicting_signatures, kms_cli
-from .results import Result
-from .scenarios import new_kms_host
-from .test_two_nodes_one_key import feed_until, node_pair_network, send_tx
-from .verify import Evidence, check_commits, evidence_in
+from .scenarios import Rig, first_evidence, key_on_two_nodes, send_tx
+from .test_two_nodes_one_key import feed_until
+from .verify import check_commits, evidence_in
 
 pytestmark = pytest.mark.e2e
 
@@ -56,14 +51,6 @@ class _Etcd:
         )
 
 
-def wait_started(host: KmsHost, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not any(e.get("msg") == "kms started" for e in host.log_events()):
-        host.assert_alive()
-        assert time.monotonic() < deadline, f"{host.host_name} did not start"
-        time.sleep(0.1)
-
-
 def _shared_toml(cluster: EtcdCluster, host: str) -> str:
     eps = ", ".join(f'"{e}"' for e in cluster.endpoints)
     return (
@@ -72,37 +59,24 @@ def _shared_toml(cluster: EtcdCluster, host: str) -> str:
     )
 
 
-def test_two_hosts_share_one_watermark(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    if cometbft.line not in LINES:
+def test_two_hosts_share_one_watermark(rig: Rig) -> None:
+    if rig.cometbft.line not in LINES:
         pytest.skip(f"shared-state e2e runs on {', '.join(LINES)} only (CI time)")
-    record.scenario = "two-kms-hosts-shared-etcd"
-    record.transport, record.signer = "tcp", "softsign x2 + etcd"
-    cluster = EtcdCluster(etcd_binary(), tmp_path / "etcd", size=3)
-    procs.add(_Etcd(cluster))
+    rig.describe("two-kms-hosts-shared-etcd", "tcp", "softsign x2 + etcd")
+    cluster = EtcdCluster(etcd_binary(), rig.tmp_path / "etcd", size=3)
+    rig.procs.add(_Etcd(cluster))
     cluster.start()
-    net, laddrs = node_pair_network(cometbft, make_node, procs, tmp_path)
+    net, laddrs = key_on_two_nodes(rig, "ours")
     ours, ours_a = net.keys["ours"], net.node("ours-a")
     hosts: list[KmsHost] = []
     for name in ("kms-a", "kms-b"):
-        h = new_kms_host(tmp_path, procs, name, net.chain_id)
-        for laddr in laddrs.values():
-            h.add_validator(laddr, cometbft.protocol_version)
-        h.state_import(ours_a.state_path)
-        h.use_softsign(ours.path)
+        h = rig.softsign_host(name, net.chain_id, list(laddrs.values()), ours_a, ours)
         h.extra_toml = _shared_toml(cluster, name)
         h.write_config()
         hosts.append(h)
     kms_cli("state", "push", "-c", str(hosts[0].config_path), "--chain-id", net.chain_id)
     for h in hosts:
-        h.start()
-    for h in hosts:  # a node waits only 3 s for its signer at start-up
-        wait_started(h)
+        h.start()  # returns once started: a node waits only 3 s for its signer at start-up
     net.start()
     watcher = net.node("v1")
     feed_until(ours_a, watcher, BLOCKS // 3, timeout=120, alive=lambda: None)
@@ -124,8 +98,8 @@ def test_two_hosts_share_one_watermark(
     after_kill = [
         e for e in b.audit_entries() if e["outcome"] == "signed" and int(e["height"]) > killed_at
     ]
-    record.blocks = BLOCKS
-    record.notes.update(
+    rig.record.blocks = BLOCKS
+    rig.record.notes.update(
         {
             "our_signatures_in_commits": len(report.signed),
             "killed_host": a.host_name,
@@ -142,7 +116,7 @@ def test_two_hosts_share_one_watermark(
         for e in h.log_events()
         if str(e.get("msg", "")).startswith("standby for node")
     ]
-    record.notes["standby_log_lines"] = len(standby)
+    rig.record.notes["standby_log_lines"] = len(standby)
     assert not report.bad, report.summary()
     assert len(report.signed) >= BLOCKS // 2, report.summary()
     # A real node serves one signer at a time, so the other host usually logs that it
@@ -159,39 +133,19 @@ def test_two_hosts_share_one_watermark(
     assert conflicting_signatures(entries) == []
 
 
-def test_two_hosts_without_shared_state_double_sign(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
+def test_two_hosts_without_shared_state_double_sign(rig: Rig) -> None:
     """Control: two kms hosts with their own state files only, one per node: they sign
     different blocks at one height and the evidence check must find it."""
-    if cometbft.line != "v0.38":
+    if rig.cometbft.line != "v0.38":
         pytest.skip("the control runs on v0.38 only (CI time)")
-    record.scenario = "negative-two-kms-hosts-no-shared-state"
-    record.transport, record.signer = "tcp", "softsign x2, local state only"
-    net, laddrs = node_pair_network(cometbft, make_node, procs, tmp_path)
+    rig.describe("negative-two-kms-hosts-no-shared-state", "tcp", "softsign x2, local state only")
+    net, laddrs = key_on_two_nodes(rig, "ours")
     ours, ours_a = net.keys["ours"], net.node("ours-a")
     for name, node in (("kms-a", "ours-a"), ("kms-b", "ours-b")):
-        h = new_kms_host(tmp_path, procs, name, net.chain_id)
-        h.add_validator(laddrs[node], cometbft.protocol_version)
-        h.state_import(ours_a.state_path)
-        h.use_softsign(ours.path)
+        h = rig.softsign_host(name, net.chain_id, [laddrs[node]], ours_a, ours)
         h.start()
-        wait_started(h)
     net.start()
-    watcher = net.node("v1")
-    found: list[Evidence] = []
-    checked, deadline, n = 0, time.monotonic() + 120, 0
-    while not found:
-        assert time.monotonic() < deadline, f"no evidence in {checked} blocks"
-        n += 1
-        send_tx(ours_a, n)
-        top = watcher.height()
-        found = [e for e in evidence_in(watcher, range(checked + 1, top + 1)) if e.addresses]
-        checked = max(checked, top)
-        time.sleep(0.5)
-    record.notes["evidence_at_height"] = found[0].height
+    found, checked = first_evidence(net.node("v1"), lambda n: send_tx(ours_a, n), timeout=120)
+    assert found, f"no evidence in {checked} blocks"
+    rig.record.notes["evidence_at_height"] = found[0].height
     assert ours.address in found[0].addresses, found[0].raw

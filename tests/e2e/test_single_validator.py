@@ -8,14 +8,10 @@ key over the canonical vote sign bytes rebuilt from the node's RPC.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, Node, Procs
-from .results import Result
-from .scenarios import Solo, solo_chain
+from .scenarios import Rig, Solo, solo_chain
 from .verify import FLAG_COMMIT, check_commits, evidence_in
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +29,16 @@ def assert_chain_signed_by_us(solo: Solo, last: int) -> None:
     assert evidence_in(solo.node, heights) == []
 
 
+def chain_commits_blocks_signed_by_us(
+    rig: Rig, solo: Solo, blocks: int, timeout: float = 120
+) -> None:
+    """Wait for `blocks` + 1 (recording how long it took), then check every commit up to
+    `blocks` carries our signature."""
+    rig.record.notes["seconds_to_height"] = round(solo.wait(blocks + 1, timeout=timeout), 1)
+    assert_chain_signed_by_us(solo, blocks)
+    rig.record.blocks = blocks
+
+
 def signed_by_replica(solo: Solo) -> Counter[str]:
     return Counter(
         str(e.get("replica"))
@@ -42,20 +48,10 @@ def signed_by_replica(solo: Solo) -> Counter[str]:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
-def test_softsign_chain_commits_30_blocks_signed_by_our_key(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-    transport: str,
-) -> None:
-    record.scenario = f"single-softsign-{transport}"
-    record.transport, record.signer = transport, "softsign"
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport=transport)
-    record.notes["seconds_to_height"] = round(solo.wait(BLOCKS + 1, timeout=120), 1)
-    assert_chain_signed_by_us(solo, BLOCKS)
-    record.blocks = BLOCKS
+def test_softsign_chain_commits_30_blocks_signed_by_our_key(rig: Rig, transport: str) -> None:
+    rig.describe(f"single-softsign-{transport}", transport, "softsign")
+    solo = solo_chain(rig, transport=transport)
+    chain_commits_blocks_signed_by_us(rig, solo, BLOCKS)
     audit = solo.kms.audit_entries()
     signed_heights = {int(e["height"]) for e in audit if e["outcome"] == "signed"}
     assert set(range(1, BLOCKS + 1)) <= signed_heights
@@ -63,19 +59,10 @@ def test_softsign_chain_commits_30_blocks_signed_by_our_key(
     assert [e for e in audit if e["outcome"] in ("refused", "error")] == []
 
 
-def test_hsm_replicas_chain_commits_30_blocks_signed_by_our_key(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "single-hsm-tcp"
-    record.transport, record.signer = "tcp", "hsm-sim x2"
-    solo = solo_chain(cometbft, make_node, procs, tmp_path, transport="tcp", hsms=2)
-    record.notes["seconds_to_height"] = round(solo.wait(BLOCKS + 1, timeout=120), 1)
-    assert_chain_signed_by_us(solo, BLOCKS)
-    record.blocks = BLOCKS
+def test_hsm_replicas_chain_commits_30_blocks_signed_by_our_key(rig: Rig) -> None:
+    rig.describe("single-hsm-tcp", "tcp", "hsm-sim x2")
+    solo = solo_chain(rig, transport="tcp", hsms=2)
+    chain_commits_blocks_signed_by_us(rig, solo, BLOCKS)
     by_replica = signed_by_replica(solo)
-    record.notes["signatures_by_replica"] = dict(by_replica)
+    rig.record.notes["signatures_by_replica"] = dict(by_replica)
     assert len(by_replica) == 2, f"expected both replicas to sign (spread): {by_replica}"

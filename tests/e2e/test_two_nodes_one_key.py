@@ -11,59 +11,20 @@ of kms, and the evidence check must then find the double sign.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-from .cometbft import CometBFT, Node, Procs, RpcError, edit_toml
+from .cometbft import Node
 from .kmsproc import conflicting_signatures
-from .results import Result
-from .scenarios import Network, network, new_kms_host, signer_laddr
-from .verify import Evidence, check_commits, evidence_in
+from .scenarios import Rig, first_evidence, key_on_two_nodes, send_tx
+from .verify import check_commits, evidence_in
 
 pytestmark = pytest.mark.e2e
 
 BLOCKS = 20
-
-
-def diverge(a: Node, b: Node) -> None:
-    """Make the two nodes sharing a key propose different blocks at the same height.
-
-    Identical empty blocks would give identical votes (v0.34 takes block times from the
-    last commit, not the clock), which never tests a conflict. With mempool gossip off on
-    both, transactions sent to `a` (see `send_tx`) stay in `a`'s proposals only.
-    """
-    for node in (a, b):
-        node.config_path.write_text(
-            edit_toml(node.config_path.read_text(), {"mempool": {"broadcast": False}})
-        )
-
-
-def node_pair_network(
-    cometbft: CometBFT, make_node: Callable[[str], Node], procs: Procs, tmp_path: Path
-) -> tuple[Network, dict[str, str]]:
-    """A 4-validator net whose validator "ours" runs on two nodes (ours-a, ours-b) that
-    propose different blocks; each node has its own signer address (returned by name)."""
-    laddrs = {name: signer_laddr(procs, "tcp") for name in ("ours-a", "ours-b")}
-    net = network(
-        cometbft,
-        make_node,
-        tmp_path,
-        own_key={"v1": 10, "v2": 10, "v3": 10},
-        remote={"ours-a": ("ours", 10), "ours-b": ("ours", 10)},
-        remote_laddrs=laddrs,
-    )
-    diverge(net.node("ours-a"), net.node("ours-b"))
-    return net, laddrs
-
-
-def send_tx(node: Node, n: int) -> None:
-    with contextlib.suppress(RpcError):
-        node.rpc("broadcast_tx_async", tx=f'"k{n}=v{n}"')
 
 
 def feed_until(
@@ -79,22 +40,11 @@ def feed_until(
         time.sleep(0.2)
 
 
-def test_one_key_on_two_nodes_never_double_signs(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
-    record.scenario = "two-nodes-one-key"
-    record.transport, record.signer = "tcp", "softsign"
-    net, laddrs = node_pair_network(cometbft, make_node, procs, tmp_path)
+def test_one_key_on_two_nodes_never_double_signs(rig: Rig) -> None:
+    rig.describe("two-nodes-one-key", "tcp", "softsign")
+    net, laddrs = key_on_two_nodes(rig, "ours")
     ours, ours_a = net.keys["ours"], net.node("ours-a")
-    kms = new_kms_host(tmp_path, procs, "kms", net.chain_id)
-    for laddr in laddrs.values():
-        kms.add_validator(laddr, cometbft.protocol_version)
-    kms.state_import(ours_a.state_path)
-    kms.use_softsign(ours.path)
+    kms = rig.softsign_host("kms", net.chain_id, list(laddrs.values()), ours_a, ours)
     kms.start()
     net.start()
     watcher = net.node("v1")
@@ -109,8 +59,8 @@ def test_one_key_on_two_nodes_never_double_signs(
     links = Counter(
         str(e.get("link")) for e in kms.log_events() if e.get("msg") in ("signed", "reused")
     )
-    record.blocks = BLOCKS
-    record.notes.update(
+    rig.record.blocks = BLOCKS
+    rig.record.notes.update(
         {
             "our_signatures_in_commits": len(report.signed),
             "answers_by_link": dict(links),
@@ -129,43 +79,17 @@ def test_one_key_on_two_nodes_never_double_signs(
     assert conflicting_signatures(kms.audit_entries()) == []
 
 
-def test_evidence_check_sees_a_real_double_sign(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
+def test_evidence_check_sees_a_real_double_sign(rig: Rig) -> None:
     """Control for the test above: the same network, but the two nodes sharing the key
     each sign with a copy of the key file (no kms). They double-sign when they propose
     different blocks, and the evidence check must find it in a committed block."""
-    record.scenario = "negative-copied-key-double-signs"
-    record.transport, record.signer = "own-key", "key file copied to two nodes"
-    net = network(
-        cometbft,
-        make_node,
-        tmp_path,
-        own_key={"v1": 10, "v2": 10, "v3": 10},
-        remote={"twin-a": ("twin", 10), "twin-b": ("twin", 10)},
-        remote_laddrs={},
-    )
-    twin = net.keys["twin"]
-    twin_a = net.node("twin-a")
-    diverge(twin_a, net.node("twin-b"))
+    rig.describe("negative-copied-key-double-signs", "own-key", "key file copied to two nodes")
+    net, _ = key_on_two_nodes(rig, "twin", signers=False)
+    twin, twin_a = net.keys["twin"], net.node("twin-a")
     net.start()
-    watcher = net.node("v1")
-    found: list[Evidence] = []
-    checked, deadline = 0, time.monotonic() + 90
-    n = 0
-    while not found:
-        assert time.monotonic() < deadline, f"no evidence in {checked} blocks"
-        n += 1
-        send_tx(twin_a, n)
-        top = watcher.height()
-        found = [e for e in evidence_in(watcher, range(checked + 1, top + 1)) if e.addresses]
-        checked = max(checked, top)
-        time.sleep(0.5)
-    record.notes["evidence_at_height"] = found[0].height
-    record.notes["evidence_type"] = found[0].type
-    record.blocks = checked
+    found, checked = first_evidence(net.node("v1"), lambda n: send_tx(twin_a, n), timeout=90)
+    assert found, f"no evidence in {checked} blocks"
+    rig.record.notes["evidence_at_height"] = found[0].height
+    rig.record.notes["evidence_type"] = found[0].type
+    rig.record.blocks = checked
     assert twin.address in found[0].addresses, found[0].raw

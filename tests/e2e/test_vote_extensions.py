@@ -8,16 +8,10 @@ that path: the chain must then stop at the enable height.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from pathlib import Path
-
 import pytest
 
-from .cometbft import CometBFT, Node, Procs
-from .results import Result
-from .scenarios import solo_chain
-from .test_single_validator import assert_chain_signed_by_us
+from .scenarios import Rig, highest_height, solo_chain
+from .test_single_validator import chain_commits_blocks_signed_by_us
 
 pytestmark = [pytest.mark.e2e, pytest.mark.vote_extensions]
 
@@ -28,65 +22,30 @@ BLOCKS = 20
 @pytest.mark.parametrize(
     ("transport", "hsms"), [("tcp", 0), ("unix", 2)], ids=["tcp-softsign", "unix-hsm"]
 )
-def test_chain_with_vote_extensions_keeps_committing(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-    transport: str,
-    hsms: int,
-) -> None:
+def test_chain_with_vote_extensions_keeps_committing(rig: Rig, transport: str, hsms: int) -> None:
     signer = f"hsm-sim x{hsms}" if hsms else "softsign"
-    record.scenario = f"vote-extensions-{'hsm' if hsms else 'softsign'}-{transport}"
-    record.transport, record.signer, record.extensions = transport, signer, True
-    solo = solo_chain(
-        cometbft,
-        make_node,
-        procs,
-        tmp_path,
-        transport=transport,
-        hsms=hsms,
-        vote_extensions_height=ENABLE_HEIGHT,
-    )
-    record.notes["seconds_to_height"] = round(solo.wait(BLOCKS + 1, timeout=120), 1)
-    section, key = cometbft.vote_extensions_param or ("", "")
+    scenario = f"vote-extensions-{'hsm' if hsms else 'softsign'}-{transport}"
+    rig.describe(scenario, transport, signer, extensions=True)
+    solo = solo_chain(rig, transport=transport, hsms=hsms, vote_extensions_height=ENABLE_HEIGHT)
+    chain_commits_blocks_signed_by_us(rig, solo, BLOCKS)
+    section, key = rig.cometbft.vote_extensions_param or ("", "")
     params = solo.node.rpc("consensus_params", height=BLOCKS)["consensus_params"]
     assert params[section][key] == str(ENABLE_HEIGHT)
-    assert_chain_signed_by_us(solo, BLOCKS)
-    record.blocks = BLOCKS
 
 
-def test_chain_stops_at_enable_height_when_kms_does_not_sign_extensions(
-    cometbft: CometBFT,
-    make_node: Callable[[str], Node],
-    procs: Procs,
-    tmp_path: Path,
-    record: Result,
-) -> None:
+def test_chain_stops_at_enable_height_when_kms_does_not_sign_extensions(rig: Rig) -> None:
     """Negative control for the test above: `sign_extensions = false` must break the chain."""
-    record.scenario = "vote-extensions-unsigned-stops"
-    record.transport, record.signer, record.extensions = "tcp", "softsign", True
-    solo = solo_chain(
-        cometbft,
-        make_node,
-        procs,
-        tmp_path,
-        vote_extensions_height=ENABLE_HEIGHT,
-        start=False,
-    )
+    rig.describe("vote-extensions-unsigned-stops", "tcp", "softsign", extensions=True)
+    solo = solo_chain(rig, vote_extensions_height=ENABLE_HEIGHT, start=False)
     solo.kms.sign_extensions = False
     solo.kms.start()
     solo.node.start()
     # Blocks below the enable height need no extension signatures: the wiring works...
     solo.wait(ENABLE_HEIGHT - 1, timeout=60)
     # ...and then the first precommit that needs one stops the chain.
-    highest, deadline = 0, time.monotonic() + 10
-    while time.monotonic() < deadline and solo.node.running:
-        highest = max(highest, solo.node.height())
-        time.sleep(0.3)
-    record.notes["node_exited"] = not solo.node.running
-    record.notes["highest"] = highest
+    highest = highest_height(solo.node, 10)
+    rig.record.notes["node_exited"] = not solo.node.running
+    rig.record.notes["highest"] = highest
     assert highest < ENABLE_HEIGHT, f"chain reached {highest}\n{solo.node.log_tail()}"
     # Real nodes (v0.38.26, v0.40.0, v1.0.1) recover the panic inside consensus: the process
     # stays up, consensus halts with "CONSENSUS FAILURE!!!" naming the missing extension.

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from kms.config import load_config
+from kms.config import Config, load_config
 from kms.errors import ConfigError
 from tests.unit.config.helpers import BASE, HSM_PASSWORD, make_home, write_config
 
 
-def load(tmp_path: Path, shared: str, chain_extra: str = "") -> object:
+def load(tmp_path: Path, shared: str, chain_extra: str = "") -> Config:
     home = make_home(tmp_path / "home")
     text = BASE.replace(
         'state_file = "state/chain-b.json"\n', f'state_file = "state/chain-b.json"\n{chain_extra}'
@@ -28,11 +28,12 @@ def test_full_section(tmp_path: Path) -> None:
         'tls = { ca_file = "ca.pem", cert_file = "c.pem", key_file = "k.pem" }\n',
         chain_extra="shared_state = false\n",
     )
-    s = cfg.shared_state  # type: ignore[attr-defined]
+    s = cfg.shared_state
+    assert s is not None
     assert s.endpoints == ("https://10.0.0.1:2379", "https://[::1]:2379")
     assert (s.prefix, s.host_id, s.timeout, s.username) == ("/kms/prod", "kms-a", 0.25, "kms")
-    assert s.ca_file.name == "ca.pem" and not s.insecure
-    assert [c.shared_state for c in cfg.chains] == [True, False]  # type: ignore[attr-defined]
+    assert s.ca_file is not None and s.ca_file.name == "ca.pem" and not s.insecure
+    assert [c.shared_state for c in cfg.chains] == [True, False]
 
 
 def test_no_section_means_nothing_shared(tmp_path: Path) -> None:
@@ -65,14 +66,16 @@ def test_bad_section_is_one_clear_error(tmp_path: Path, shared: str, match: str)
 
 def test_http_allowed_with_insecure(tmp_path: Path) -> None:
     cfg = load(tmp_path, 'endpoints = ["http://127.0.0.1:2379"]\nprefix = "/k"\ninsecure = true\n')
-    assert cfg.shared_state.insecure  # type: ignore[attr-defined]
+    assert cfg.shared_state is not None and cfg.shared_state.insecure
 
 
 def test_preference(tmp_path: Path) -> None:
     base = 'endpoints = ["https://x:1"]\nprefix = "/k"\n'
     cfg = load(tmp_path, base + 'preference = { ttl = 3, delay = "50ms" }\n')
-    s = cfg.shared_state  # type: ignore[attr-defined]
+    s = cfg.shared_state
+    assert s is not None
     assert (s.preference_ttl, s.preference_delay) == (3, 0.05)
-    assert load(tmp_path / "2", base).shared_state.preference_ttl is None  # type: ignore[attr-defined]
+    plain = load(tmp_path / "2", base).shared_state
+    assert plain is not None and plain.preference_ttl is None
     with pytest.raises(ConfigError, match="ttl"):
         load(tmp_path / "3", base + "preference = { ttl = 0 }\n")

@@ -27,7 +27,7 @@ import os
 import random
 import re
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,7 +282,7 @@ async def test_no_conflicting_signatures_under_faults(
 
 
 def shared_counts(hosts: list[Host]) -> dict[str, float]:
-    out: Counter[str] = Counter()
+    out: dict[str, float] = defaultdict(float)
     for h in hosts:
         path = h.home.root / "metrics.prom"
         with contextlib.suppress(OSError):

@@ -19,12 +19,19 @@ from kms.refusal import Code
 from kms.shared.admin import push, seal
 from kms.shared.etcd import CasResult, EtcdClient
 from kms.shared.gate import SharedGate
-from kms.shared.record import decode, watermark_key
+from kms.shared.record import watermark_key
 from kms.sim.etcd_cluster import EtcdCluster
 from kms.state.guard import ChainGuard
 from kms.state.machine import SignState
 from kms.state.store import StateStore
-from tests.shared.helpers import PREFIX, cand_vote, client_for, gate_for, init_record
+from tests.shared.helpers import (
+    PREFIX,
+    cand_vote,
+    client_for,
+    gate_for,
+    init_record,
+    stored_record,
+)
 from tests.unit.state.helpers import CHAIN, PRECOMMIT, PREVOTE, SoftSigner, block, vote
 
 A, B = block(0xAA), block(0xBB)
@@ -61,7 +68,7 @@ async def test_second_host_conflict_is_refused(etcd_cluster: EtcdCluster) -> Non
     # lower is a regression, on the cache, without a round trip
     vr = await gb.authorize(cand_vote(PREVOTE, 4, 0, A), max_height=None)
     assert not vr.allowed and vr.error_code == Code.REGRESSION
-    rec = decode((await ca.get(watermark_key(PREFIX, CHAIN))).value)  # type: ignore[union-attr]
+    rec = await stored_record(ca)
     assert (rec.hrs, rec.host, rec.block_id) == ((5, 0, 1), "a", A)
     await ca.close()
     await cb.close()
@@ -83,7 +90,7 @@ async def test_identical_and_timestamp_only_sign_the_stored_bytes(
     assert later.allowed and later.rule == "same-hrs-vote-timestamp-only"
     assert later.sign_bytes == first.sign_bytes and later.timestamp == first.timestamp
     # Neither wrote: the record is a's.
-    rec = decode((await ca.get(watermark_key(PREFIX, CHAIN))).value)  # type: ignore[union-attr]
+    rec = await stored_record(ca)
     assert rec.host == "a"
     await ca.close()
     await cb.close()
@@ -138,8 +145,8 @@ async def test_ambiguous_commit_resolved_by_write_id(etcd_cluster: EtcdCluster) 
     g = gate_for(c, "a")
     v = await g.authorize(cand_vote(PREVOTE, 3, 0, A), max_height=None)
     assert v.allowed and v.sign_bytes == cand_vote(PREVOTE, 3, 0, A).sign_bytes
-    rec = decode((await c.get(watermark_key(PREFIX, CHAIN))).value)  # type: ignore[union-attr]
-    assert rec.write_id == g.cached.write_id  # type: ignore[union-attr]
+    rec = await stored_record(c)
+    assert g.cached is not None and rec.write_id == g.cached.write_id
     await c.close()
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from kms.errors import SharedStateError
 from kms.privval import canonical
+from kms.privval.messages import BlockID
 from kms.shared.record import Record, decode, encode, watermark_key
 from tests.unit.state.helpers import CHAIN, PRECOMMIT, PREVOTE, block, vote
 
@@ -16,14 +17,22 @@ A = block(0xAA)
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 
-def record(**kw: object) -> Record:
-    sb = canonical.vote_sign_bytes(CHAIN, vote(PREVOTE, 7, 1, A))
-    base: dict[str, object] = dict(
-        height=7, round=1, step=1, block_id=A, sign_bytes=sb, host="kms-a",
-        write_id="0f" * 16, written_at=WHEN, sealed_at=None,
+def record(
+    *,
+    step: int = 1,
+    sign_bytes: bytes | None = None,
+    block_id: BlockID = A,
+    sealed_at: int | None = None,
+) -> Record:
+    sb = (
+        canonical.vote_sign_bytes(CHAIN, vote(PREVOTE, 7, 1, A))
+        if sign_bytes is None
+        else sign_bytes
+    )
+    return Record(
+        height=7, round=1, step=step, block_id=block_id, sign_bytes=sb, host="kms-a",
+        write_id="0f" * 16, written_at=WHEN, sealed_at=sealed_at,
     )  # fmt: skip
-    base.update(kw)
-    return Record(**base)  # type: ignore[arg-type]
 
 
 def test_round_trip() -> None:

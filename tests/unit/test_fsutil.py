@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from kms.errors import FileStepError
 from kms.fsutil import FileOps, atomic_write
 
 
-def _tokens(*names: str) -> object:
+def _tokens(*names: str) -> Callable[[], str]:
     it = itertools.chain(names, (f"t{i}" for i in itertools.count()))
     return lambda: next(it)
 
@@ -31,7 +32,7 @@ def test_a_planted_symlink_at_the_temporary_name_is_never_followed(tmp_path: Pat
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious")
     (tmp_path / ".f.guess.tmp").symlink_to(victim)
-    atomic_write(tmp_path / "f", b"data", token=_tokens("guess"))  # type: ignore[arg-type]
+    atomic_write(tmp_path / "f", b"data", token=_tokens("guess"))
     assert victim.read_bytes() == b"precious"
     assert (tmp_path / "f").read_bytes() == b"data"
     assert (tmp_path / ".f.guess.tmp").is_symlink()  # not ours: left alone
@@ -40,7 +41,7 @@ def test_a_planted_symlink_at_the_temporary_name_is_never_followed(tmp_path: Pat
 def test_a_planted_regular_file_at_the_temporary_name_is_not_truncated(tmp_path: Path) -> None:
     planted = tmp_path / ".f.guess.tmp"
     planted.write_bytes(b"someone else's")
-    atomic_write(tmp_path / "f", b"data", token=_tokens("guess"))  # type: ignore[arg-type]
+    atomic_write(tmp_path / "f", b"data", token=_tokens("guess"))
     assert planted.read_bytes() == b"someone else's"
 
 
@@ -51,7 +52,7 @@ def test_every_name_taken_fails_without_writing_anything(tmp_path: Path) -> None
         atomic_write(
             tmp_path / "f",
             b"data",
-            token=_tokens(*(f"n{i}" for i in range(16))),  # type: ignore[arg-type]
+            token=_tokens(*(f"n{i}" for i in range(16))),
         )
     assert info.value.step == "create"
     assert not (tmp_path / "f").exists()

@@ -7,7 +7,9 @@ import hashlib
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -143,7 +145,9 @@ def test_priv_validator_key_json_round_trip_matches_cometbft_layout(tmp_path: Pa
         (lambda d: d.pop("priv_key"), "missing"),
     ],
 )
-def test_priv_validator_key_inconsistencies_are_refused(mutate, message) -> None:  # type: ignore[no-untyped-def]
+def test_priv_validator_key_inconsistencies_are_refused(
+    mutate: Callable[[dict[str, Any]], object], message: str
+) -> None:
     doc = json.loads(priv_validator_key_json(RFC_SEED))
     mutate(doc)
     with pytest.raises(KeyFileError, match=message):

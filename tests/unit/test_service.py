@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from nacl.signing import SigningKey, VerifyKey
@@ -63,11 +64,21 @@ class BrokenSigner(Signer):
 
 
 def make_service(
-    tmp_path: Path, signer: Signer | None = None, **chain_opts: object
+    tmp_path: Path,
+    signer: Signer | None = None,
+    *,
+    sign_extensions: bool = True,
+    raw_bytes: Literal["off", "prefixed"] = "off",
 ) -> Iterator[SignService]:
     state = tmp_path / "state.json"
     StateStore.create(state, SignState.initial())
-    cfg = ChainConfig(id=CHAIN, key_format=KeyFormat(), state_file=state, **chain_opts)  # type: ignore[arg-type]
+    cfg = ChainConfig(
+        id=CHAIN,
+        key_format=KeyFormat(),
+        state_file=state,
+        sign_extensions=sign_extensions,
+        raw_bytes=raw_bytes,
+    )
     guard = ChainGuard(CHAIN, StateStore(state))
     try:
         yield SignService({CHAIN: Chain(cfg, guard, signer or SoftSigner(SEED))})
@@ -193,15 +204,15 @@ async def test_a_huge_node_supplied_chain_id_is_never_echoed_or_logged_whole(
 ) -> None:
     # Regression (issue 11, item 7): a 1 MiB chain ID made a 1 MiB log line and reply.
     huge = "x" * (1 << 20)
-    request: SignVoteRequest | SignProposalRequest | PubKeyRequest = {
+    requests: dict[str, SignVoteRequest | SignProposalRequest | PubKeyRequest] = {
         "vote": SignVoteRequest(vote(SignedMsgType.PREVOTE), huge),
         "proposal": SignProposalRequest(
             Proposal(SignedMsgType.PROPOSAL, 5, 0, -1, BLOCK, TS), huge
         ),
         "pubkey": PubKeyRequest(huge),
-    }[kind]
+    }
     with caplog.at_level("DEBUG"):
-        r = await svc.handle(request, link())
+        r = await svc.handle(requests[kind], link())
     assert isinstance(r, SignedVoteResponse | SignedProposalResponse | PubKeyResponse)
     assert r.error is not None
     description = r.error.description
@@ -243,11 +254,15 @@ async def test_signer_failure_is_a_remote_signer_error_and_nothing_is_stored(
     ids=["v1-sign-bytes", "celestia-raw-bytes"],
 )
 async def test_raw_bytes_are_refused_unless_enabled(
-    tmp_path: Path, req: object, dialect: Dialect, resp_type: type
+    tmp_path: Path,
+    req: SignBytesRequest | SignRawBytesRequest,
+    dialect: Dialect,
+    resp_type: type[SignBytesResponse | SignedRawBytesResponse],
 ) -> None:
     for svc in make_service(tmp_path):
-        r = await svc.handle(req, link(dialect))  # type: ignore[arg-type]
-        assert isinstance(r, resp_type) and r.error is not None and not r.signature
+        r = await svc.handle(req, link(dialect))
+        assert isinstance(r, SignBytesResponse | SignedRawBytesResponse) and type(r) is resp_type
+        assert r.error is not None and not r.signature
         assert "disabled" in r.error.description
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 
 import pytest
 
@@ -34,3 +35,10 @@ def test_code_is_ruff_formatted() -> None:
 def test_mypy_strict_reports_nothing() -> None:
     r = _run(sys.executable, "-m", "mypy")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_covers_the_tests_and_the_benchmarks() -> None:
+    # `python3 -m mypy` (above) checks what pyproject lists; tests and bench are code too.
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["strict"] is True
+    assert {"kms", "tests", "bench"} <= set(config["packages"])

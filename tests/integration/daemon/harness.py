@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,10 +140,10 @@ def run_kms_start(config: Path, timeout: float = 20.0) -> subprocess.CompletedPr
     )
 
 
-async def wait_until(pred: object, timeout: float, interval: float = 0.02) -> float:
+async def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.02) -> float:
     """Poll `pred()` until true; return the time it took. Raises TimeoutError."""
     t0 = time.monotonic()
-    while not pred():  # type: ignore[operator]
+    while not pred():
         if time.monotonic() - t0 > timeout:
             raise TimeoutError
         await asyncio.sleep(interval)

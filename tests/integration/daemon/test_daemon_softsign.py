@@ -15,12 +15,14 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from nacl.signing import SigningKey
 
 from kms.errors import LinkClosed
 from kms.privval.messages import (
+    BlockID,
     Dialect,
     PingRequest,
     PingResponse,
@@ -59,12 +61,12 @@ def softsign_config(home: Home, addrs: list[str], dialect: str, chain: str = CHA
     return home.write_config(text)
 
 
-def prevote(height: int, block: object = None, round_: int = 0) -> Vote:
+def prevote(height: int, block: BlockID | None = None, round_: int = 0) -> Vote:
     return Vote(
         type=SignedMsgType.PREVOTE,
         height=height,
         round=round_,
-        block_id=block if block is not None else random_block_id(),  # type: ignore[arg-type]
+        block_id=block if block is not None else random_block_id(),
         timestamp=now_timestamp(),
         validator_address=b"\x01" * 20,
     )
@@ -73,13 +75,13 @@ def prevote(height: int, block: object = None, round_: int = 0) -> Vote:
 @pytest.mark.parametrize("dialect", [Dialect.V0_34, Dialect.V0_37, Dialect.V0_38, Dialect.V1])
 @pytest.mark.parametrize("transport", ["tcp", "unix"])
 async def test_signs_every_request_type_in_each_dialect(
-    tmp_path: Path, dialect: Dialect, transport: str
+    tmp_path: Path, dialect: Dialect, transport: Literal["tcp", "unix"]
 ) -> None:
     home = make_home(tmp_path / "kms", [CHAIN])
     node = SimulatedValidator(
         CHAIN,
         dialect,
-        transport=transport,  # type: ignore[arg-type]
+        transport=transport,
         path=tmp_path / "pv.sock" if transport == "unix" else None,
     )
     await node.start()

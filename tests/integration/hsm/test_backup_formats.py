@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 from nacl.signing import SigningKey
-from yubihsm import YubiHsm
 from yubihsm.backends.http import HttpBackend
+from yubihsm.core import YubiHsm
 from yubihsm.defs import CAPABILITY
 from yubihsm.objects import AsymmetricKey, WrapKey
 
@@ -21,6 +21,7 @@ from kms.hsm.keyfiles import SeedSource, read_key_source
 from kms.keyfile import write_secret_file
 from kms.pubkey import validator_address
 from kms.sim.yubihsm import SimulatedHsm
+from tests.yubihsm_typed import ed25519_public_key
 
 SEED = bytes(range(7, 39))
 PUB = bytes(SigningKey(SEED).verify_key)
@@ -28,7 +29,7 @@ WRAP = bytes(range(32))
 KEY_ID = 12
 
 
-def run(*args: str | Path) -> Result:
+def run(*args: str | Path | int) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
@@ -49,7 +50,7 @@ def sims() -> Iterator[list[SimulatedHsm]]:
 
 def library_blob(sim: SimulatedHsm) -> bytes:
     """What tmkms and yubihsm-shell obtain: EXPORT_WRAPPED through Yubico's library."""
-    hsm = YubiHsm(HttpBackend(sim.url, timeout=(1, 3)))  # type: ignore[arg-type]
+    hsm = YubiHsm(HttpBackend(sim.url, timeout=(1, 3)))
     s = hsm.create_session_derived(1, "password")
     blob = WrapKey(s, 1).export_wrapped(AsymmetricKey(s, KEY_ID))
     s.close()
@@ -80,10 +81,10 @@ def pw(tmp_path: Path) -> Path:
     ],
 )
 def test_a_library_made_blob_imports_into_every_replica(
-    sims: list[SimulatedHsm], pw: Path, tmp_path: Path, encode: object
+    sims: list[SimulatedHsm], pw: Path, tmp_path: Path, encode: Callable[[bytes], bytes]
 ) -> None:
     path = tmp_path / "key.wrap"
-    path.write_bytes(encode(library_blob(sims[0])))  # type: ignore[operator]
+    path.write_bytes(encode(library_blob(sims[0])))
     os.chmod(path, 0o644)  # encrypted: no 0600 needed
     res = run("import", *flags(sims[1:], pw), "--key-id", KEY_ID, path)
     assert res.exit_code == 0, res.output
@@ -105,10 +106,10 @@ def test_export_in_tmkms_format_is_what_the_library_imports(
     res = run("export", *flags(sims[:1], pw), "--key-id", KEY_ID, "--format", "tmkms", out)
     assert res.exit_code == 0, res.output
     blob = base64.b64decode(out.read_bytes())  # tmkms: base64::decode, then import_wrapped
-    hsm = YubiHsm(HttpBackend(sims[2].url, timeout=(1, 3)))  # type: ignore[arg-type]
+    hsm = YubiHsm(HttpBackend(sims[2].url, timeout=(1, 3)))
     s = hsm.create_session_derived(1, "password")
     key = WrapKey(s, 1).import_wrapped(blob)
-    assert key.id == KEY_ID and key.get_public_key().public_bytes_raw() == PUB  # type: ignore[union-attr]
+    assert key.id == KEY_ID and ed25519_public_key(key).public_bytes_raw() == PUB
     hsm.close()
     assert isinstance(read_key_source(out), RawWrapped)
 

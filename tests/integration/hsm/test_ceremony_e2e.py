@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from yubihsm import YubiHsm
 from yubihsm.backends.http import HttpBackend
+from yubihsm.core import AuthSession, YubiHsm
 from yubihsm.defs import ALGORITHM, CAPABILITY, ERROR
 from yubihsm.exceptions import YubiHsmDeviceError
 from yubihsm.objects import AsymmetricKey, WrapKey
@@ -38,12 +38,12 @@ CHAIN = "ceremony-1"
 KEY_ID = 7
 
 
-def run(*args: str | Path, input: str | None = None) -> Result:
+def run(*args: str | Path | int, input: str | None = None) -> Result:
     res = CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
     return res
 
 
-def ok(*args: str | Path, input: str | None = None) -> Result:
+def ok(*args: str | Path | int, input: str | None = None) -> Result:
     res = run(*args, input=input)
     assert res.exit_code == 0, (args, res.output)
     return res
@@ -85,8 +85,8 @@ def hsm_sims(tmp_path: Path) -> Iterator[list[str]]:
         p.wait(10)
 
 
-def session(url: str, entropy: bytes, role: str, key_id: int) -> tuple[YubiHsm, object]:
-    hsm = YubiHsm(HttpBackend(url, timeout=(1, 5)))  # type: ignore[arg-type]
+def session(url: str, entropy: bytes, role: str, key_id: int) -> tuple[YubiHsm, AuthSession]:
+    hsm = YubiHsm(HttpBackend(url, timeout=(1, 5)))
     return hsm, hsm.create_session_derived(key_id, phrase.role_password(entropy, role))
 
 
@@ -155,7 +155,7 @@ async def test_ceremony_keygen_sign_audit_reset_rejoin(tmp_path: Path, hsm_sims:
 
             # replica 3 is wiped (RESET_DEVICE as the admin) ...
             hsm, admin = session(urls[2], entropy, "admin", 2)
-            admin.reset_device()  # type: ignore[attr-defined]
+            admin.reset_device()
             hsm.close()
             await node.run_heights(2, start_height=5)  # the other two carry on
             # ... rebuilt from the phrase and the wrapped backup alone ...
@@ -185,17 +185,17 @@ async def test_ceremony_keygen_sign_audit_reset_rejoin(tmp_path: Path, hsm_sims:
 
     # the signer role on the rebuilt replica: only sign-eddsa with the validator key
     hsm, admin = session(urls[2], entropy, "admin", 2)
-    AsymmetricKey.generate(admin, 8, "other", 0b10, CAPABILITY.SIGN_EDDSA, ALGORITHM.EC_ED25519)  # type: ignore[arg-type]
+    AsymmetricKey.generate(admin, 8, "other", 0b10, CAPABILITY.SIGN_EDDSA, ALGORITHM.EC_ED25519)
     hsm.close()
     hsm, signer = session(urls[2], entropy, "signer", 4)
-    AsymmetricKey(signer, KEY_ID).sign_eddsa(b"allowed")  # type: ignore[arg-type]
+    AsymmetricKey(signer, KEY_ID).sign_eddsa(b"allowed")
     for attempt, code in (
         (
             lambda: WrapKey(signer, 1).export_wrapped(AsymmetricKey(signer, KEY_ID)),
             ERROR.INSUFFICIENT_PERMISSIONS,
-        ),  # type: ignore[arg-type]
-        (lambda: AsymmetricKey(signer, KEY_ID).delete(), ERROR.INSUFFICIENT_PERMISSIONS),  # type: ignore[arg-type]
-        (lambda: AsymmetricKey(signer, 8).sign_eddsa(b"x"), ERROR.OBJECT_NOT_FOUND),  # type: ignore[arg-type]
+        ),
+        (lambda: AsymmetricKey(signer, KEY_ID).delete(), ERROR.INSUFFICIENT_PERMISSIONS),
+        (lambda: AsymmetricKey(signer, 8).sign_eddsa(b"x"), ERROR.OBJECT_NOT_FOUND),
     ):
         with pytest.raises(YubiHsmDeviceError) as e:
             attempt()

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from yubihsm import YubiHsm
 from yubihsm.backends.http import HttpBackend
+from yubihsm.core import YubiHsm
 from yubihsm.defs import CAPABILITY, ERROR, OBJECT
 from yubihsm.exceptions import YubiHsmDeviceError
 
@@ -40,7 +40,7 @@ def sims() -> Iterator[list[SimulatedHsm]]:
         s.stop()
 
 
-def layout(sim: SimulatedHsm) -> list[tuple[object, ...]]:
+def layout(sim: SimulatedHsm) -> list[tuple[int, int, bytes, int, int, int, bytes]]:
     out = []
     for p in PLAN:
         o = sim.device.get_object(p.object_id, p.object_type)
@@ -49,7 +49,7 @@ def layout(sim: SimulatedHsm) -> list[tuple[object, ...]]:
     return out
 
 
-def setup_ok(sims: list[SimulatedHsm], *extra: str, input: str | None = None) -> Result:
+def setup_ok(sims: list[SimulatedHsm], *extra: str | Path, input: str | None = None) -> Result:
     res = run("hsm", "setup", *conns(sims), *extra, input=input)
     assert res.exit_code == 0, res.output
     return res
@@ -78,13 +78,14 @@ def test_setup_provisions_identical_replicas_and_prints_the_phrase_once(
     assert layout(sims[0]) == layout(sims[1]) == layout(sims[2])
     for s in sims:
         assert s.device.get_object(1, OBJECT.AUTHENTICATION_KEY) is None  # factory key deleted
-        assert s.device.get_object(1, OBJECT.WRAP_KEY).secret == phrase.wrap_key(entropy)  # type: ignore[union-attr]
+        wrap = s.device.get_object(1, OBJECT.WRAP_KEY)
+        assert wrap is not None and wrap.secret == phrase.wrap_key(entropy)
     assert pw.read_text().strip() == phrase.role_password(entropy, "signer")
     assert pw.stat().st_mode & 0o777 == 0o600
     # the phrase is never written anywhere kms writes
     assert phrases[0] not in pw.read_text()
     # the derived signer password logs in with exactly the signer capabilities
-    hsm = YubiHsm(HttpBackend(sims[0].url, timeout=(1, 3)))  # type: ignore[arg-type]
+    hsm = YubiHsm(HttpBackend(sims[0].url, timeout=(1, 3)))
     signer = hsm.create_session_derived(4, pw.read_text().strip())
     with pytest.raises(YubiHsmDeviceError) as e:
         signer.get_pseudo_random(4)
@@ -109,7 +110,7 @@ def test_a_reset_device_rebuilt_from_the_phrase_gets_identical_objects(
     assert layout(sims[2]) == want
     out = tmp_path / "operator.pw"
     assert run("hsm", "password", "operator", "--out", out, input=text + "\n").exit_code == 0
-    hsm = YubiHsm(HttpBackend(sims[2].url, timeout=(1, 3)))  # type: ignore[arg-type]
+    hsm = YubiHsm(HttpBackend(sims[2].url, timeout=(1, 3)))
     hsm.create_session_derived(role("operator").object_id, out.read_text().strip()).close()
     hsm.close()
 

@@ -10,6 +10,7 @@ every signature against the canonical sign bytes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -43,19 +44,21 @@ def _precommit(height: int, extension: bytes) -> Vote:
     )
 
 
-def _node(home: Home, transport: str, dialect: Dialect) -> SimulatedValidator:
+def _node(home: Home, transport: Literal["tcp", "noise"], dialect: Dialect) -> SimulatedValidator:
     kms_id = peer_id_from_ed25519(identity_public_key(load_identity_key(home.identity)))
     return SimulatedValidator(
         CHAIN,
         dialect,
         transport=transport,
         allow_peer_id=kms_id,
-        retry_window=3.0,  # type: ignore[arg-type]
+        retry_window=3.0,
     )
 
 
 @pytest.mark.parametrize("transport", ["noise", "tcp"])
-async def test_one_mib_extension_is_signed_on_v0_40(tmp_path: Path, transport: str) -> None:
+async def test_one_mib_extension_is_signed_on_v0_40(
+    tmp_path: Path, transport: Literal["tcp", "noise"]
+) -> None:
     home = make_home(tmp_path / "kms", [CHAIN])
     node = _node(home, transport, Dialect.V0_40)
     await node.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +52,7 @@ def sims() -> Iterator[SimFactory]:
 
 
 @pytest.fixture
-def admin_password_file(tmp_path):  # type: ignore[no-untyped-def]
+def admin_password_file(tmp_path: Path) -> Path:
     path = tmp_path / "admin-password"
     write_secret_file(path, ADMIN_PASSWORD.encode() + b"\n")
     return path

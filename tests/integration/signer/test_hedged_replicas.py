@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Literal
 
 from nacl.signing import SigningKey
 
@@ -16,6 +17,7 @@ from kms.signer.hedge import HedgePolicy
 from kms.signer.replicas import ReplicaSet
 from kms.signer.yubihsm import YubiHsmDevice, YubiHsmSigner
 from kms.signer.yubihsm_session import derive_credentials
+from kms.sim.yubihsm import SimulatedHsm
 
 from .conftest import KEY_ID, SEED, SIGNER_AUTH_ID, SIGNER_PASSWORD, SimFactory
 
@@ -29,7 +31,9 @@ def expected(msg: bytes) -> bytes:
     return bytes(SigningKey(SEED).sign(msg).signature)
 
 
-async def hedged_set(sims: SimFactory, policy: str) -> tuple[ReplicaSet, list]:  # type: ignore[type-arg]
+async def hedged_set(
+    sims: SimFactory, policy: Literal["spread", "primary"]
+) -> tuple[ReplicaSet, list[SimulatedHsm]]:
     reps = sims(3, latency_ms=LATENCY_MS)
     members = [
         YubiHsmSigner.connect(
@@ -47,7 +51,7 @@ async def hedged_set(sims: SimFactory, policy: str) -> tuple[ReplicaSet, list]: 
         members,
         policy=policy,
         hedge=POLICY,
-        probe_timeout=1.0,  # type: ignore[arg-type]
+        probe_timeout=1.0,
     )
     await rs.open()
     for i in range(9):  # a latency history for every replica

@@ -22,7 +22,7 @@ PUB = bytes(SigningKey(SEED).verify_key)
 NEW_ID = 9
 
 
-def run(*args: str | Path) -> Result:
+def run(*args: str | Path | int) -> Result:
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
+from typing import Literal
 
 import pytest
 from nacl.signing import SigningKey
+from yubihsm.core import AuthSession
+from yubihsm.utils import password_to_key
 
 from kms.errors import (
     HsmAuthError,
@@ -37,11 +41,13 @@ def signer(sim: SimulatedHsm, name: str, **opts: float) -> YubiHsmSigner:
     )
 
 
-async def replica_set(sims: list[SimulatedHsm], policy: str = "primary") -> ReplicaSet:
+async def replica_set(
+    sims: list[SimulatedHsm], policy: Literal["spread", "primary"] = "primary"
+) -> ReplicaSet:
     rs = ReplicaSet(
         "chain-1",
         [signer(s, f"hsm-{chr(97 + i)}") for i, s in enumerate(sims)],
-        policy=policy,  # type: ignore[arg-type]
+        policy=policy,
         probe_timeout=1.0,
     )
     await rs.open()
@@ -102,7 +108,7 @@ async def test_password_is_derived_once_however_often_sessions_are_rebuilt(
     sims: SimFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    real = yh.password_to_key
+    real = password_to_key
 
     def counting(password: str) -> tuple[bytes, bytes]:
         calls.append(password)
@@ -133,7 +139,7 @@ async def test_every_library_call_runs_on_the_devices_own_single_thread(
     threads: set[int] = set()
     real_call = device.session.call
 
-    def recording(fn, what=""):  # type: ignore[no-untyped-def]
+    def recording(fn: Callable[[AuthSession], object], what: str = "") -> object:
         threads.add(threading.get_ident())
         return real_call(fn, what)
 

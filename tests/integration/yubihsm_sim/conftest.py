@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from yubihsm import YubiHsm
 from yubihsm.backends.http import HttpBackend
-from yubihsm.core import AuthSession
+from yubihsm.core import AuthSession, YubiHsm
 
 from kms.sim.yubihsm import SimulatedHsm
 
@@ -23,6 +22,7 @@ class FakeClock:
 
 
 def connect(sim: SimulatedHsm, read_timeout: float = 3) -> YubiHsm:
+    # requests takes float seconds; yubihsm's annotation says int
     return YubiHsm(HttpBackend(sim.url, timeout=(1, read_timeout)))  # type: ignore[arg-type]
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from yubihsm import YubiHsm
 from yubihsm.backends.http import HttpBackend
+from yubihsm.core import YubiHsm
 from yubihsm.defs import COMMAND
 
 from tests.conftest import REPO_ROOT
@@ -60,7 +60,7 @@ def test_runs_until_signalled_and_exits_zero(
     proc_factory.append(proc)
     url = _url(proc)
     assert url.startswith("http://127.0.0.1:")
-    hsm = YubiHsm(HttpBackend(url, timeout=(1, 3)))  # type: ignore[arg-type]
+    hsm = YubiHsm(HttpBackend(url, timeout=(1, 3)))
     session = hsm.create_session_derived(1, "password")
     assert session.send_secure_cmd(COMMAND.ECHO, b"cli") == b"cli"
     hsm.close()

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from yubihsm import YubiHsm
-from yubihsm.core import AuthSession
+from yubihsm.core import AuthSession, YubiHsm
 from yubihsm.defs import ALGORITHM, AUDIT, CAPABILITY, COMMAND, ERROR, OBJECT, ORIGIN
 from yubihsm.exceptions import YubiHsmDeviceError
-from yubihsm.objects import AsymmetricKey, AuthenticationKey, WrapKey
+from yubihsm.objects import AsymmetricKey, AuthenticationKey, WrapKey, YhsmObject
 
 from kms.sim.yubihsm import SimulatedHsm
+from tests.yubihsm_typed import ed25519_public_key
 
 from .conftest import connect
 
@@ -46,11 +47,15 @@ def err_code(exc: pytest.ExceptionInfo[YubiHsmDeviceError]) -> ERROR:
 
 
 def put_ed(
-    session: AuthSession, key_id: int, key: Ed25519PrivateKey, **kw: object
+    session: AuthSession,
+    key_id: int,
+    key: Ed25519PrivateKey,
+    *,
+    label: str = "k",
+    domains: int = 1,
+    capabilities: CAPABILITY = SIGN,
 ) -> AsymmetricKey:
-    caps = kw.get("capabilities", SIGN)
-    domains = kw.get("domains", 1)
-    return AsymmetricKey.put(session, key_id, str(kw.get("label", "k")), domains, caps, key)
+    return AsymmetricKey.put(session, key_id, label, domains, capabilities, key)
 
 
 # --- Ed25519 ---------------------------------------------------------------------------
@@ -69,7 +74,7 @@ def test_signature_equals_software_ed25519_of_the_same_key(session: AuthSession)
     key = put_ed(session, 11, sk)
     for msg in (b"", b"vote", os.urandom(200), os.urandom(2019)):
         assert key.sign_eddsa(msg) == sk.sign(msg)
-    pub = key.get_public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    pub = ed25519_public_key(key).public_bytes(Encoding.Raw, PublicFormat.Raw)
     assert pub == sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
@@ -78,7 +83,7 @@ def test_generated_key_signs_verifiably_and_reports_generated_origin(
 ) -> None:
     key = AsymmetricKey.generate(session, 12, "gen", 1, SIGN, ALGORITHM.EC_ED25519)
     msg = b"block 1"
-    key.get_public_key().verify(key.sign_eddsa(msg), msg)
+    ed25519_public_key(key).verify(key.sign_eddsa(msg), msg)
     info = key.get_info()
     assert (info.origin, info.algorithm, info.size, info.sequence) == (
         ORIGIN.GENERATED,
@@ -224,19 +229,21 @@ def test_list_objects_filters(session: AuthSession) -> None:
         os.urandom(32),
     )
 
-    def ids(**kw: object) -> set[tuple[int, int]]:
-        return {(o.id, o.object_type) for o in session.list_objects(**kw)}  # type: ignore[arg-type]
+    def ids(found: Sequence[YhsmObject]) -> set[tuple[int, int]]:
+        return {(o.id, o.object_type) for o in found}
+
+    find = session.list_objects
 
     asym, wrap, auth = OBJECT.ASYMMETRIC_KEY, OBJECT.WRAP_KEY, OBJECT.AUTHENTICATION_KEY
-    assert ids() == {(1, auth), (40, asym), (41, asym), (40, wrap)}
-    assert ids(object_id=40) == {(40, asym), (40, wrap)}
-    assert ids(object_type=asym) == {(40, asym), (41, asym)}
-    assert ids(domains=0b110) == {(1, auth), (41, asym), (40, wrap)}  # any overlap
-    assert ids(capabilities=CAPABILITY.EXPORTABLE_UNDER_WRAP) == {(1, auth), (41, asym)}
-    assert ids(algorithm=ALGORITHM.AES256_CCM_WRAP) == {(40, wrap)}
-    assert ids(label="alpha") == {(40, asym), (40, wrap)}
-    assert ids(label="alpha", object_type=asym) == {(40, asym)}
-    assert ids(label="nothing") == set()
+    assert ids(find()) == {(1, auth), (40, asym), (41, asym), (40, wrap)}
+    assert ids(find(object_id=40)) == {(40, asym), (40, wrap)}
+    assert ids(find(object_type=asym)) == {(40, asym), (41, asym)}
+    assert ids(find(domains=0b110)) == {(1, auth), (41, asym), (40, wrap)}  # any overlap
+    assert ids(find(capabilities=CAPABILITY.EXPORTABLE_UNDER_WRAP)) == {(1, auth), (41, asym)}
+    assert ids(find(algorithm=ALGORITHM.AES256_CCM_WRAP)) == {(40, wrap)}
+    assert ids(find(label="alpha")) == {(40, asym), (40, wrap)}
+    assert ids(find(label="alpha", object_type=asym)) == {(40, asym)}
+    assert ids(find(label="nothing")) == set()
 
 
 def test_object_info_reports_metadata(session: AuthSession) -> None:

@@ -9,8 +9,7 @@ import time
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from yubihsm import YubiHsm
-from yubihsm.core import AuthSession
+from yubihsm.core import AuthSession, YubiHsm
 from yubihsm.defs import CAPABILITY, COMMAND, ERROR
 from yubihsm.exceptions import (
     YubiHsmConnectionError,

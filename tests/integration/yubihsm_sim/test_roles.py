@@ -9,10 +9,11 @@ read entries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from yubihsm import YubiHsm
-from yubihsm.core import AuthSession
+from yubihsm.core import AuthSession, YubiHsm
 from yubihsm.defs import ALGORITHM, AUDIT, CAPABILITY, COMMAND, ERROR, OBJECT
 from yubihsm.exceptions import YubiHsmDeviceError
 from yubihsm.objects import AsymmetricKey, AuthenticationKey, WrapKey
@@ -21,9 +22,9 @@ SIGN = CAPABILITY.SIGN_EDDSA
 EXPORTABLE = SIGN | CAPABILITY.EXPORTABLE_UNDER_WRAP
 
 
-def refused(code: ERROR, fn: object, *args: object) -> None:
+def refused(code: ERROR, fn: Callable[..., object], *args: object) -> None:
     with pytest.raises(YubiHsmDeviceError) as e:
-        fn(*args)  # type: ignore[operator]
+        fn(*args)
     assert e.value.code == code
 
 

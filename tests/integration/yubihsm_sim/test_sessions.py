@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from yubihsm import YubiHsm
+from yubihsm.core import YubiHsm
 from yubihsm.defs import CAPABILITY, COMMAND, ERROR
 from yubihsm.exceptions import YubiHsmAuthenticationError, YubiHsmDeviceError
 from yubihsm.objects import AuthenticationKey

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -94,10 +95,17 @@ def test_unreadable_secret_file_is_refused_even_for_root(
     home = make_home(tmp_path / "home")
     real_open = Path.open
 
-    def deny(self: Path, *args: object, **kwargs: object) -> object:
+    def deny(
+        self: Path,
+        mode: str = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> IO[Any]:
         if self.name == "hsm-password":
             raise PermissionError(13, "Permission denied")
-        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+        return real_open(self, mode, buffering, encoding, errors, newline)
 
     monkeypatch.setattr(Path, "open", deny)
     msg = _load_error(home)

@@ -291,6 +291,7 @@ def test_render_is_deterministic_and_sorted() -> None:
 
 def test_caller_mistakes_do_not_raise_or_break_rendering() -> None:
     m = Metrics()
+    # deliberately ill-typed calls (ignores below): a caller's bug must not break rendering
     m.signature(None, "prevote", "signed", None, None)  # type: ignore[arg-type]
     m.signature("c", "prevote", "signed", float("nan"), None)
     m.refusal(7, "regression")  # type: ignore[arg-type]

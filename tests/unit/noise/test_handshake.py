@@ -3,6 +3,8 @@ against a live v0.40.0 node), the payload signature vector, and the peer-ID pin.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -63,11 +65,11 @@ def test_node_style_payload_with_empty_extensions_is_accepted() -> None:
         (lambda p, k: p + b"\x22" + bytes([0x80, 0x80, 0x01]) + bytes(9000), "too long"),
     ],
 )
-def test_bad_payloads_are_refused(mutate: object, why: str) -> None:
+def test_bad_payloads_are_refused(mutate: Callable[[bytes, bytes], bytes], why: str) -> None:
     static_pub = x25519_public(b"\x07" * 32)
     payload = encode_payload(Ed25519PrivateKey.from_private_bytes(NODE_SEED), static_pub)
     with pytest.raises(HandshakeError, match=why):
-        verify_payload(mutate(payload, static_pub), static_pub)  # type: ignore[operator]
+        verify_payload(mutate(payload, static_pub), static_pub)
 
 
 def test_signature_over_another_static_key_is_refused() -> None:

@@ -328,6 +328,7 @@ EMPTY_HASH_BID = BlockID(hash=b"", part_set_header=PartSetHeader(total=1, hash=H
             Dialect.V0_38,
             "seconds",
         ),
+        # deliberately ill-typed: a value no decoder yields must still be refused
         (dataclasses.replace(PREVOTE, block_id="nope"), Dialect.V0_38, "malformed"),  # type: ignore[arg-type]
     ],
 )
@@ -357,6 +358,7 @@ def test_well_formed_proposals_pass_validation() -> None:
         (dataclasses.replace(PROPOSAL, block_id=EMPTY_HASH_BID), "complete"),
         (dataclasses.replace(PROPOSAL, block_id=BlockID(H1 + b"x", PartSetHeader(1, H2))), "33"),
         (dataclasses.replace(PROPOSAL, timestamp=Timestamp(0, 10**9)), "nanos"),
+        # deliberately ill-typed: a value no decoder yields must still be refused
         (dataclasses.replace(PROPOSAL, height=None), "malformed"),  # type: ignore[arg-type]
     ],
 )

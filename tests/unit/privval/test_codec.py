@@ -9,6 +9,7 @@ from kms.privval import codec
 from kms.privval.messages import (
     GO_ZERO_TIME_SECONDS,
     Dialect,
+    Message,
     PingRequest,
     PingResponse,
     Proposal,
@@ -141,10 +142,10 @@ def test_tag_10_means_sign_bytes_response_on_v1_and_raw_bytes_response_on_v0() -
         (SignedRawBytesResponse(signature=b"x"), [Dialect.V1]),
     ],
 )
-def test_variants_foreign_to_a_dialect_are_refused(msg: object, dialects: list[Dialect]) -> None:
+def test_variants_foreign_to_a_dialect_are_refused(msg: Message, dialects: list[Dialect]) -> None:
     for dialect in dialects:
         with pytest.raises(EncodeError, match="exists only"):
-            codec.encode(msg, dialect)  # type: ignore[arg-type]
+            codec.encode(msg, dialect)
 
 
 @pytest.mark.parametrize("dialect", [Dialect.V0_34, Dialect.V0_37], ids=_ids)
@@ -197,9 +198,9 @@ def test_invalid_utf8_chain_id_is_a_codec_error(dialect: Dialect) -> None:
     ],
 )
 @pytest.mark.parametrize("dialect", ALL, ids=_ids)
-def test_out_of_range_integers_are_encode_errors(msg: object, dialect: Dialect) -> None:
+def test_out_of_range_integers_are_encode_errors(msg: Message, dialect: Dialect) -> None:
     with pytest.raises(EncodeError, match="out of range"):
-        codec.encode(msg, dialect)  # type: ignore[arg-type]
+        codec.encode(msg, dialect)
 
 
 def test_part_set_total_is_uint32() -> None:
@@ -211,6 +212,7 @@ def test_part_set_total_is_uint32() -> None:
 
 
 def test_wrong_python_types_are_codec_errors() -> None:
+    # each ignore below marks a deliberately ill-typed value: the codec must refuse it at run time
     with pytest.raises(EncodeError):
         codec.encode(PubKeyRequest(chain_id=5), Dialect.V0_38)  # type: ignore[arg-type]
     with pytest.raises(EncodeError):

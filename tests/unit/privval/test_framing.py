@@ -12,9 +12,9 @@ from kms.errors import CodecError, EncodeError
 from kms.privval.framing import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MessageReader,
-    encode_uvarint,
     frame,
 )
+from kms.varint import encode_uvarint
 
 
 @pytest.mark.parametrize(

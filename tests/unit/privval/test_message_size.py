@@ -9,11 +9,11 @@ from kms.privval.framing import (
     MAX_MESSAGE_SIZE_LEGACY,
     MAX_MESSAGE_SIZE_V0_40,
     MessageReader,
-    encode_uvarint,
     frame,
     max_message_size,
 )
 from kms.privval.messages import Dialect
+from kms.varint import encode_uvarint
 
 
 def test_v0_40_cap_is_the_nodes_max_remote_signer_msg_size() -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import HealthCheck, given, settings
@@ -32,16 +34,18 @@ FUZZ = settings(
 # a partial sealed frame, and an AuthSig body up to the parser's cap plus one frame.
 HANDSHAKE_BUFFER_BOUND = 35 + SEALED_FRAME_SIZE + 8192 + 1024 + 10
 
+T = TypeVar("T")
+
 chunkings = st.lists(st.integers(min_value=1, max_value=3000), min_size=1, max_size=20)
 
 
-def _feed_in_chunks(feed: object, data: bytes, sizes: list[int]) -> list[bytes]:
+def _feed_in_chunks(feed: Callable[[bytes], T], data: bytes, sizes: list[int]) -> list[T]:
     out = []
     pos = 0
     i = 0
     while pos < len(data):
         size = sizes[i % len(sizes)]
-        out.append(feed(data[pos : pos + size]))  # type: ignore[operator]
+        out.append(feed(data[pos : pos + size]))
         pos += size
         i += 1
     return out

@@ -64,7 +64,8 @@ class FakeReplica(Signer):
         if self.mode == "hang":
             if self.hang_timeout is None:
                 await asyncio.Event().wait()
-            await asyncio.sleep(self.hang_timeout)
+            else:
+                await asyncio.sleep(self.hang_timeout)
             raise HsmTimeoutError(f"{self.name}: read timed out")
 
     async def sign_traced(self, message: bytes, *, timeout: float | None = None) -> Signature:

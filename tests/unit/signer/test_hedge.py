@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 from nacl.signing import SigningKey
@@ -56,19 +57,25 @@ def test_window_forgets_old_latencies() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
-    [{"floor": 0.0}, {"floor": 0.6, "ceiling": 0.5}, {"multiplier": 0}, {"min_samples": 0}],
+    "make",
+    [
+        lambda: HedgePolicy(floor=0.0),
+        lambda: HedgePolicy(floor=0.6, ceiling=0.5),
+        lambda: HedgePolicy(multiplier=0),
+        lambda: HedgePolicy(min_samples=0),
+    ],
+    ids=["floor-zero", "floor-above-ceiling", "multiplier-zero", "min-samples-zero"],
 )
-def test_nonsense_policies_are_refused(kwargs: dict[str, float]) -> None:
+def test_nonsense_policies_are_refused(make: Callable[[], HedgePolicy]) -> None:
     with pytest.raises(ValueError):
-        HedgePolicy(**kwargs)  # type: ignore[arg-type]
+        make()
 
 
 # --- the race ---------------------------------------------------------------------------
 
 
-async def warmed(reps: list[FakeReplica], policy: HedgePolicy = FAST, **kw: object) -> ReplicaSet:
-    rs = ReplicaSet("chain-1", reps, policy="primary", hedge=policy, **kw)  # type: ignore[arg-type]
+async def warmed(reps: list[FakeReplica], policy: HedgePolicy = FAST) -> ReplicaSet:
+    rs = ReplicaSet("chain-1", reps, policy="primary", hedge=policy)
     await rs.open()
     for r in reps:  # every replica has a latency history (primary sends all to the first)
         r.mode = "ok"

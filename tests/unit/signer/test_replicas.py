@@ -9,7 +9,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from kms.errors import KeyMismatchError, NoHealthyReplicaError
-from kms.signer.replica_policy import ReplicaView, choose_replica
+from kms.signer.replica_policy import ReplicaState, ReplicaView, choose_replica
 from kms.signer.replicas import ReplicaSet
 
 from .fakes import FakeReplica
@@ -30,8 +30,8 @@ def expected_sig(msg: bytes) -> bytes:
 # --- pure selection ------------------------------------------------------------------
 
 
-def v(i: int, state: str = "up", out: int = 0, assigned: int = 0) -> ReplicaView:
-    return ReplicaView(i, state, out, assigned)  # type: ignore[arg-type]
+def v(i: int, state: ReplicaState = "up", out: int = 0, assigned: int = 0) -> ReplicaView:
+    return ReplicaView(i, state, out, assigned)
 
 
 def test_spread_picks_least_outstanding_healthy_replica() -> None:

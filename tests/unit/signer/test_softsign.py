@@ -115,4 +115,4 @@ def test_unknown_key_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "k"
     write_base64_seed(path, bytes(32))
     with pytest.raises(KeyFileError, match="key_format"):
-        load_softsign(path, "pem")  # type: ignore[arg-type]
+        load_softsign(path, "pem")  # type: ignore[arg-type]  # deliberately not a known format

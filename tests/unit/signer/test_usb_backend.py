@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import usb.core  # type: ignore[import-untyped]
+import usb.core  # type: ignore[import-untyped]  # pyusb ships no type information
 from click.testing import CliRunner
-from yubihsm import YubiHsm
 from yubihsm.backends.usb import UsbBackend
+from yubihsm.core import YubiHsm
 
 from kms.cli.main import cli
 from kms.errors import HsmConnectionError

@@ -85,9 +85,12 @@ def test_device_error_code_is_found_through_the_cause_chain() -> None:
 def test_each_password_is_derived_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(yh, "_DERIVED", {})
-    monkeypatch.setattr(
-        yh, "password_to_key", lambda p: (calls.append(p), (b"e" * 16, b"m" * 16))[1]
-    )
+
+    def derive(password: str) -> tuple[bytes, bytes]:
+        calls.append(password)
+        return b"e" * 16, b"m" * 16
+
+    monkeypatch.setattr(yh, "password_to_key", derive)
     a = derive_credentials(2, "pw")
     b = derive_credentials(3, "pw")
     derive_credentials(2, "other")

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 
 from kms.cli.main import cli
 from kms.privval.messages import BlockID
-from kms.state.audit import AuditEntry, AuditLog
+from kms.state.audit import AuditEntry, AuditLog, Outcome
 from kms.state.format1 import decode_foreign_state, encode_state
 from kms.state.guard import ChainGuard, GuardResult
 from kms.state.machine import SignCandidate, SignState, advance
@@ -23,7 +23,7 @@ from tests.unit.state.helpers import CHAIN, NIL, PRECOMMIT, PREVOTE, SEED, SoftS
 A = block(0xAB)
 
 
-def run(*args: str, input: str | None = None) -> Result:
+def run(*args: str | Path, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, ["state", *map(str, args)], input=input)
 
 
@@ -92,7 +92,8 @@ def test_check_exits_zero_only_for_a_valid_file(tmp_path: Path) -> None:
 def test_history_lists_entries_and_filters_by_height(tmp_path: Path) -> None:
     path = tmp_path / "a.jsonl"
     log = AuditLog(path)
-    for h, outcome in ((1, "signed"), (2, "signed"), (2, "refused")):
+    entries: list[tuple[int, Outcome]] = [(1, "signed"), (2, "signed"), (2, "refused")]
+    for h, outcome in entries:
         log.record(
             AuditEntry.make(
                 time=datetime(2026, 1, 1, tzinfo=UTC),
@@ -102,7 +103,7 @@ def test_history_lists_entries_and_filters_by_height(tmp_path: Path) -> None:
                 step=1,
                 block_id=A if outcome == "signed" else NIL,
                 sign_bytes=b"x",
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 reason="double signing requested at height 2" if outcome == "refused" else None,
                 replica="hsm-a" if outcome == "signed" else None,
             )

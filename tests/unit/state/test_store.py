@@ -15,6 +15,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from kms.errors import StateFileError, StatePersistError
+from kms.privval.messages import Proposal, Vote
 from kms.state import format2
 from kms.state.format1 import decode_foreign_state, encode_state
 from kms.state.machine import SignCandidate, SignState, advance
@@ -25,11 +26,11 @@ NOW = datetime(2026, 11, 21, 1, 2, 3, 456789, tzinfo=UTC)
 A = block(0xAB)
 
 
-def signed_state(msg: Any = None) -> SignState:
+def signed_state(msg: Vote | Proposal | None = None) -> SignState:
     m = msg or vote(PREVOTE, 1234, 1, A)
     c = (
         SignCandidate.for_vote(CHAIN, m)
-        if hasattr(m, "extension")
+        if isinstance(m, Vote)
         else SignCandidate.for_proposal(CHAIN, m)
     )
     return advance(c, SigningKey(SEED).sign(c.sign_bytes).signature, NOW)
