@@ -80,3 +80,23 @@ class Refusal:
     def remote_error(self) -> RemoteSignerError:
         """What the node receives."""
         return RemoteSignerError(int(self.code), self.reason)
+
+
+class RefusalCarrier:
+    """Read-only views of the `refusal` a decision value carries (None: not refused).
+
+    Mixed into the values that pass a refusal along (kms.state.machine.Decision,
+    kms.shared.gate.GateVerdict, kms.state.guard.GuardResult), which each declare
+    the `refusal` field themselves.
+    """
+
+    __slots__ = ()
+    refusal: Refusal | None
+
+    @property
+    def reason(self) -> str | None:
+        return self.refusal.reason if self.refusal is not None else None
+
+    @property
+    def error_code(self) -> int:
+        return self.refusal.code if self.refusal is not None else 0

@@ -47,7 +47,7 @@ from typing import Protocol
 
 from kms.errors import SharedStateAmbiguous, SharedStateError
 from kms.privval.messages import Timestamp
-from kms.refusal import Refusal
+from kms.refusal import Refusal, RefusalCarrier
 from kms.shared.etcd import EtcdClient, KeyValue
 from kms.shared.preference import Preference
 from kms.shared.record import Record, decode, encode, watermark_key
@@ -63,7 +63,7 @@ class GateObserver(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class GateVerdict:
+class GateVerdict(RefusalCarrier):
     """What the guard does next.
 
     allowed: sign `sign_bytes`, answer with `timestamp`, then persist `state`
@@ -80,14 +80,6 @@ class GateVerdict:
     @property
     def allowed(self) -> bool:
         return self.refusal is None
-
-    @property
-    def reason(self) -> str | None:
-        return self.refusal.reason if self.refusal is not None else None
-
-    @property
-    def error_code(self) -> int:
-        return self.refusal.code if self.refusal is not None else 0
 
 
 def _utc_now() -> datetime:

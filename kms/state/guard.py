@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from kms.config import ChainConfig
 from kms.errors import BadState, CodecError, EncodeError, SignerError, StateFileError, describe
 from kms.privval.messages import Proposal, Timestamp, Vote
-from kms.refusal import Code, Refusal
+from kms.refusal import Code, Refusal, RefusalCarrier
 from kms.signer.base import Signature
 from kms.state.audit import AuditEntry, AuditLog, Outcome
 from kms.state.format1 import check_chain
@@ -75,7 +75,7 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class GuardResult:
+class GuardResult(RefusalCarrier):
     outcome: Literal["signed", "reused", "refused"]
     signature: bytes  # b"" when refused
     timestamp: Timestamp  # the timestamp actually signed (the stored one on REUSE of a vote)
@@ -86,14 +86,6 @@ class GuardResult:
     @classmethod
     def refused(cls, refusal: Refusal, timestamp: Timestamp, sign_bytes: bytes) -> GuardResult:
         return cls("refused", b"", timestamp, sign_bytes, refusal, None)
-
-    @property
-    def reason(self) -> str | None:
-        return self.refusal.reason if self.refusal is not None else None
-
-    @property
-    def error_code(self) -> int:
-        return self.refusal.code if self.refusal is not None else 0
 
 
 def _utc_now() -> datetime:

@@ -73,7 +73,7 @@ from kms.privval.messages import (
     Timestamp,
     Vote,
 )
-from kms.refusal import Code, Refusal
+from kms.refusal import Code, Refusal, RefusalCarrier
 
 
 class Step(enum.IntEnum):
@@ -176,7 +176,7 @@ class SignCandidate:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(RefusalCarrier):
     """What to do with a candidate.
 
     SIGN: sign `sign_bytes` (the candidate's), then persist `advance(...)`.
@@ -190,14 +190,6 @@ class Decision:
     timestamp: Timestamp | None = None
     signature: bytes = b""
     refusal: Refusal | None = None
-
-    @property
-    def reason(self) -> str | None:
-        return self.refusal.reason if self.refusal is not None else None
-
-    @property
-    def error_code(self) -> int:
-        return self.refusal.code if self.refusal is not None else 0
 
 
 def _refuse(rule: str, reason: str, code: Code) -> Decision:
