@@ -19,19 +19,13 @@ from typing import Any, TypeVar
 
 import click
 
+from kms.cli.options import CONFIG_PATH_OPTION
 from kms.errors import ConfigError
 from kms.privval.limits import MAX_HEIGHT
 
 R = TypeVar("R")
 
-_CONFIG = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Config file (default: $KMS_CONFIG_FILE, $TMKMS_CONFIG_FILE, ./tmkms.toml).",
-)
+_CONFIG = CONFIG_PATH_OPTION
 
 
 def _with_client(config_path: Path | None, body: Callable[[Any, Any], Awaitable[R]]) -> R:

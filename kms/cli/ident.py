@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from kms.cli.options import CONFIG_PATH_OPTION
 from kms.errors import KmsError
 from kms.identity import identity_public_key, load_identity_key
 from kms.noise.peerid import peer_id_from_ed25519
@@ -34,14 +35,7 @@ def ident() -> None:
 
 
 @ident.command("show")
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="kms config (default: $KMS_CONFIG_FILE, $TMKMS_CONFIG_FILE, ./tmkms.toml).",
-)
+@CONFIG_PATH_OPTION
 @click.option(
     "--key",
     "key_path",

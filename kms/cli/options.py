@@ -19,6 +19,15 @@ FILE = click.Path(path_type=Path, dir_okay=False)  # a file (it need not exist y
 OBJECT_ID = click.IntRange(MIN_OBJECT_ID, MAX_OBJECT_ID)  # a YubiHSM2 object id
 
 CONFIG_OPTION = click.option("-c", "--config", type=FILE, help="kms config")
+# for commands that find the config like `kms start` (kms.config.config_path_from_env)
+CONFIG_PATH_OPTION = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=FILE,
+    default=None,
+    help="Config file (default: $KMS_CONFIG_FILE, $TMKMS_CONFIG_FILE, ./tmkms.toml).",
+)
 CONNECTORS_OPTION = click.option(
     "--connector",
     "connectors",

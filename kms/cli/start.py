@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from kms import __version__
+from kms.cli.options import CONFIG_PATH_OPTION
 from kms.logs import LOG_LEVELS, setup_logging
 
 log = logging.getLogger("kms.cli")
@@ -40,14 +41,7 @@ log_options = [
 
 
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Config file (default: $KMS_CONFIG_FILE, $TMKMS_CONFIG_FILE, ./tmkms.toml).",
-)
+@CONFIG_PATH_OPTION
 @log_options[0]
 @log_options[1]
 def start(config_path: Path | None, log_format: str, log_level: str) -> None:
