@@ -113,10 +113,11 @@ def noise_addr_problem(addr: str) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """'localhost' or a loopback IP address (brackets and an IPv6 zone are ignored)."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]").split("%")[0]).is_loopback
     except ValueError:
         return False
 

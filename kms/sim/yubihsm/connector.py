@@ -13,7 +13,6 @@ Never touches device internals beyond `device.handle()` and `device.lock`.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import socket
@@ -27,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from kms.config.addresses import is_loopback
 from kms.sim.yubihsm.device import SimDevice
 from kms.sim.yubihsm.faults import Faults
 from kms.sim.yubihsm.latency import LatencyProfile
@@ -289,7 +289,7 @@ class SimConnector:
 
     def _control(self, h: _Handler) -> None:
         body = h._drain()
-        if not _is_loopback(h.client_address[0]):
+        if not is_loopback(h.client_address[0]):
             h._reply(403, b"control is loopback-only\n")
             return
         try:
@@ -300,13 +300,6 @@ class SimConnector:
             h._reply(400, json.dumps({"ok": False, "error": str(e)}).encode(), "application/json")
             return
         h._reply(200, json.dumps({"ok": True, **result}).encode(), "application/json")
-
-
-def _is_loopback(addr: str) -> bool:
-    try:
-        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def apply_control(
