@@ -30,6 +30,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "vote_extensions: run only on cometbft lines with vote extensions (v0.38+, v1)",
     )
     config.addinivalue_line("markers", "noise: run only on cometbft lines with noise:// (v0.40)")
+    config.addinivalue_line(
+        "markers",
+        "lines(*names): run only on these cometbft lines (the others are not collected,"
+        " rather than collected and skipped)",
+    )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -40,6 +45,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         found = [c for c in found if c.has_vote_extensions]
     if metafunc.definition.get_closest_marker("noise"):
         found = [c for c in found if c.has_noise]
+    only = metafunc.definition.get_closest_marker("lines")
+    if only is not None:
+        found = [c for c in found if c.line in only.args]
     if found:
         metafunc.parametrize("cometbft", found, ids=[c.line for c in found], indirect=True)
     else:

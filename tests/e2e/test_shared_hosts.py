@@ -59,9 +59,8 @@ def _shared_toml(cluster: EtcdCluster, host: str) -> str:
     )
 
 
+@pytest.mark.lines(*LINES)  # (CI time: the shared watermark does not depend on the line)
 def test_two_hosts_share_one_watermark(rig: Rig) -> None:
-    if rig.cometbft.line not in LINES:
-        pytest.skip(f"shared-state e2e runs on {', '.join(LINES)} only (CI time)")
     rig.describe("two-kms-hosts-shared-etcd", "tcp", "softsign x2 + etcd")
     cluster = EtcdCluster(etcd_binary(), rig.tmp_path / "etcd", size=3)
     rig.procs.add(_Etcd(cluster))
@@ -133,11 +132,10 @@ def test_two_hosts_share_one_watermark(rig: Rig) -> None:
     assert conflicting_signatures(entries) == []
 
 
+@pytest.mark.lines("v0.38")  # (CI time)
 def test_two_hosts_without_shared_state_double_sign(rig: Rig) -> None:
     """Control: two kms hosts with their own state files only, one per node: they sign
     different blocks at one height and the evidence check must find it."""
-    if rig.cometbft.line != "v0.38":
-        pytest.skip("the control runs on v0.38 only (CI time)")
     rig.describe("negative-two-kms-hosts-no-shared-state", "tcp", "softsign x2, local state only")
     net, laddrs = key_on_two_nodes(rig, "ours")
     ours, ours_a = net.keys["ours"], net.node("ours-a")
