@@ -7,8 +7,8 @@ import os
 import pytest
 import requests
 
+from kms.config.addresses import is_loopback
 from kms.sim.yubihsm import SimulatedHsm
-from kms.sim.yubihsm.connector import _is_loopback
 
 
 def test_status_page_is_the_real_connector_key_value_format(sim: SimulatedHsm) -> None:
@@ -58,7 +58,7 @@ def test_unknown_paths_are_404(sim: SimulatedHsm) -> None:
     [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("10.0.0.1", False), ("x", False)],
 )
 def test_control_route_peer_check(addr: str, ok: bool) -> None:
-    assert _is_loopback(addr) is ok
+    assert is_loopback(addr) is ok
 
 
 def test_stop_releases_hung_requests_and_frees_the_port() -> None:
