@@ -14,21 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from kms.refusal import Label
+
 OUTCOMES: tuple[str, ...] = ("signed", "reused", "refused", "error")
 """What `Metrics.signature` expects as `outcome`."""
 
-REFUSAL_REASONS: tuple[str, ...] = (
-    "regression",
-    "double_sign",
-    "max_height",
-    "chain_id",
-    "invalid",
-    "signer_error",
-    "state_error",
-    "raw_bytes",
-    "shared_state",
-)
-"""The refusal slugs the service uses (others are accepted and exported as given)."""
+REFUSAL_REASONS: tuple[str, ...] = tuple(label.value for label in Label)
+"""The `reason` label values of kms_refusals_total: `kms.refusal.Label`, their one home."""
 
 SIGN_BUCKETS: tuple[float, ...] = (
     0.0005,
@@ -96,8 +88,7 @@ SPECS: tuple[MetricSpec, ...] = (
         "kms_refusals_total",
         "counter",
         ("chain", "reason"),
-        "Sign requests refused, by reason (regression, double_sign, max_height, chain_id, "
-        "invalid, signer_error, state_error, raw_bytes, shared_state).",
+        "Sign requests refused, by reason (" + ", ".join(REFUSAL_REASONS) + ").",
     ),
     MetricSpec(
         "kms_sign_latency_seconds",
