@@ -115,12 +115,21 @@ def compute_targets(results: dict[str, Section]) -> list[Target]:
 
     targets = goals(_GOALS_BEFORE_HSM)
     hsm = data("hsm")
+    device = _num(hsm, "device", "signatures_per_s")  # one device, bare library
     for n in sorted(hsm, key=lambda k: int(k) if k.isdigit() else 0):
         if not n.isdigit():
             continue
         targets.append(
             Target(
-                f"hsm {n} replica(s) (sig/s) >= 0.95 x {n} / {SIGN_LATENCY_MS / 1000:.3f} s",
+                f"hsm {n} replica(s) (sig/s) >= 0.95 x {n} x device rate (bare library)",
+                _num(hsm, n, "signatures_per_s"),
+                0.95 * int(n) * device,
+                ">=",
+            )
+        )
+        targets.append(
+            Target(
+                f"hsm {n} replica(s) (sig/s) >= 0.95 x {n} / {SIGN_LATENCY_MS / 1000:.3f} s (nominal)",
                 _num(hsm, n, "signatures_per_s"),
                 0.95 * int(n) * 1000.0 / SIGN_LATENCY_MS,
                 ">=",
@@ -229,8 +238,18 @@ def table(results: dict[str, Section], targets: list[Target]) -> str:
             rows.append(_row(label, d, f"cpu {_fmt(_num(d, 'cpu_ms_per_request'), 3)} ms/req"))
     if "hsm" in results:
         for n, d in sorted(results["hsm"].data.items()):
+            what = "hsm device, bare library" if n == "device" else f"hsm {n} replica(s)"
             if "error" in d:
-                rows.append(_note_row(f"hsm {n} replica(s)", f"error: {d['error'][:60]}"))
+                rows.append(_note_row(what, f"error: {d['error'][:60]}"))
+                continue
+            if n == "device":
+                rows.append(
+                    _note_row(
+                        what,
+                        f"{_fmt(_num(d, 'signatures_per_s'), 2)} sig/s, "
+                        f"{_fmt(_num(d, 'ms_per_signature'), 1)} ms per signature",
+                    )
+                )
                 continue
             other = (
                 f"{_fmt(_num(d, 'signatures_per_s'), 1)} sig/s "

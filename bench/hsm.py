@@ -36,7 +36,8 @@ from typing import Any
 from bench.common import Section, summarize_ms, write_private
 
 SIGN_LATENCY_MS = 110.0
-PASSWORD = "password"  # the factory auth key (id 1) of a fresh simulator
+AUTH_KEY_ID = 1  # the factory auth key of a fresh simulator
+PASSWORD = "password"  # and its password
 KEY_ID = 1
 
 
@@ -173,7 +174,7 @@ def write_hsm_config(
         lines += [
             "[[providers.yubihsm]]",
             f'adapter = {{ type = "http", addr = "tcp://{s.hostport}" }}',
-            f'auth = {{ key = 1, password_file = "{pw}" }}',
+            f'auth = {{ key = {AUTH_KEY_ID}, password_file = "{pw}" }}',
             f"keys = [{{ chain_ids = [{chains}], key = {KEY_ID} }}]",
             "",
         ]
@@ -273,6 +274,35 @@ async def measure_throughput(
         fleet.stop()
 
 
+def measure_device_rate(template: Path, workdir: Path, signatures: int) -> dict[str, Any]:
+    """What one simulated device delivers to a bare client: Yubico's library alone,
+    one session, signatures back to back (no kms). The N-replica target compares kms
+    with N times this, so the simulator's own HTTP and SCP03 costs are not counted
+    against kms's replica handling (a real device's 110-120 ms includes its own)."""
+    from yubihsm.core import YubiHsm
+    from yubihsm.objects import AsymmetricKey
+
+    fleet = start_fleet(template, workdir, 1, SIGN_LATENCY_MS, "device")
+    try:
+        hsm = YubiHsm.connect(fleet.sims[0].url)
+        session = hsm.create_session_derived(AUTH_KEY_ID, PASSWORD)
+        key = AsymmetricKey(session, KEY_ID)
+        key.sign_eddsa(b"warm-up")
+        t0 = time.perf_counter()
+        for i in range(signatures):
+            key.sign_eddsa(b"device-%d" % i)
+        elapsed = time.perf_counter() - t0
+        session.close()
+        hsm.close()
+    finally:
+        fleet.stop()
+    return {
+        "signatures": signatures,
+        "ms_per_signature": elapsed / signatures * 1000.0,
+        "signatures_per_s": signatures / elapsed,
+    }
+
+
 async def run_hsm(workdir: Path, quick: bool, max_replicas: int = 3) -> Section:
     from nacl.signing import SigningKey
 
@@ -281,6 +311,13 @@ async def run_hsm(workdir: Path, quick: bool, max_replicas: int = 3) -> Section:
     provision_state(template, bytes(SigningKey.generate()))
     sec = Section("hsm")
     duration = 5.0 if quick else 30.0
+    try:
+        sec.data["device"] = await asyncio.to_thread(
+            measure_device_rate, template, workdir, 10 if quick else 40
+        )
+    except Exception as e:
+        sec.data["device"] = {"error": f"{type(e).__name__}: {e}"}
+        sec.notes.append(f"device rate: {type(e).__name__}: {e}")
     for n in range(1, max_replicas + 1):
         try:
             sec.data[str(n)] = await measure_throughput(template, workdir, n, duration)
