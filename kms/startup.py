@@ -29,8 +29,9 @@ async def run(config: Config) -> Daemon:
         # the log goes to the same stderr)
         e.args = (f"start-up refused: {e}", *e.args[1:])
         raise
-    log_starting_point(daemon)
-    await daemon.run()
+    # logged once a signal already means a clean shutdown: an operator (or a test)
+    # that stops kms as soon as it sees these lines gets exit code 0, not a kill
+    await daemon.run(on_start=lambda: log_starting_point(daemon))
     return daemon
 
 

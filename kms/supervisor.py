@@ -59,11 +59,17 @@ class Daemon:
     etcd: EtcdClient | None = None  # [shared_state]: closed after the guards
     preference: Preference | None = None  # [shared_state] preference: a background job
 
-    async def run(self, *, install_signals: bool = True) -> None:
+    async def run(
+        self, *, install_signals: bool = True, on_start: Callable[[], None] | None = None
+    ) -> None:
+        """Serve until stopped. `on_start` runs once SIGTERM/SIGINT already mean a clean
+        shutdown (so whoever waits for what it logs may signal at once)."""
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop_event.set)
+        if on_start is not None:
+            on_start()
         log.info(
             "kms started",
             extra={

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,30 @@ async def test_the_lock_is_held_while_a_guard_is_open(tmp_path: Path) -> None:
             ChainGuard.open(chain)
     finally:
         guard.close()
+
+
+def _good_config(root: Path) -> Config:
+    home = make_home(root, [CHAIN])
+    text = home.chain_section(CHAIN)
+    text += home.validator_section(CHAIN, "tcp://127.0.0.1:1", home.identity, "v0.38")
+    text += home.softsign_section([CHAIN])
+    return load_config(home.write_config(text))
+
+
+async def test_the_starting_point_is_logged_only_once_a_signal_means_a_clean_stop(
+    tmp_path: Path,
+) -> None:
+    # `kms start` logs its starting point through on_start; whoever stops kms as soon as
+    # it sees those lines must get a clean shutdown, not the default SIGTERM kill (a CI
+    # run once caught kms in that window and got exit -15)
+    daemon = await build(_good_config(tmp_path))
+    seen: list[object] = []
+
+    def on_start() -> None:
+        seen.append(signal.getsignal(signal.SIGTERM))
+        daemon.stop_event.set()
+
+    before = signal.getsignal(signal.SIGTERM)
+    await daemon.run(on_start=on_start)
+    assert len(seen) == 1 and seen[0] is not signal.SIG_DFL and seen[0] != before
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers removed after the run
