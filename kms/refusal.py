@@ -73,10 +73,6 @@ class Refusal:
         """A refusal of the double-sign rules: the label follows from the code."""
         return cls(rule, reason, code, _LABEL_OF_CODE.get(code, Label.REFUSED))
 
-    def prefixed(self, prefix: str) -> Refusal:
-        """The same refusal with its reason prefixed (e.g. by the watermark's host)."""
-        return Refusal(self.rule, f"{prefix}{self.reason}", self.code, self.label, self.error)
-
     def remote_error(self) -> RemoteSignerError:
         """What the node receives."""
         return RemoteSignerError(int(self.code), self.reason)

@@ -165,13 +165,10 @@ class SharedGate:
             if d.action is Action.REFUSE:
                 self._count("refused")
                 assert d.refusal is not None
-                refusal = d.refusal.prefixed(f"shared watermark ({rec.host}): ")
+                reason = f"shared watermark ({rec.host}): {d.refusal.reason}"
                 if rec.sealed_at is not None and d.rule == "max-height":
-                    refusal = replace(
-                        refusal,
-                        reason=f"{refusal.reason} (the shared watermark is sealed for a hand-over)",
-                    )
-                return GateVerdict(d.rule, refusal=refusal)
+                    reason += " (the shared watermark is sealed for a hand-over)"
+                return GateVerdict(d.rule, refusal=replace(d.refusal, reason=reason))
             if d.action is Action.REUSE:
                 # Never d.signature: the record holds a marker, not a signature.
                 self._count("reused")
