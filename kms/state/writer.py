@@ -1,17 +1,13 @@
-"""Where a chain's blocking file work runs: on its own thread (cheaply) or inline.
+"""Where a chain's blocking file work runs: on its own thread, cheaply.
 
-Owns: the `StateWriter` interface (submit work, get an asyncio future; close),
-`WriteThread` (one worker thread, the FIFO of work handed to it, delivering each
-result to an asyncio future on the loop that submitted it) and `InlineWriter`
-(the work runs at once on the caller's thread; the future is already done). Never
-knows what the work is (the guard hands it `StateStore.save`/`load`), never opens
-a file and never decides anything, including which of the two a chain uses.
+Owns: `WriteThread` (one worker thread, the FIFO of work handed to it, delivering
+each result to an asyncio future on the loop that submitted it). Never knows what
+the work is (the guard hands it `StateStore.save`/`load`), never opens a file and
+never decides anything.
 
-When inline pays: a process serving one chain waits for that chain's fdatasync
-anyway; running it on the loop saves the hop (1 chain x 1 link, run side by side
-under the same load: about a fifth less CPU per request for the whole process) at
-the price of blocking the loop for one fdatasync. With several chains on one loop,
-a slow disk would then stall every chain: use `WriteThread`.
+Not inline on the loop, although for a process serving one chain that measured
+about a fifth less CPU per request: DESIGN §2 keeps fsync off the event loop, so a
+stalled disk never freezes metrics, pings or signal handling.
 
 Why not `ThreadPoolExecutor.submit` + `asyncio.wrap_future`: a state write is on
 the path of every signature, and that route costs two futures chained across
@@ -41,60 +37,13 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["InlineWriter", "StateWriter", "WriteThread"]
+__all__ = ["WriteThread"]
 
 T = TypeVar("T")
 
 _Item = tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
-
-
-class StateWriter(Protocol):
-    """Runs file work for one chain; see the module docstring for the two kinds."""
-
-    @property
-    def closed(self) -> bool: ...
-
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]: ...
-
-    def close(self) -> None: ...
-
-
-class InlineWriter:
-    """Runs each item at once, on the caller's thread (the event loop): no hop.
-
-    The same rules as `WriteThread` hold trivially: one item at a time in order,
-    an item always runs to its end (nothing can interrupt a synchronous call),
-    and when `close()` returns nothing is running.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._closed = False
-
-    def __repr__(self) -> str:
-        return f"InlineWriter({self.name!r}, {'closed' if self._closed else 'open'})"
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Run `fn` now; return a future that already holds its result or exception."""
-        if self._closed:
-            raise RuntimeError(f"{self.name}: submit after close")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        try:
-            result = fn()
-        except BaseException as e:  # delivered through the future, like WriteThread
-            fut.set_exception(e)
-        else:
-            fut.set_result(result)
-        return fut
-
-    def close(self) -> None:
-        self._closed = True
 
 
 class WriteThread:

@@ -1,4 +1,4 @@
-"""kms.state.writer: WriteThread's rules on real threads, and InlineWriter's.
+"""kms.state.writer: WriteThread's rules on real threads.
 
 Each test fails if its rule is dropped: order (one worker, FIFO), errors delivered
 to the awaiting coroutine, work that outlives a cancelled awaiter, close() waiting
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kms.state.writer import InlineWriter, StateWriter, WriteThread
+from kms.state.writer import WriteThread
 
 
 @pytest.fixture
@@ -148,33 +148,10 @@ def test_a_closed_loop_does_not_break_the_worker() -> None:
     assert not w._thread.is_alive()
 
 
-# --- InlineWriter: the same interface, no thread ------------------------------------------
-
-
-async def test_inline_runs_on_the_callers_thread_and_is_done_at_once() -> None:
-    w = InlineWriter("state-inline")
-    fut = w.submit(threading.get_ident)
-    assert fut.done()  # ran before submit returned: nothing left running
-    assert await fut == threading.get_ident()
-
-
-async def test_inline_delivers_an_error_through_the_future() -> None:
-    w = InlineWriter("state-inline")
-
-    def fail() -> None:
-        raise OSError(5, "Input/output error")
-
-    fut = w.submit(fail)
-    with pytest.raises(OSError, match="Input/output"):
-        await asyncio.shield(fut)
-    assert await w.submit(lambda: "next") == "next"
-
-
-@pytest.mark.parametrize("kind", [WriteThread, InlineWriter])
-async def test_both_kinds_write_durably_in_order_and_refuse_after_close(
-    kind: type[WriteThread] | type[InlineWriter], tmp_path: Path
+async def test_writes_land_durably_in_order_and_submit_after_close_is_refused(
+    tmp_path: Path,
 ) -> None:
-    w: StateWriter = kind("state-both")
+    w = WriteThread("state-order")
     path = tmp_path / "f"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
