@@ -226,8 +226,7 @@ class ReplicaSet(Signer):
                         self._failovers += 1
                         self.observer.failover(self.name, last_failed, self._replicas[idx].name)
                         log.warning("%s: failing over to %s", self.name, self._replicas[idx].name)
-                    self._start(idx, message, deadline, tried, running)
-                    sent.append(self._replicas[idx].name)
+                    self._start(idx, message, deadline, tried, running, sent)
                     first = self._replicas[idx]
                 elif not no_hedge_target:
                     slow = next(reversed(running.values()))
@@ -237,8 +236,7 @@ class ReplicaSet(Signer):
                             no_hedge_target = True
                         else:
                             self._hedge(slow, self._replicas[idx], now)
-                            self._start(idx, message, deadline, tried, running)
-                            sent.append(self._replicas[idx].name)
+                            self._start(idx, message, deadline, tried, running, sent)
                 hedge_at = math.inf
                 if not no_hedge_target and running:
                     hedge_at = self._stalled_at(next(reversed(running.values())))
@@ -308,10 +306,12 @@ class ReplicaSet(Signer):
         deadline: float,
         tried: set[int],
         running: dict[asyncio.Future[Signature], Replica],
+        sent: list[str],
     ) -> None:
-        """Start an attempt on replica `idx`."""
+        """Start an attempt on replica `idx` (recorded in `tried` and `sent`)."""
         r = self._replicas[idx]
         tried.add(idx)
+        sent.append(r.name)
         now = self._clock()
         remaining = deadline - now
         if self.attempt_timeout is not None:
